@@ -1,0 +1,39 @@
+# The README's two commands: `make demo` (set up, run the main job on the shipped sample) and
+# `make test` (set up, lint, run the tests). Both need nothing but python3 (>= 3.10) to start.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# A CPU build of torch that this machine's package index serves; any torch>=2.4 satisfies [train].
+TORCH  ?= torch==2.13.0
+DEMO   ?= demo_out
+
+.PHONY: demo test lint bench clean venv venv-test
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+venv: $(BIN)/python
+	$(BIN)/pip install -q -e ".[dask,remote]"
+
+venv-test: $(BIN)/python
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e ".[dask,remote,train,test]"
+
+demo: venv
+	rm -rf $(DEMO)
+	$(BIN)/muon-pipeline convert data_samples/sample.root --output $(DEMO)/dataset
+	$(BIN)/muon-pipeline validate $(DEMO)/dataset
+	$(BIN)/muon-pipeline inspect $(DEMO)/dataset
+
+lint: venv-test
+	$(BIN)/ruff check pipeline tests bench
+
+test: venv-test lint
+	$(BIN)/python -m pytest -q
+
+bench: venv-test
+	$(BIN)/python bench/bench_convert.py
+
+clean:
+	rm -rf $(DEMO) .pytest_cache .ruff_cache

@@ -1,0 +1,180 @@
+"""The ``muon-pipeline`` command: a click group that parses options and calls library functions.
+
+No logic lives here beyond turning options into typed configuration, printing, and mapping
+``pipeline.errors`` to exit codes:
+
+* 0 success, 1 failure (bad data, failed validation), 2 usage or configuration error,
+* 3 finished, but some inputs were skipped (``convert --skip-bad-files``).
+
+Sub-commands of other stages live beside the code they drive (``pipeline.simulate.command``,
+``pipeline.train.command``) and are registered here; the training commands import torch only
+when they run, so preprocessing never pays for it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from ._version import __version__
+from .errors import PipelineError
+
+
+#: Commands defined beside the stage they drive, imported only when used.
+_LAZY_COMMANDS = {
+    "simulate": "pipeline.simulate.command:simulate",
+    "train": "pipeline.train.command:train",
+    "evaluate": "pipeline.train.command:evaluate",
+    "compare": "pipeline.train.command:compare",
+}
+
+
+class _Group(click.Group):
+    """Lazily loads stage commands, and turns ``PipelineError`` into a one-line message and its
+    exit code instead of a traceback."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(_LAZY_COMMANDS))
+
+    def get_command(self, ctx: click.Context, name: str):
+        if name in _LAZY_COMMANDS and name not in self.commands:
+            module, attr = _LAZY_COMMANDS[name].split(":")
+            try:
+                self.add_command(getattr(importlib.import_module(module), attr), name)
+            except (ImportError, AttributeError) as err:
+                raise click.ClickException(f"command {name!r} is unavailable: {err}") from err
+        return super().get_command(ctx, name)
+
+    def invoke(self, ctx: click.Context):  # noqa: D401
+        try:
+            return super().invoke(ctx)
+        except PipelineError as err:
+            click.secho(f"Error: {err}", fg="red", err=True)
+            sys.exit(err.exit_code)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="muon-pipeline")
+def main() -> None:
+    """Turn ATLAS muon-spectrometer hit dumps (ROOT) into validated, versioned Parquet shards,
+    and train / evaluate muon regression on them.
+
+    \b
+    Typical flow:
+      muon-pipeline simulate raw.root --events 1000        # or use real dumps
+      muon-pipeline convert raw.root --output data/        # ROOT -> Parquet + manifest
+      muon-pipeline validate data/                         # CI / batch-job check
+      muon-pipeline inspect data/                          # what is in it
+      muon-pipeline train --config configs/inverse_pt.yaml --data data/ --output runs/a
+
+    Run any command with --help for its options.
+    """
+
+
+# --------------------------------------------------------------------------------------------
+# convert / finalize
+# --------------------------------------------------------------------------------------------
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--output", required=True, help="Output directory (local path or fsspec URL). Created if missing.")
+@click.option("--schema-version", type=int, default=None, help="Schema version to write (default: the newest).")
+@click.option("--tree", default=None, help="TTree name [default: MuonHitDump].")
+@click.option("--layout", "layout_file", type=click.Path(exists=True, dir_okay=False),
+              help="YAML mapping raw field -> branch name (and 'tree'), for dumps with other branch names.")
+@click.option("--step-size", default="100 MB", show_default=True,
+              help="Entries read at once: an event count (5000) or a memory size ('100 MB'). Sets peak memory.")
+@click.option("--min-pt", type=float, default=5.0, show_default=True, help="Keep truth muons with pT >= this [GeV].")
+@click.option("--max-abs-eta", type=float, default=2.7, show_default=True, help="Keep truth muons with |eta| <= this.")
+@click.option("--min-hits", type=int, default=3, show_default=True, help="Keep truth muons with at least this many hits.")
+@click.option("--technologies", default="MDT,RPC,TGC,STGC,MM", show_default=True,
+              help="Comma-separated technologies whose hits are kept.")
+@click.option("--keep-empty-events", is_flag=True, help="Keep events left without a muon after the selection.")
+@click.option("--on-invalid", type=click.Choice(["error", "drop-hit", "drop-event"]), default="error",
+              show_default=True, help="What to do with NaN/inf values or out-of-range truth links.")
+@click.option("--compression", default="zstd", show_default=True, help="Parquet codec[:level]: zstd, lz4, snappy, gzip, brotli, none.")
+@click.option("--row-group-size", type=int, default=2000, show_default=True, help="Events per Parquet row group.")
+@click.option("--shard-events", type=int, default=10000, show_default=True,
+              help="Input entries per work unit; each unit writes one shard.")
+@click.option("-j", "--workers", type=int, default=None, help="Local worker processes [default: number of cores].")
+@click.option("--scheduler", default=None, help="Run units on Dask: tcp://HOST:PORT of a running scheduler, or 'local'.")
+@click.option("--task-index", type=int, default=None, help="Job arrays: this task's index (0-based).")
+@click.option("--task-count", type=int, default=None, help="Job arrays: number of tasks; run `finalize` afterwards.")
+@click.option("--skip-bad-files", is_flag=True, help="Skip unreadable inputs, list them in the manifest, exit 3.")
+@click.option("--reconfigure", is_flag=True, help="Accept a changed configuration in an existing output; redo affected units.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+def convert(inputs, output, schema_version, tree, layout_file, step_size, min_pt, max_abs_eta, min_hits,
+            technologies, keep_empty_events, on_invalid, compression, row_group_size, shard_events, workers,
+            scheduler, task_index, task_count, skip_bad_files, reconfigure, quiet):
+    """Convert ROOT hit dumps (files, directories, globs, URLs) to Parquet shards + manifest.
+
+    Each input is split into work units of --shard-events entries; finished units are recorded,
+    so re-running the same command resumes after a crash. Exit codes: 0 ok, 1 bad input,
+    2 usage, 3 done but some inputs were skipped (--skip-bad-files).
+    """
+    from .config import Compression, ConvertConfig, parse_step_size
+    from .convert import convert as run
+    from .schema import latest_version, load_schema
+    from .selection import SelectionConfig
+    from .source import SourceLayout
+    from .transform import TransformConfig
+
+    version = schema_version or latest_version()
+    schema = load_schema(version)
+    layout = SourceLayout.from_yaml(layout_file, schema) if layout_file else SourceLayout()
+    if tree:
+        layout = SourceLayout(tree=tree, branches=layout.branches)
+    if (task_index is None) != (task_count is None):
+        raise click.UsageError("--task-index and --task-count go together")
+    sel = SelectionConfig(min_pt=min_pt, max_abs_eta=max_abs_eta, min_hits=min_hits,
+                          technologies=tuple(t.strip().upper() for t in technologies.split(",") if t.strip()),
+                          keep_empty_events=keep_empty_events)
+    cfg = ConvertConfig(schema_version=version, layout=layout, transform=TransformConfig(sel, on_invalid),
+                        compression=Compression.parse(compression), row_group_size=row_group_size,
+                        shard_events=shard_events)
+    task = (task_index, task_count) if task_index is not None else None
+    res = run(list(inputs), output, cfg, workers=workers, scheduler=scheduler, step_size=parse_step_size(step_size),
+              skip_bad=skip_bad_files, task=task, reconfigure=reconfigure, quiet=quiet)
+    _print_summary(res, output, quiet)
+    if res.skipped_anything:
+        sys.exit(3)
+
+
+def _print_summary(res, output: str, quiet: bool) -> None:
+    if res.manifest is None:
+        click.echo(f"task {res.task[0]}/{res.task[1]}: ran {res.units_run} unit(s), {res.units_reused} already done "
+                   f"({res.seconds:.1f} s). When all tasks are done: muon-pipeline finalize {output}")
+        return
+    cf = res.manifest["cutflow"]
+    tot = res.manifest["totals"]
+    rate = cf["hits_in"] / res.seconds if res.seconds else 0.0
+    click.echo(f"{output}: {tot['events']} events, {tot['hits']} hits, {tot['muons']} muons in "
+               f"{len(res.manifest['shards'])} shard(s), {tot['bytes'] / 1e6:.1f} MB")
+    if not quiet:
+        click.echo(f"  entries in {cf['entries_in']} = out {cf['events_out']} + cut {cf['events_cut']} "
+                   f"(no muon {cf['events_no_muon']}, invalid {cf['events_invalid']}) + skipped {cf['entries_skipped']}")
+        click.echo(f"  muons in {cf['muons_in']}: fail pT {cf['muons_fail_pt']}, fail |eta| {cf['muons_fail_eta']}, "
+                   f"fail hits {cf['muons_fail_hits']}, out {cf['muons_out']}")
+        click.echo(f"  units: {res.units_run} run, {res.units_reused} reused of {res.units_total}; "
+                   f"{res.seconds:.1f} s, {rate / 1e6:.2f} M hits/s in")
+    for s in res.skipped_inputs:
+        click.secho(f"  SKIPPED input {s['path']}: {s['reason']}", fg="yellow", err=True)
+    for r in res.skipped_units:
+        u = r["unit"]
+        click.secho(f"  SKIPPED {u['input']} entries {u['entry_start']}-{u['entry_stop']}: {r['reason']}",
+                    fg="yellow", err=True)
+
+
+@main.command()
+@click.argument("directory")
+def finalize(directory):
+    """Assemble manifest.json once all job-array tasks are done (lists missing units otherwise)."""
+    from .manifest import finalize as run
+    from .storage import OutputDir
+
+    m = run(OutputDir(directory))
+    click.echo(f"{directory}: manifest written, {m['totals']['events']} events in {len(m['shards'])} shard(s)")
+    if m["skipped"]["inputs"] or m["skipped"]["units"]:
+        sys.exit(3)

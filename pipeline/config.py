@@ -1,0 +1,131 @@
+"""Typed configuration of a conversion, normalised once at the boundary.
+
+``ConvertConfig`` holds exactly the settings that determine the output bytes; its hash is part
+of every work unit's resume key. Settings that only change *how* the work runs (workers,
+scheduler, step size, progress) are not in it, so changing them never invalidates finished work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+
+from .errors import ConfigError
+from .selection import SelectionConfig
+from .source import SourceLayout
+from .transform import TransformConfig
+
+CODECS = ("zstd", "lz4", "snappy", "gzip", "brotli", "none")
+
+
+@dataclass(frozen=True)
+class Compression:
+    codec: str = "zstd"
+    level: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Compression:
+        """``zstd``, ``zstd:5``, ``lz4``, ``none`` ... (the same spelling as ``simulate``)."""
+        m = re.fullmatch(r"([a-z0-9]+)(?::(-?\d+))?", text.strip().lower())
+        if not m or m.group(1) not in CODECS:
+            raise ConfigError(f"unknown compression {text!r}; use one of {', '.join(CODECS)}, optionally CODEC:LEVEL")
+        return cls(m.group(1), int(m.group(2)) if m.group(2) else None)
+
+    def __str__(self) -> str:
+        return self.codec if self.level is None else f"{self.codec}:{self.level}"
+
+    def writer_kwargs(self) -> dict:
+        kw = {"compression": self.codec}
+        if self.level is not None:
+            kw["compression_level"] = self.level
+        return kw
+
+
+@dataclass(frozen=True)
+class ConvertConfig:
+    schema_version: int
+    layout: SourceLayout = field(default_factory=SourceLayout)
+    transform: TransformConfig = field(default_factory=lambda: TransformConfig(SelectionConfig()))
+    compression: Compression = field(default_factory=Compression)
+    row_group_size: int = 2000
+    shard_events: int = 10000
+
+    def __post_init__(self) -> None:
+        if self.row_group_size < 1:
+            raise ConfigError("--row-group-size must be at least 1 event")
+        if self.shard_events < 1:
+            raise ConfigError("--shard-events must be at least 1 entry")
+
+    def to_dict(self) -> dict:
+        return {
+            "schema_version": self.schema_version,
+            "layout": self.layout.to_dict(),
+            "selection": self.transform.selection.to_dict(),
+            "on_invalid": self.transform.on_invalid,
+            "compression": str(self.compression),
+            "row_group_size": self.row_group_size,
+            "shard_events": self.shard_events,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ConvertConfig:
+        sel = dict(d["selection"])
+        sel["technologies"] = tuple(sel["technologies"])
+        return cls(
+            schema_version=int(d["schema_version"]),
+            layout=SourceLayout(tree=d["layout"]["tree"], branches=dict(d["layout"]["branches"])),
+            transform=TransformConfig(SelectionConfig(**sel), on_invalid=d["on_invalid"]),
+            compression=Compression.parse(d["compression"]),
+            row_group_size=int(d["row_group_size"]),
+            shard_events=int(d["shard_events"]),
+        )
+
+    def hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+
+
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+
+
+def parse_step_size(text: str | int) -> int | str:
+    """An event count (int) or a memory size normalised to uproot's spelling (``'100 MB'``)."""
+    if isinstance(text, int):
+        value: int | str = text
+    else:
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmg]i?b|b)?\s*", str(text).lower())
+        if not m:
+            raise ConfigError(f"--step-size {text!r}: give an event count (e.g. 5000) or a size (e.g. '100 MB')")
+        if m.group(2) is None:
+            if "." in m.group(1):
+                raise ConfigError(f"--step-size {text!r}: an event count must be a whole number")
+            value = int(m.group(1))
+        else:
+            value = f"{int(float(m.group(1)) * _UNITS[m.group(2)])} B"
+    if isinstance(value, int) and value < 1:
+        raise ConfigError("--step-size must be at least 1 event")
+    return value
+
+
+def config_diff(old: dict, new: dict) -> list[str]:
+    """Human-readable list of keys whose values differ (for the refusal message)."""
+    out = []
+    flat_old, flat_new = _flatten(old), _flatten(new)
+    for k in sorted(set(flat_old) | set(flat_new)):
+        if flat_old.get(k) != flat_new.get(k):
+            out.append(f"{k}: {flat_old.get(k)!r} -> {flat_new.get(k)!r}")
+    return out
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+

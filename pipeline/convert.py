@@ -1,0 +1,133 @@
+"""``convert``: plan the units, skip the finished ones, run the rest, finalize the manifest.
+
+This module only orchestrates; reading, transforming and writing live in ``source``,
+``transform`` and ``units``, the executors in ``executors``.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import time
+from dataclasses import dataclass, field
+
+from ._version import __version__
+from .config import ConvertConfig, config_diff
+from .errors import ConfigError
+from .executors import run_dask, run_processes, run_serial
+from .manifest import MANIFEST, finalize, load_records
+from .progress import Reporter
+from .schema import load_schema
+from .storage import OutputDir
+from .units import PLAN, SHARDS, Unit, plan_units
+
+
+@dataclass
+class ConvertResult:
+    manifest: dict | None
+    units_total: int
+    units_run: int
+    units_reused: int
+    skipped_inputs: list[dict] = field(default_factory=list)
+    skipped_units: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    task: tuple[int, int] | None = None
+
+    @property
+    def skipped_anything(self) -> bool:
+        return bool(self.skipped_inputs or self.skipped_units)
+
+
+def expand_inputs(specs: list[str]) -> list[str]:
+    """Files, directories (their ``*.root``, sorted) and globs, in the order given; URLs as-is."""
+    out: list[str] = []
+    for spec in specs:
+        if "://" in spec and not spec.startswith("file://"):
+            out.append(spec)
+        elif os.path.isdir(spec):
+            found = sorted(glob.glob(os.path.join(spec, "*.root")))
+            if not found:
+                raise ConfigError(f"input directory {spec} holds no *.root file")
+            out += found
+        elif glob.has_magic(spec):
+            found = sorted(glob.glob(spec))
+            if not found:
+                raise ConfigError(f"input pattern {spec!r} matches no file")
+            out += found
+        else:
+            out.append(spec)
+    if not out:
+        raise ConfigError("no input files given")
+    dupes = sorted({p for p in out if out.count(p) > 1})
+    if dupes:
+        raise ConfigError(f"input(s) given more than once: {dupes}")
+    return out
+
+
+def _write_plan(out: OutputDir, cfg: ConvertConfig, inputs, skipped, units: list[Unit], reconfigure: bool) -> None:
+    schema = load_schema(cfg.schema_version)
+    plan = {"schema": {"name": schema.name, "version": schema.version}, "tool_version": __version__,
+            "config": cfg.to_dict(), "config_hash": cfg.hash(), "inputs": [i.to_dict() for i in inputs],
+            "skipped_inputs": skipped, "units": [u.to_dict() for u in units]}
+    if out.exists(PLAN):
+        old = out.read_json(PLAN)
+        if (old.get("config_hash") != plan["config_hash"] or old.get("tool_version") != __version__) and not reconfigure:
+            diff = config_diff({"tool_version": old.get("tool_version"), **old.get("config", {})},
+                               {"tool_version": __version__, **plan["config"]})
+            raise ConfigError(f"{out.url} was produced with a different configuration:\n  " + "\n  ".join(diff)
+                              + "\nUse a new --output directory, or --reconfigure to redo what the change affects.")
+        if old == plan:
+            return
+    out.remove(MANIFEST)  # the plan changes: an old manifest would describe other shards
+    out.write_json(PLAN, plan)
+
+
+def convert(inputs: list[str], output: str, cfg: ConvertConfig, *, workers: int | None = None,
+            scheduler: str | None = None, step_size: int | str = "100 MB", skip_bad: bool = False,
+            task: tuple[int, int] | None = None, reconfigure: bool = False, quiet: bool = False,
+            log=None) -> ConvertResult:
+    """Convert ROOT dumps to a Parquet dataset in ``output``; resumable and idempotent."""
+    t0 = time.perf_counter()
+    workers = workers or os.cpu_count() or 1
+    if task is not None and not (0 <= task[0] < task[1]):
+        raise ConfigError(f"--task-index must be in [0, --task-count), got {task[0]} of {task[1]}")
+    paths = expand_inputs(inputs)
+    out = OutputDir(output)
+    out.makedirs(SHARDS)
+
+    good, skipped, units = plan_units(paths, cfg, skip_bad)
+    _write_plan(out, cfg, good, skipped, units, reconfigure)
+
+    records = load_records(out, units)
+    finished = {k for k, r in records.items() if r["status"] == "done" and out.exists(r["shard"]["path"])}
+    mine = [u for u in units if task is None or u.index % task[1] == task[0]]
+    todo = [u for u in mine if u.key not in finished]
+    total = sum(u.entry_stop - u.entry_start for u in todo)
+    job = {"cfg": cfg.to_dict(), "out_url": output, "step_size": step_size, "skip_bad": skip_bad}
+
+    with Reporter(total, quiet=quiet) as rep:
+        if len(mine) > len(todo):
+            rep.log(f"resuming: {len(mine) - len(todo)} of {len(mine)} units already done")
+        for s in skipped:
+            rep.log(f"skipped input {s['path']}: {s['reason']}")
+
+        def on_record(rec: dict, chunked: bool = False) -> None:
+            if rec["status"] == "skipped":
+                rep.log(f"skipped {rec['unit']['input']} entries {rec['unit']['entry_start']}-"
+                        f"{rec['unit']['entry_stop']}: {rec['reason']}")
+            if not chunked:
+                rep.advance(rec["entries"], rec.get("shard", {}).get("hits", 0))
+
+        if scheduler:
+            run_dask(todo, job, scheduler, workers, on_record)
+        elif workers <= 1 or len(todo) <= 1:
+            run_serial(todo, job, lambda r: on_record(r, chunked=True), progress=rep.advance)
+        else:
+            run_processes(todo, job, min(workers, len(todo)), on_record)
+
+    manifest = None if task is not None else finalize(out)
+    records = load_records(out, units)
+    skipped_units = [r for r in records.values() if r["status"] == "skipped"]
+    return ConvertResult(manifest=manifest, units_total=len(units), units_run=len(todo),
+                         units_reused=len(mine) - len(todo), skipped_inputs=skipped,
+                         skipped_units=skipped_units, seconds=time.perf_counter() - t0, task=task)

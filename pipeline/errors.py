@@ -1,0 +1,50 @@
+"""Exceptions with a meaning: each one says what was expected, what was found, and where.
+
+The CLI maps them to exit codes (see ``pipeline.cli``); library users catch them by type.
+Nothing here imports anything heavy, so every module can raise them.
+"""
+
+from __future__ import annotations
+
+
+class PipelineError(Exception):
+    """Base class: a problem the user can act on (as opposed to a bug in this tool)."""
+
+    exit_code = 1
+
+
+class ConfigError(PipelineError):
+    """A configuration value or command-line option is unusable."""
+
+    exit_code = 2
+
+
+class InputError(PipelineError):
+    """An input file is missing, unreadable, or holds data this tool refuses to write.
+
+    ``file``, ``entry`` and ``field`` locate the problem as precisely as it is known, so a
+    batch log line is enough to find the bad event.
+    """
+
+    def __init__(self, message: str, *, file: str | None = None, entry: int | None = None,
+                 field: str | None = None) -> None:
+        self.file = file
+        self.entry = entry
+        self.field = field
+        self.reason = message
+        where = []
+        if file is not None:
+            where.append(f"file {file}")
+        if entry is not None:
+            where.append(f"entry {entry}")
+        if field is not None:
+            where.append(f"field {field}")
+        super().__init__(f"{', '.join(where)}: {message}" if where else message)
+
+
+class SchemaError(PipelineError):
+    """A schema file is malformed, or a dataset does not match the schema it declares."""
+
+
+class DatasetError(PipelineError):
+    """An output dataset is in a state the requested operation cannot work with."""

@@ -1,0 +1,71 @@
+"""Derived hit features: r, s, θ, φ, η of a hit's Low edge, computed columnwise.
+
+Pure functions on flat numpy arrays (the content of the jagged hit branches), so every executor,
+``convert`` and ``migrate`` alike, produce bit-identical values.
+
+Conventions (``../shared/reference/physics.md``):
+
+* computed in float64 and stored as float32, so the result is the correctly rounded value;
+* θ = atan2(r, z) (not arccos(z/s), which loses precision near the beam axis);
+* η = asinh(z / r), the well-conditioned form of the seed's −ln tan(θ/2): symmetric under
+  z → −z and exact near the axis;
+* φ = atan2(y, x) folded into (−π, π] (atan2 returns −π for y = −0.0, x < 0).
+
+A hit on the beam axis (r = 0) has η = ±inf (or NaN at the origin). A muon-spectrometer hit
+never sits there, so such values are *returned as they are* and flagged by
+:func:`invalid_mask`; the caller decides (error, drop the hit, drop the event).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: The derived fields this module can compute, in schema order.
+DERIVED = ("r", "s", "theta", "phi", "eta")
+
+
+def hit_features(x: np.ndarray, y: np.ndarray, z: np.ndarray,
+                 names: tuple[str, ...] | list[str] = DERIVED) -> dict[str, np.ndarray]:
+    """Compute the requested derived features of points (x, y, z) in mm; float32 out."""
+    unknown = set(names) - set(DERIVED)
+    if unknown:
+        raise ValueError(f"unknown derived feature(s) {sorted(unknown)}; known: {DERIVED}")
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    z = np.asarray(z, dtype=np.float64)
+    r = np.hypot(x, y)
+    out: dict[str, np.ndarray] = {}
+    if "r" in names:
+        out["r"] = r.astype(np.float32)
+    if "s" in names:
+        out["s"] = np.hypot(r, z).astype(np.float32)
+    if "theta" in names:
+        out["theta"] = np.arctan2(r, z).astype(np.float32)
+    if "phi" in names:
+        phi = np.arctan2(y, x)
+        phi[phi == -np.pi] = np.pi
+        out["phi"] = phi.astype(np.float32)
+    if "eta" in names:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out["eta"] = np.arcsinh(z / r).astype(np.float32)
+    return out
+
+
+def invalid_mask(columns: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Which rows hold a non-finite float value, and the index of the first offending column.
+
+    Returns ``(bad, first_column)``: ``bad[i]`` is True where any float column is NaN/±inf;
+    ``first_column[i]`` indexes ``list(columns)`` for the first such column (−1 if none), so an
+    error can name the field.
+    """
+    names = list(columns)
+    n = len(next(iter(columns.values()))) if columns else 0
+    first = np.full(n, -1, dtype=np.int64)
+    for i, name in enumerate(names):
+        col = columns[name]
+        if col.dtype.kind != "f":
+            continue
+        bad_here = ~np.isfinite(col)
+        if bad_here.any():
+            first[(first < 0) & bad_here] = i
+    return first >= 0, first

@@ -1,0 +1,123 @@
+"""The dataset manifest: assembled from the plan and the unit records, never edited in place.
+
+``finalize`` is the only writer of ``manifest.json``. It runs at the end of ``convert`` and as
+``muon-pipeline finalize DIR`` after a job array; it refuses (listing them) while units are
+missing, and it checks the bookkeeping identity
+
+    entries in = events out + events cut + entries skipped
+
+before writing anything.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+
+from ._version import __version__
+from .errors import DatasetError
+from .selection import CutFlow
+from .stats import merge_tables, table_from_json, table_to_json
+from .storage import OutputDir
+from .units import PLAN, RECORDS, SHARDS, Unit
+
+MANIFEST = "manifest.json"
+FORMAT = "muon-pipeline/dataset"
+
+
+def load_records(out: OutputDir, units: list[Unit]) -> dict[str, dict]:
+    """Unit records present in the output directory, by unit key (unreadable ones ignored)."""
+    present = set(out.listdir(RECORDS))
+    records = {}
+    for u in units:
+        name = u.record.rsplit("/", 1)[1]
+        if name in present:
+            try:
+                rec = out.read_json(u.record)
+            except ValueError:
+                continue
+            if rec.get("unit", {}).get("key") == u.key:
+                records[u.key] = rec
+    return records
+
+
+def finalize(out: OutputDir) -> dict:
+    """Write ``manifest.json`` from the plan and all unit records; returns the manifest."""
+    if not out.exists(PLAN):
+        raise DatasetError(f"{out.url} has no {PLAN}: not a muon-pipeline output directory (run convert first)")
+    plan = out.read_json(PLAN)
+    units = [Unit(**u) for u in plan["units"]]
+    records = load_records(out, units)
+    missing = [u for u in units if u.key not in records or records[u.key]["status"] not in ("done", "skipped")]
+    if missing:
+        lines = [f"  unit {u.index}: {u.input} entries {u.entry_start}-{u.entry_stop}" for u in missing[:20]]
+        more = f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else ""
+        raise DatasetError(f"{len(missing)} of {len(units)} units are not finished:\n" + "\n".join(lines) + more
+                           + "\nRe-run the same convert command (or the missing job-array tasks) to complete them.")
+    flow = CutFlow()
+    stats = {}
+    shards, skipped_units = [], []
+    per_input: dict[str, dict] = {i["path"]: {**i, "status": "ok", "events_out": 0} for i in plan["inputs"]}
+    for u in units:
+        rec = records[u.key]
+        if rec["status"] == "skipped":
+            skipped_units.append({"path": u.input, "entry_start": u.entry_start, "entry_stop": u.entry_stop,
+                                  "reason": rec["reason"]})
+            per_input[u.input]["status"] = "partly skipped"
+            continue
+        shard = rec["shard"]
+        if not out.exists(shard["path"]):
+            raise DatasetError(f"unit {u.index} is recorded as done but its shard {shard['path']} is missing; "
+                               f"delete {u.record} and re-run")
+        shards.append(shard)
+        flow = flow.add(CutFlow.from_dict(rec["cutflow"]))
+        stats = merge_tables(stats, table_from_json(rec["statistics"]))
+        per_input[u.input]["events_out"] += shard["rows"]
+    skipped_inputs = plan.get("skipped_inputs", [])
+    entries_skipped = sum(s["entry_stop"] - s["entry_start"] for s in skipped_units) + sum(
+        s.get("entries", 0) for s in skipped_inputs)
+    entries_in = sum(i["entries"] for i in plan["inputs"]) + sum(s.get("entries", 0) for s in skipped_inputs)
+    cutflow = flow.to_dict()
+    events_cut = cutflow["events_no_muon"] + cutflow["events_invalid"]
+    cutflow.update(entries_in=entries_in, events_cut=events_cut, entries_skipped=entries_skipped)
+    if entries_in != cutflow["events_out"] + events_cut + entries_skipped:
+        raise DatasetError(f"counts do not reconcile: entries in {entries_in} != events out "
+                           f"{cutflow['events_out']} + cut {events_cut} + skipped {entries_skipped} "
+                           "(this is a bug; please report it)")
+    manifest = {
+        "format": FORMAT,
+        "format_version": 1,
+        "schema": plan["schema"],
+        "tool_version": plan["tool_version"],
+        "config": plan["config"],
+        "inputs": list(per_input.values()),
+        "skipped": {"inputs": skipped_inputs, "units": skipped_units},
+        "units": len(units),
+        "shards": shards,
+        "totals": {"events": sum(s["rows"] for s in shards), "hits": sum(s["hits"] for s in shards),
+                   "muons": sum(s["muons"] for s in shards), "bytes": sum(s["bytes"] for s in shards)},
+        "cutflow": cutflow,
+        "statistics": table_to_json(stats),
+        "timing": {"finalized_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                   "finalized_by": __version__,
+                   "unit_seconds": sum(records[u.key].get("timing", {}).get("seconds", 0.0) for u in units)},
+    }
+    keep = {s["path"].rsplit("/", 1)[1] for s in shards}
+    for name in out.listdir(SHARDS):  # stale shards of units no longer planned
+        if name.startswith("part-") and name not in keep:
+            out.remove(f"{SHARDS}/{name}")
+    out.clean_temporaries(SHARDS)
+    out.write_json(MANIFEST, manifest)
+    return manifest
+
+
+def read_manifest(out: OutputDir) -> dict:
+    if not out.exists(MANIFEST):
+        hint = " (convert did not finish: run `muon-pipeline finalize` to see what is missing)" if out.exists(PLAN) else ""
+        raise DatasetError(f"{out.url} has no {MANIFEST}{hint}")
+    try:
+        doc = out.read_json(MANIFEST)
+    except ValueError as err:
+        raise DatasetError(f"{out.url}/{MANIFEST} is not valid JSON: {err}") from err
+    if doc.get("format") != FORMAT:
+        raise DatasetError(f"{out.url}/{MANIFEST} is not a muon-pipeline manifest (format={doc.get('format')!r})")
+    return doc

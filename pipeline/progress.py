@@ -1,0 +1,64 @@
+"""Progress for long work: a live bar on a terminal, periodic plain lines in batch logs.
+
+A batch system captures stderr to a file, where a redrawn bar is noise; so when stderr is not a
+terminal the reporter prints one line every ``interval`` seconds instead.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+
+class Reporter:
+    def __init__(self, total_entries: int, quiet: bool = False, interval: float = 10.0, stream=None) -> None:
+        self.total = max(int(total_entries), 0)
+        self.quiet = quiet
+        self.interval = interval
+        self.stream = stream or sys.stderr
+        self.entries = 0
+        self.hits = 0
+        self.t0 = time.perf_counter()
+        self._last = self.t0
+        self._bar = None
+        self._task = None
+
+    def __enter__(self) -> Reporter:
+        if not self.quiet and hasattr(self.stream, "isatty") and self.stream.isatty():
+            from rich.console import Console
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                       TimeElapsedColumn, TimeRemainingColumn)
+
+            self._bar = Progress(TextColumn("[bold]convert"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("entries"), TextColumn("{task.fields[rate]}"),
+                                 TimeElapsedColumn(), TimeRemainingColumn(),
+                                 console=Console(file=self.stream), transient=False)
+            self._bar.start()
+            self._task = self._bar.add_task("convert", total=self.total, rate="")
+        return self
+
+    def advance(self, entries: int, hits: int = 0) -> None:
+        self.entries += entries
+        self.hits += hits
+        now = time.perf_counter()
+        rate = self.hits / max(now - self.t0, 1e-9)
+        if self._bar is not None:
+            self._bar.update(self._task, completed=self.entries, rate=f"{rate / 1e6:.2f} M hits/s")
+        elif not self.quiet and now - self._last >= self.interval:
+            self._last = now
+            frac = self.entries / self.total if self.total else 1.0
+            eta = (now - self.t0) * (1 - frac) / frac if frac > 0 else float("nan")
+            self.log(f"converted {self.entries}/{self.total} entries ({100 * frac:.1f} %), "
+                     f"{rate / 1e6:.2f} M hits/s, ETA {eta:.0f} s")
+
+    def log(self, message: str) -> None:
+        if self.quiet:
+            return
+        if self._bar is not None:
+            self._bar.console.print(message)
+        else:
+            print(message, file=self.stream, flush=True)
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.stop()

@@ -1,0 +1,209 @@
+"""The raw input side: where branches are (a declarative layout) and reading them with uproot.
+
+Everything that knows about ROOT lives here. ``open_input`` checks a file up front (tree,
+branches, jaggedness, dtypes) so a bad file fails before any work is done, with a message that
+names the file and what is wrong; ``read_chunk`` turns an entry range into an
+:class:`~pipeline.chunk.EventChunk` of flat numpy arrays.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .chunk import EventChunk
+from .errors import ConfigError, InputError
+from .schema import Schema
+
+DEFAULT_TREE = "MuonHitDump"
+_LAYOUT_KEYS = {"tree", "branches"}
+
+
+@dataclass(frozen=True)
+class SourceLayout:
+    """Tree name and raw-field → branch-name mapping; identity mapping is the raw format."""
+
+    tree: str = DEFAULT_TREE
+    branches: dict[str, str] = field(default_factory=dict)
+
+    def branch(self, raw_name: str) -> str:
+        return self.branches.get(raw_name, raw_name)
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike, schema: Schema) -> SourceLayout:
+        import yaml
+
+        try:
+            doc = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise ConfigError(f"cannot read layout file {path}: {err}") from err
+        if not isinstance(doc, dict):
+            raise ConfigError(f"layout file {path}: expected a mapping with keys {sorted(_LAYOUT_KEYS)}")
+        unknown = set(doc) - _LAYOUT_KEYS
+        if unknown:
+            raise ConfigError(f"layout file {path}: unknown key(s) {sorted(unknown)}; allowed: {sorted(_LAYOUT_KEYS)}")
+        branches = doc.get("branches") or {}
+        if not isinstance(branches, dict) or not all(isinstance(v, str) for v in branches.values()):
+            raise ConfigError(f"layout file {path}: 'branches' must map raw field names to branch names")
+        raw = {f.source for f in schema.fields if f.source}
+        bad = sorted(set(branches) - raw)
+        if bad:
+            raise ConfigError(f"layout file {path}: {bad} are not raw fields of the schema; known: {sorted(raw)}")
+        tree = doc.get("tree", DEFAULT_TREE)
+        if not isinstance(tree, str):
+            raise ConfigError(f"layout file {path}: 'tree' must be a string")
+        return cls(tree=tree, branches=dict(branches))
+
+    def to_dict(self) -> dict:
+        return {"tree": self.tree, "branches": dict(self.branches)}
+
+
+@dataclass(frozen=True)
+class InputInfo:
+    """Identity of an input file: what the resume key and the manifest record."""
+
+    path: str
+    size: int
+    entries: int
+    uuid: str
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "size": self.size, "entries": self.entries, "uuid": self.uuid}
+
+
+def raw_fields(schema: Schema) -> dict[str, list]:
+    """The schema's raw fields grouped by level."""
+    return {level: [f for f in schema.level(level) if f.source] for level in ("event", "hit", "muon")}
+
+
+def _is_local(path: str) -> bool:
+    return "://" not in path or path.startswith("file://")
+
+
+def open_tree(path: str, layout: SourceLayout):
+    """Open ``path`` and return its tree, or raise an InputError that says why not."""
+    import uproot
+
+    if _is_local(path) and not Path(path.removeprefix("file://")).exists():
+        raise InputError("no such file", file=path)
+    try:
+        f = uproot.open(path)
+    except Exception as err:  # uproot raises many types for a damaged file
+        raise InputError(f"cannot open as a ROOT file ({type(err).__name__}: {err})", file=path) from err
+    try:
+        obj = f[layout.tree]
+    except Exception:
+        trees = [k.split(";")[0] for k, c in f.classnames().items() if c in ("TTree", "TNtuple")]
+        hint = f"; the file has {trees}" if trees else "; the file has no TTree"
+        raise InputError(f"no tree {layout.tree!r}{hint} (use --tree or a layout file)", file=path) from None
+    if not hasattr(obj, "num_entries") or not hasattr(obj, "arrays"):
+        raise InputError(f"{layout.tree!r} is a {type(obj).__name__}, not a TTree", file=path)
+    return f, obj
+
+
+def open_input(path: str, layout: SourceLayout, schema: Schema) -> InputInfo:
+    """Check an input completely enough that reading it can only fail on damaged baskets."""
+    f, tree = open_tree(path, layout)
+    try:
+        names = set(tree.keys())
+        groups = raw_fields(schema)
+        for level, fields in groups.items():
+            for fld in fields:
+                branch = layout.branch(fld.source)
+                if branch not in names:
+                    near = difflib.get_close_matches(branch, sorted(names), n=3)
+                    hint = f"; did you mean {near}?" if near else ""
+                    raise InputError(f"missing branch {branch!r}{hint}", file=path, field=fld.name)
+                interp = tree[branch].interpretation
+                jagged = type(interp).__name__ == "AsJagged"
+                if (level != "event") != jagged:
+                    want = "jagged (one value per hit/muon)" if level != "event" else "one value per event"
+                    raise InputError(f"branch {branch!r} should be {want}, found {interp}", file=path, field=fld.name)
+                dtype = getattr(getattr(interp, "content", interp), "to_dtype", None)
+                if dtype is None or _kind(np.dtype(dtype)) != _kind(np.dtype(fld.dtype)):
+                    raise InputError(f"branch {branch!r} has type {dtype}, expected {fld.dtype}",
+                                     file=path, field=fld.name)
+        if tree.num_entries == 0:
+            raise InputError(f"tree {layout.tree!r} is empty (0 entries)", file=path)
+        if _is_local(path):
+            size = os.path.getsize(path.removeprefix("file://"))
+        else:
+            size = int(f.file.fEND)
+        return InputInfo(path=path, size=size, entries=int(tree.num_entries), uuid=str(f.file.uuid))
+    finally:
+        f.close()
+
+
+def _kind(dtype: np.dtype) -> str:
+    return {"f": "float", "i": "int", "u": "int", "b": "int"}.get(dtype.kind, dtype.kind)
+
+
+def _flat(array, path: str, branch: str, start: int) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets starting at 0, flat content) of a jagged awkward array, without copies if possible."""
+    import awkward as ak
+
+    layout = ak.to_layout(array)
+    if hasattr(layout, "offsets") and hasattr(layout, "content") and hasattr(layout.content, "data"):
+        offsets = np.asarray(layout.offsets, dtype=np.int64)
+        content = np.asarray(layout.content.data)[offsets[0]: offsets[-1]]
+        return offsets - offsets[0], content
+    if hasattr(layout, "starts"):  # ListArray: normalise through awkward
+        counts = np.asarray(ak.num(array, axis=1), dtype=np.int64)
+        return np.concatenate([[0], np.cumsum(counts)]), ak.to_numpy(ak.flatten(array))
+    raise InputError(f"branch {branch!r} is not a jagged numeric array", file=path, entry=start)
+
+
+def _cast(values: np.ndarray, fld, path: str, branch: str, start: int) -> np.ndarray:
+    """Cast to the schema dtype only when it is exact: a raw value must survive bit-for-bit."""
+    want = np.dtype(fld.dtype)
+    if values.dtype == want:
+        return values
+    cast = values.astype(want)
+    same = np.array_equal(cast.astype(values.dtype), values, equal_nan=values.dtype.kind == "f")
+    if not same:
+        bad = int(np.flatnonzero(cast.astype(values.dtype) != values)[0])
+        raise InputError(f"branch {branch!r} has dtype {values.dtype} and value {values[bad]!r} is not "
+                         f"representable as {want}", file=path, entry=start, field=fld.name)
+    return cast
+
+
+def read_chunk(tree, path: str, layout: SourceLayout, schema: Schema, entry_start: int,
+               entry_stop: int) -> EventChunk:
+    """Read entries [entry_start, entry_stop) into an EventChunk of flat, schema-typed arrays."""
+    groups = raw_fields(schema)
+    branches = [layout.branch(f.source) for fields in groups.values() for f in fields]
+    try:
+        arrays = tree.arrays(branches, entry_start=entry_start, entry_stop=entry_stop, library="ak", how=dict)
+    except Exception as err:
+        raise InputError(f"cannot read entries {entry_start}-{entry_stop} "
+                         f"({type(err).__name__}: {err})", file=path, entry=entry_start) from err
+
+    def level_arrays(level: str) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
+        offsets, out = None, {}
+        for fld in groups[level]:
+            branch = layout.branch(fld.source)
+            if level == "event":
+                out[fld.name] = _cast(np.asarray(arrays[branch]), fld, path, branch, entry_start)
+                continue
+            off, content = _flat(arrays[branch], path, branch, entry_start)
+            if offsets is None:
+                offsets, first = off, branch
+            elif not np.array_equal(off, offsets):
+                counts_a, counts_b = np.diff(offsets), np.diff(off)
+                ev = int(np.flatnonzero(counts_a != counts_b)[0]) if len(counts_a) == len(counts_b) else 0
+                raise InputError(f"branch {branch!r} has {counts_b[ev]} values but {first!r} has "
+                                 f"{counts_a[ev]} in the same event", file=path, entry=entry_start + ev,
+                                 field=fld.name)
+            out[fld.name] = _cast(content, fld, path, branch, entry_start)
+        return offsets, out
+
+    _, event = level_arrays("event")
+    hit_offsets, hits = level_arrays("hit")
+    muon_offsets, muons = level_arrays("muon")
+    event["source_entry"] = np.arange(entry_start, entry_stop, dtype=np.int64)
+    return EventChunk(source_file=path, event=event, hit_offsets=hit_offsets, hits=hits,
+                      muon_offsets=muon_offsets, muons=muons)

@@ -1,0 +1,106 @@
+"""Output storage: a directory on any fsspec filesystem, written atomically.
+
+Every file the tool produces goes through :class:`OutputDir`, which only accepts paths relative
+to the directory the user named (no ``..``, no absolute paths), and writes each file under a
+temporary hidden name first, renaming it into place when complete. A killed job therefore
+never leaves a partial shard, record or manifest under its final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import posixpath
+import uuid
+from collections.abc import Iterator
+from typing import IO
+
+from .errors import ConfigError
+
+TMP_MARK = ".tmp-"
+
+
+class OutputDir:
+    def __init__(self, url: str) -> None:
+        import fsspec
+
+        self.url = str(url)
+        self.fs, root = fsspec.core.url_to_fs(self.url)
+        self.root = root.rstrip("/") or "/"
+        self.local = type(self.fs).__name__ == "LocalFileSystem"
+
+    def path(self, rel: str) -> str:
+        norm = posixpath.normpath(rel)
+        if norm.startswith("/") or norm == ".." or norm.startswith("../"):
+            raise ConfigError(f"refusing to write outside the output directory: {rel!r}")
+        return f"{self.root}/{norm}"
+
+    def makedirs(self, rel: str = ".") -> None:
+        self.fs.makedirs(self.path(rel), exist_ok=True)
+
+    def exists(self, rel: str) -> bool:
+        return self.fs.exists(self.path(rel))
+
+    def read_bytes(self, rel: str) -> bytes:
+        with self.fs.open(self.path(rel), "rb") as fh:
+            return fh.read()
+
+    def read_json(self, rel: str):
+        return json.loads(self.read_bytes(rel))
+
+    def size(self, rel: str) -> int:
+        return int(self.fs.size(self.path(rel)))
+
+    def listdir(self, rel: str) -> list[str]:
+        if not self.exists(rel):
+            return []
+        return sorted(posixpath.basename(p.rstrip("/")) for p in self.fs.ls(self.path(rel), detail=False))
+
+    def remove(self, rel: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm(self.path(rel))
+
+    @contextlib.contextmanager
+    def atomic(self, rel: str) -> Iterator[IO[bytes]]:
+        """Open ``rel`` for writing; it appears under its name only if the block succeeds."""
+        final = self.path(rel)
+        head, tail = posixpath.split(final)
+        tmp = f"{head}/{TMP_MARK}{tail}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        self.fs.makedirs(head, exist_ok=True)
+        try:
+            with self.fs.open(tmp, "wb") as fh:
+                yield fh
+                if self.local:
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            if self.local:
+                os.replace(tmp, final)
+            else:
+                self.fs.mv(tmp, final)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.fs.rm(tmp)
+            raise
+
+    def write_json(self, rel: str, doc) -> None:
+        data = (json.dumps(doc, indent=1, sort_keys=False, allow_nan=True) + "\n").encode()
+        with self.atomic(rel) as fh:
+            fh.write(data)
+
+    def sha256(self, rel: str) -> str:
+        h = hashlib.sha256()
+        with self.fs.open(self.path(rel), "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                h.update(block)
+        return h.hexdigest()
+
+    def clean_temporaries(self, rel: str) -> int:
+        """Remove temporaries left by killed writers (call only when no writer runs)."""
+        removed = 0
+        for name in self.listdir(rel):
+            if name.startswith(TMP_MARK):
+                self.remove(f"{rel}/{name}")
+                removed += 1
+        return removed

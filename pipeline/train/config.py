@@ -1,0 +1,258 @@
+"""Typed training configuration, loaded from YAML.
+
+The vocabulary is the seed's (``hit_fields``, ``fields``, ``inverse_fields``, ``dim``) plus a ``data:``
+and a ``trainer:`` section. Every section is a dataclass; loading rejects unknown keys and wrong types
+with a message naming the key (``trainer.max_epochs: expected int, got str``), because a typo in a
+YAML file must not silently train the default. Checks that need the dataset (does the schema have the
+field?) live in :func:`check_against_schema` and run once the dataset is opened.
+
+Only stdlib + pyyaml here: the CLI imports this module without torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import ConfigError
+
+#: Muon-level fields the task knows how to regress and evaluate.
+KNOWN_TARGETS = ("truthMuon_pt", "truthMuon_eta", "truthMuon_phi", "truthMuon_q", "truthMuon_qpt")
+
+
+@dataclass
+class DataConfig:
+    """How shards become batches."""
+
+    batch_size: int = 128
+    num_workers: int = 2
+    #: Fractions of events (by a hash of eventNumber) in train / val; the rest is test.
+    train_fraction: float = 0.8
+    val_fraction: float = 0.1
+    #: Truth muons per event the task regresses; further muons are dropped (their hits become background).
+    max_muons: int = 4
+    #: Events held before sorting by hit count and cutting batches (bounded shuffle, length bucketing).
+    shuffle_buffer: int = 8192
+    #: Salt for the event hash; change it to draw another split.
+    split_seed: int = 0
+
+
+@dataclass
+class TrainerConfig:
+    """The Lightning loop."""
+
+    max_epochs: int = 20
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    #: Linear warm-up steps, then cosine decay to ``lr * 0.05`` over the estimated run length.
+    warmup_steps: int = 200
+    accelerator: str = "auto"
+    #: ``auto``: bf16-mixed on CUDA, 32-true elsewhere.
+    precision: str = "auto"
+    devices: int = 1
+    #: EarlyStopping patience on val/loss, in epochs.
+    patience: int = 5
+    gradient_clip: float = 1.0
+    seed: int = 42
+    #: Cap on batches per epoch (0 = no cap); for smoke tests and benchmarks.
+    limit_train_batches: int = 0
+    limit_val_batches: int = 0
+
+
+@dataclass
+class TrainConfig:
+    """One training run: inputs, targets, model size, data and loop settings."""
+
+    #: Hit inputs by name; ``None`` = every model input of the dataset's schema (22 in v1, 23 in v2).
+    hit_fields: list[str] | None = None
+    fields: list[str] = field(default_factory=lambda: ["truthMuon_eta", "truthMuon_phi", "truthMuon_pt",
+                                                        "truthMuon_q"])
+    #: Fields whose network output is their inverse (the seed's 1/pT regression).
+    inverse_fields: list[str] = field(default_factory=list)
+    #: Regress q/pT as one signed output (``truthMuon_qpt`` in ``fields``); pT = 1/|q/pT|, q = its sign.
+    signed_curvature: bool = False
+    dim: int = 32
+    encoder_layers: int = 2
+    heads: int = 4
+    dropout: float = 0.1
+    regression_layers: int = 3
+    #: Learned per-hit pooling weights: ``sigmoid`` (the seed's masked probabilities) or ``softmax``.
+    hit_weighting: str = "sigmoid"
+    data: DataConfig = field(default_factory=DataConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it (ints are accepted for floats)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if errors else f"{where}: unexpected null")
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list of {_type_name(item)}, got {type(value).__name__} "
+                              f"({value!r})")
+        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        return _from_dict(tp, value, where)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {type(value).__name__} ({value!r})")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected int, got {type(value).__name__} ({value!r})")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: expected a number, got {type(value).__name__} ({value!r})")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {type(value).__name__} ({value!r})")
+        return value
+    raise TypeError(f"unsupported annotation {tp!r} at {where}")  # a bug here, not a user error
+
+
+def _from_dict(cls: type, raw: Any, where: str) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(raw) - set(names))
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(f"unknown key(s) {', '.join(prefix + str(k) for k in unknown)}; "
+                          f"allowed in {where or 'the top level'}: {', '.join(names)}")
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in raw.items()}
+    return cls(**kwargs)
+
+
+def _check_values(cfg: TrainConfig) -> None:
+    """Checks that need no dataset; raise with the key and the allowed values."""
+    d, t = cfg.data, cfg.trainer
+    positive = {"dim": cfg.dim, "heads": cfg.heads, "regression_layers": cfg.regression_layers,
+                "data.batch_size": d.batch_size, "data.max_muons": d.max_muons,
+                "data.shuffle_buffer": d.shuffle_buffer, "trainer.max_epochs": t.max_epochs,
+                "trainer.devices": t.devices}
+    for key, value in positive.items():
+        if value < 1:
+            raise ConfigError(f"{key}: must be >= 1, got {value}")
+    if cfg.encoder_layers < 0 or d.num_workers < 0 or t.patience < 0 or t.warmup_steps < 0:
+        raise ConfigError("encoder_layers, data.num_workers, trainer.patience, trainer.warmup_steps must be >= 0")
+    if cfg.dim % cfg.heads:
+        raise ConfigError(f"dim ({cfg.dim}) must be divisible by heads ({cfg.heads})")
+    if not 0.0 <= cfg.dropout < 1.0:
+        raise ConfigError(f"dropout: must be in [0, 1), got {cfg.dropout}")
+    if cfg.hit_weighting not in ("sigmoid", "softmax"):
+        raise ConfigError(f"hit_weighting: expected 'sigmoid' or 'softmax', got {cfg.hit_weighting!r}")
+    if not (0 < d.train_fraction < 1 and 0 <= d.val_fraction < 1 and d.train_fraction + d.val_fraction <= 1):
+        raise ConfigError(f"data.train_fraction ({d.train_fraction}) and data.val_fraction ({d.val_fraction}) "
+                          "must be fractions with a sum <= 1 (the rest is the test split)")
+    if t.lr <= 0:
+        raise ConfigError(f"trainer.lr: must be > 0, got {t.lr}")
+    if t.precision not in ("auto", "32", "32-true", "bf16-mixed", "16-mixed", "bf16-true"):
+        raise ConfigError(f"trainer.precision: expected auto, 32-true, bf16-mixed or 16-mixed, got {t.precision!r}")
+    if not cfg.fields:
+        raise ConfigError("fields: give at least one target field")
+    for name in cfg.fields:
+        if name not in KNOWN_TARGETS:
+            raise ConfigError(f"fields: {name!r} is not a regression target; known: {', '.join(KNOWN_TARGETS)}")
+    if len(set(cfg.fields)) != len(cfg.fields):
+        raise ConfigError(f"fields: duplicate entries in {cfg.fields}")
+    for name in cfg.inverse_fields:
+        if name not in cfg.fields:
+            raise ConfigError(f"inverse_fields: {name!r} is not in fields {cfg.fields}")
+        if name in ("truthMuon_eta", "truthMuon_phi", "truthMuon_q", "truthMuon_qpt"):
+            raise ConfigError(f"inverse_fields: {name!r} changes sign or crosses zero; only strictly positive "
+                              "targets (truthMuon_pt) can be regressed in inverse space")
+    if cfg.signed_curvature:
+        if "truthMuon_qpt" not in cfg.fields:
+            raise ConfigError("signed_curvature: true needs truthMuon_qpt in fields")
+        clash = {"truthMuon_pt", "truthMuon_q"} & set(cfg.fields)
+        if clash:
+            raise ConfigError(f"signed_curvature: q/pT already gives pT and q; remove {sorted(clash)} from fields")
+    elif "truthMuon_qpt" in cfg.fields:
+        raise ConfigError("fields: truthMuon_qpt is the signed-curvature target; set signed_curvature: true")
+    if cfg.hit_fields is not None:
+        if not cfg.hit_fields:
+            raise ConfigError("hit_fields: give at least one field, or omit the key for the schema's inputs")
+        if len(set(cfg.hit_fields)) != len(cfg.hit_fields):
+            raise ConfigError(f"hit_fields: duplicate entries in {cfg.hit_fields}")
+
+
+def config_from_dict(raw: Any) -> TrainConfig:
+    cfg = _from_dict(TrainConfig, raw, "")
+    _check_values(cfg)
+    return cfg
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Read a YAML training config; every problem is a ``ConfigError`` naming the file and key."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"cannot read config {path}: {err.strerror}") from err
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    try:
+        return config_from_dict(raw)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from err
+
+
+def dump_config(cfg: TrainConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def check_against_schema(cfg: TrainConfig, schema: Any) -> list[str]:
+    """Resolve ``hit_fields`` against the dataset's schema and return them.
+
+    A field the dataset lacks (``eta`` on a v1 dataset) raises a ``ConfigError`` that says which
+    version has it and how ``muon-pipeline migrate`` upgrades the data.
+    """
+    from ..schema import missing_field_message
+
+    hit_fields = list(cfg.hit_fields) if cfg.hit_fields is not None else schema.inputs("hit")
+    hit_names = set(schema.names("hit"))
+    for name in hit_fields:
+        if not schema.has(name):
+            raise ConfigError(f"hit_fields: {missing_field_message(name, schema)}")
+        if name not in hit_names:
+            raise ConfigError(f"hit_fields: {name!r} is a {schema.field(name).level}-level field, not a hit field")
+        if name == "spacePoint_truthLink":
+            raise ConfigError("hit_fields: spacePoint_truthLink is the truth assignment; feeding it to the model "
+                              "would leak the answer")
+    for name in cfg.fields:
+        if not schema.has(name):
+            raise ConfigError(f"fields: {missing_field_message(name, schema)}")
+    return hit_fields

@@ -1,0 +1,500 @@
+"""Shards → padded batches, with no Python loop per event.
+
+A dataset directory (written by ``muon-pipeline convert``) is a ``manifest.json`` plus Parquet shards of
+one row per event with ``hits`` and ``truthMuons`` list<struct> columns. One *unit* of work is one row
+group of one shard. Reading a unit gives a :class:`Chunk`: the list offsets and the flattened struct
+children as numpy arrays (zero-copy views from Arrow; the only copy is the normalised ``[n_hits, F]``
+feature matrix). Batches are then cut with fancy indexing on those flat arrays:
+
+    hits[b, l] = features[hit_offsets[event[b]] + l]   for l < n_hits[event[b]], else padding
+
+Shuffling is bounded: units are read in a random order into a buffer of ``shuffle_buffer`` events,
+the buffer is sorted by hit count (length bucketing: little padding, so little wasted attention),
+cut into batches, and the batch order is shuffled. Events that do not fill a whole batch are carried
+over to the next buffer, so the number of batches a worker yields is ``ceil(events / batch_size)``
+whatever the order; that makes ``len()`` exact and lets DDP ranks agree on a common count.
+
+Train / val / test membership is a pure function of ``eventNumber`` (splitmix64 hash), so a split is
+reproducible across re-conversions, shard layouts and worker counts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import DatasetError
+from ..schema import Schema, load_schema, schema_from_metadata
+
+SPLITS = {"train": 0, "val": 1, "test": 2}
+LINK_FIELD = "spacePoint_truthLink"
+
+
+# --------------------------------------------------------------------------------------------------
+# dataset description
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What the trainer needs to know about a converted dataset directory."""
+
+    root: Path
+    schema: Schema
+    shards: tuple[Path, ...]
+    statistics: dict[str, dict[str, dict[str, float]]]
+    manifest: dict[str, Any]
+
+    @property
+    def muon_fields(self) -> list[str]:
+        """Truth-muon fields in schema order; batches carry all of them (targets are picked by index)."""
+        return self.schema.names("muon")
+
+
+def open_dataset(root: str | Path) -> DatasetInfo:
+    """Read ``manifest.json``, check the schema the dataset declares, and list its shards."""
+    root = Path(root)
+    manifest_path = root / "manifest.json"
+    if not manifest_path.is_file():
+        raise DatasetError(f"{root}: no manifest.json; expected a directory written by `muon-pipeline convert`")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except ValueError as err:
+        raise DatasetError(f"{manifest_path}: not valid JSON: {err}") from err
+    try:
+        declared = manifest["schema"]
+        name, version = str(declared["name"]), int(declared["version"])
+        shard_entries = manifest["shards"]
+    except (KeyError, TypeError, ValueError) as err:
+        raise DatasetError(f"{manifest_path}: missing or malformed 'schema' / 'shards' entry ({err})") from err
+    schema = load_schema(version)
+    if schema.name != name:
+        raise DatasetError(f"{manifest_path}: schema {name!r} is not {schema.name!r}")
+    shards = tuple(root / s["path"] for s in shard_entries)
+    missing = [str(p) for p in shards if not p.is_file()]
+    if missing:
+        raise DatasetError(f"{root}: {len(missing)} shard(s) listed in the manifest are missing, e.g. {missing[0]}")
+    if not shards:
+        raise DatasetError(f"{root}: the manifest lists no shards")
+    import pyarrow.parquet as pq
+
+    # The shard itself says which schema it holds; a mismatch means a hand-assembled directory.
+    shard_name, shard_version = schema_from_metadata(pq.read_schema(shards[0]).metadata)
+    if (shard_name, shard_version) != (name, version):
+        raise DatasetError(f"{shards[0]}: declares schema {shard_name} v{shard_version}, "
+                           f"the manifest says {name} v{version}")
+    return DatasetInfo(root=root, schema=schema, shards=shards,
+                       statistics=manifest.get("statistics") or {}, manifest=manifest)
+
+
+# --------------------------------------------------------------------------------------------------
+# split and normalisation
+
+
+def splitmix64(x: np.ndarray) -> np.ndarray:
+    """The splitmix64 finaliser, vectorised: a well-mixed 64-bit hash of each integer."""
+    z = np.asarray(x).astype(np.uint64, copy=True)
+    with np.errstate(over="ignore"):
+        z += np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z ^= z >> np.uint64(31)
+    return z
+
+
+def split_codes(event_numbers: np.ndarray, train_fraction: float, val_fraction: float,
+                seed: int = 0) -> np.ndarray:
+    """0 = train, 1 = val, 2 = test for each event, from a hash of ``eventNumber`` (and ``seed``)."""
+    with np.errstate(over="ignore"):
+        salted = np.asarray(event_numbers).astype(np.uint64) ^ splitmix64(np.array([seed], dtype=np.int64))[0]
+    u = (splitmix64(salted) >> np.uint64(11)).astype(np.float64) / float(1 << 53)  # uniform in [0, 1)
+    return np.where(u < train_fraction, 0, np.where(u < train_fraction + val_fraction, 1, 2)).astype(np.int8)
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """Per-field ``(x - mean) / std`` for the hit inputs; saved with the model."""
+
+    fields: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f: {"mean": m, "std": s} for f, m, s in zip(self.fields, self.mean, self.std, strict=True)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Normalisation:
+        return cls(tuple(d), tuple(float(v["mean"]) for v in d.values()), tuple(float(v["std"]) for v in d.values()))
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.asarray(self.mean, dtype=np.float32), np.asarray(self.std, dtype=np.float32)
+
+
+def normalisation_for(info: DatasetInfo, hit_fields: Sequence[str]) -> Normalisation:
+    """Mean / std of each hit input from the manifest statistics (computed from a shard if absent).
+
+    A constant field (std 0, e.g. ``driftR`` in a strip-only sample) gets std 1 so it stays finite.
+    """
+    stats = info.statistics.get(info.schema.hit_column, {})
+    missing = [f for f in hit_fields if f not in stats]
+    if missing:
+        stats = {**stats, **_statistics_from_shard(info, missing)}
+    mean, std = [], []
+    for f in hit_fields:
+        m, s = float(stats[f]["mean"]), float(stats[f]["std"])
+        if not (math.isfinite(m) and math.isfinite(s)):
+            raise DatasetError(f"{info.root}: manifest statistics of {f} are not finite (mean={m}, std={s})")
+        mean.append(m)
+        std.append(s if s > 0 else 1.0)
+    return Normalisation(tuple(hit_fields), tuple(mean), tuple(std))
+
+
+def _statistics_from_shard(info: DatasetInfo, fields: Sequence[str]) -> dict[str, dict[str, float]]:
+    import pyarrow.parquet as pq
+
+    hits = pq.read_table(info.shards[0], columns=[info.schema.hit_column]).column(0).combine_chunks()
+    values = hits.flatten()
+    out = {}
+    for f in fields:
+        x = values.field(f).to_numpy().astype(np.float64)
+        out[f] = {"mean": float(x.mean()) if x.size else 0.0, "std": float(x.std()) if x.size else 1.0}
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# chunks: flat arrays of a set of events
+
+
+@dataclass
+class Chunk:
+    """Events as flat arrays plus offsets (the Arrow layout, in numpy)."""
+
+    hit_offsets: np.ndarray  # [E + 1] int64
+    hits: np.ndarray  # [N_hits, F] float32, normalised
+    link: np.ndarray  # [N_hits] int32, -1 = background
+    muon_offsets: np.ndarray  # [E + 1] int64
+    muons: np.ndarray  # [N_muons, K] float32, all truth-muon fields in schema order
+    event: np.ndarray  # [E] int64 eventNumber
+    row: np.ndarray  # [E] int64 global row id: shard index << 32 | row in shard
+
+    def __len__(self) -> int:
+        return len(self.event)
+
+    @property
+    def n_hits(self) -> np.ndarray:  # [E]
+        return np.diff(self.hit_offsets)
+
+
+def _gather_ranges(offsets: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flat positions of the elements of events ``idx`` and the new offsets, vectorised."""
+    starts, lens = offsets[idx], offsets[idx + 1] - offsets[idx]
+    new_offsets = np.zeros(len(idx) + 1, dtype=np.int64)
+    np.cumsum(lens, out=new_offsets[1:])
+    positions = np.repeat(starts - new_offsets[:-1], lens) + np.arange(new_offsets[-1], dtype=np.int64)
+    return positions, new_offsets
+
+
+def take_events(chunk: Chunk, idx: np.ndarray) -> Chunk:
+    idx = np.asarray(idx, dtype=np.int64)
+    hpos, hoff = _gather_ranges(chunk.hit_offsets, idx)
+    mpos, moff = _gather_ranges(chunk.muon_offsets, idx)
+    return Chunk(hoff, chunk.hits[hpos], chunk.link[hpos], moff, chunk.muons[mpos], chunk.event[idx], chunk.row[idx])
+
+
+def concat_chunks(chunks: Sequence[Chunk]) -> Chunk:
+    if len(chunks) == 1:
+        return chunks[0]
+
+    def offsets(name: str) -> np.ndarray:
+        parts, base = [np.zeros(1, dtype=np.int64)], 0
+        for c in chunks:
+            o = getattr(c, name)
+            parts.append(o[1:] + base)
+            base += int(o[-1])
+        return np.concatenate(parts)
+
+    return Chunk(offsets("hit_offsets"), np.concatenate([c.hits for c in chunks]),
+                 np.concatenate([c.link for c in chunks]), offsets("muon_offsets"),
+                 np.concatenate([c.muons for c in chunks]), np.concatenate([c.event for c in chunks]),
+                 np.concatenate([c.row for c in chunks]))
+
+
+def chunk_from_table(table: Any, schema: Schema, hit_fields: Sequence[str], norm: Normalisation,
+                     row_base: int = 0) -> Chunk:
+    """Arrow table (``eventNumber``, ``hits``, ``truthMuons``) → :class:`Chunk`.
+
+    ``ListArray.offsets`` and the struct children of ``ListArray.values`` are read as numpy views;
+    offsets are rebased so a sliced array works too.
+    """
+    hits = table.column(schema.hit_column).combine_chunks()
+    muons = table.column(schema.muon_column).combine_chunks()
+    event = table.column("eventNumber").to_numpy().astype(np.int64, copy=False)
+
+    hoff = hits.offsets.to_numpy().astype(np.int64)
+    hvals = hits.values
+    lo, hi = int(hoff[0]), int(hoff[-1])
+    mean, std = norm.arrays()
+    feats = np.empty((hi - lo, len(hit_fields)), dtype=np.float32)  # [N_hits, F]
+    for j, name in enumerate(hit_fields):
+        col = hvals.field(name).to_numpy(zero_copy_only=False)[hvals.offset + lo: hvals.offset + hi]
+        np.subtract(col, mean[j], out=feats[:, j], casting="unsafe")
+        feats[:, j] /= std[j]
+    link = hvals.field(LINK_FIELD).to_numpy(zero_copy_only=False)[hvals.offset + lo: hvals.offset + hi]
+
+    moff = muons.offsets.to_numpy().astype(np.int64)
+    mvals = muons.values
+    mlo, mhi = int(moff[0]), int(moff[-1])
+    mnames = schema.names("muon")
+    mu = np.empty((mhi - mlo, len(mnames)), dtype=np.float32)  # [N_muons, K]
+    for j, name in enumerate(mnames):
+        mu[:, j] = mvals.field(name).to_numpy(zero_copy_only=False)[mvals.offset + mlo: mvals.offset + mhi]
+    row = row_base + np.arange(len(event), dtype=np.int64)
+    return Chunk(hoff - lo, feats, link.astype(np.int32, copy=False), moff - mlo, mu, event, row)
+
+
+# --------------------------------------------------------------------------------------------------
+# batches
+
+
+def collate(chunk: Chunk, idx: np.ndarray, max_muons: int) -> dict[str, np.ndarray]:
+    """Pad events ``idx`` of ``chunk`` into one batch (numpy; the loader wraps it in tensors).
+
+    Hits are padded to the longest event of the batch, muons to ``min(max_muons, most in batch)``.
+    Hits of muons beyond ``max_muons`` become background (link -1): they are not regressed.
+    """
+    idx = np.asarray(idx, dtype=np.int64)
+    B = len(idx)
+    starts = chunk.hit_offsets[idx]
+    lens = chunk.hit_offsets[idx + 1] - starts  # [B]
+    L = max(int(lens.max(initial=0)), 1)
+    ar = np.arange(L, dtype=np.int64)
+    hit_mask = ar[None, :] < lens[:, None]  # [B, L]
+    pos = np.where(hit_mask, starts[:, None] + ar[None, :], 0)  # [B, L]
+    if len(chunk.hits):
+        hits = chunk.hits[pos]  # [B, L, F]
+        hits[~hit_mask] = 0.0
+        link = chunk.link[pos].astype(np.int64)  # [B, L]
+    else:
+        hits = np.zeros((B, L, chunk.hits.shape[1]), dtype=np.float32)
+        link = np.full((B, L), -1, dtype=np.int64)
+    link[~hit_mask] = -1
+
+    mstarts = chunk.muon_offsets[idx]
+    mlens = np.minimum(chunk.muon_offsets[idx + 1] - mstarts, max_muons)  # [B]
+    M = max(int(mlens.max(initial=0)), 1)
+    mar = np.arange(M, dtype=np.int64)
+    muon_mask = mar[None, :] < mlens[:, None]  # [B, M]
+    mpos = np.where(muon_mask, mstarts[:, None] + mar[None, :], 0)
+    muons = chunk.muons[mpos] if len(chunk.muons) else np.zeros((B, M, chunk.muons.shape[1]), np.float32)
+    muons[~muon_mask] = 0.0  # [B, M, K]
+    link[link >= M] = -1
+    return {"hits": hits, "hit_mask": hit_mask, "link": link, "muons": muons, "muon_mask": muon_mask,
+            "event": chunk.event[idx], "row": chunk.row[idx]}
+
+
+def bucket_batches(n_hits: np.ndarray, batch_size: int, rng: np.random.Generator | None) -> list[np.ndarray]:
+    """Sort events by hit count (random tie order), cut into batches, shuffle the batch order.
+
+    Without ``rng`` (evaluation) the order is deterministic.
+    """
+    if rng is None:
+        order = np.argsort(n_hits, kind="stable")
+    else:
+        perm = rng.permutation(len(n_hits))
+        order = perm[np.argsort(n_hits[perm], kind="stable")]
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if rng is not None:
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    return batches
+
+
+# --------------------------------------------------------------------------------------------------
+# the iterable dataset
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One row group of one shard: the grain of parallelism."""
+
+    shard_index: int
+    path: str
+    row_group: int
+    row_start: int  # first row of the row group within the shard
+    events: int  # events of the wanted split in this row group
+
+
+def _rank_world() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class ShardStream(torch.utils.data.IterableDataset):
+    """An ``IterableDataset`` of ready-made batches from one split of a dataset.
+
+    Units are dealt round-robin to (DDP rank, DataLoader worker) pairs. Use it with
+    ``DataLoader(stream, batch_size=None, num_workers=...)``: batching happens here, where the
+    length bucketing can see a whole buffer of events.
+    """
+
+    def __init__(self, info: DatasetInfo, hit_fields: Sequence[str], norm: Normalisation, split: str, *,
+                 batch_size: int, max_muons: int, train_fraction: float, val_fraction: float,
+                 split_seed: int = 0, shuffle: bool = False, shuffle_buffer: int = 8192,
+                 num_workers: int = 0) -> None:
+        import pyarrow.parquet as pq
+
+        if split not in SPLITS and split != "all":
+            raise DatasetError(f"unknown split {split!r}; expected one of {list(SPLITS)} or 'all'")
+        self.info, self.hit_fields, self.norm, self.split = info, list(hit_fields), norm, split
+        self.batch_size, self.max_muons = batch_size, max_muons
+        self.fractions = (train_fraction, val_fraction, split_seed)
+        self.shuffle, self.shuffle_buffer, self.num_workers = shuffle, max(shuffle_buffer, batch_size), num_workers
+        self.columns = ["eventNumber", info.schema.hit_column, info.schema.muon_column]
+        # Reading eventNumber of every row group up front is cheap (8 bytes per event) and gives exact
+        # per-unit event counts, hence an exact len() and equal batch counts across DDP ranks.
+        units = []
+        for si, path in enumerate(info.shards):
+            pf = pq.ParquetFile(path)
+            start = 0
+            for rg in range(pf.num_row_groups):
+                ev = pf.read_row_group(rg, columns=["eventNumber"]).column(0).to_numpy()
+                units.append(Unit(si, str(path), rg, start, int(self._keep(ev).sum())))
+                start += pf.metadata.row_group(rg).num_rows
+        self.units = [u for u in units if u.events > 0]
+        self.epoch_seed: int | None = None
+
+    def _keep(self, event_numbers: np.ndarray) -> np.ndarray:
+        if self.split == "all":
+            return np.ones(len(event_numbers), dtype=bool)
+        tf, vf, seed = self.fractions
+        return split_codes(event_numbers, tf, vf, seed) == SPLITS[self.split]
+
+    @property
+    def events(self) -> int:
+        return sum(u.events for u in self.units)
+
+    def _assignment(self, rank: int, world: int, worker: int, workers: int) -> list[Unit]:
+        return self.units[rank * workers + worker:: world * workers]
+
+    def _quota(self, world: int, worker: int, workers: int) -> int:
+        """Batches that worker ``worker`` of every rank yields: the smallest over ranks (DDP needs equal counts)."""
+        counts = [sum(u.events for u in self._assignment(r, world, worker, workers)) for r in range(world)]
+        return min(math.ceil(c / self.batch_size) for c in counts)
+
+    def __len__(self) -> int:
+        _, world = _rank_world()
+        workers = max(self.num_workers, 1)
+        return sum(self._quota(world, w, workers) for w in range(workers))
+
+    def _read(self, unit: Unit, cache: dict[str, Any]) -> Chunk:
+        import pyarrow.parquet as pq
+
+        pf = cache.get(unit.path)
+        if pf is None:
+            pf = cache[unit.path] = pq.ParquetFile(unit.path)
+        table = pf.read_row_group(unit.row_group, columns=self.columns)
+        chunk = chunk_from_table(table, self.info.schema, self.hit_fields, self.norm,
+                                 row_base=(unit.shard_index << 32) + unit.row_start)
+        keep = self._keep(chunk.event)
+        return chunk if keep.all() else take_events(chunk, np.flatnonzero(keep))
+
+    def iter_numpy(self) -> Iterator[dict[str, np.ndarray]]:
+        """Yield numpy batches for this (rank, worker)."""
+        rank, world = _rank_world()
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        if info is None and self.num_workers > 1:
+            workers = 1  # iterated directly, without a DataLoader: one process reads everything
+        units = self._assignment(rank, world, worker, workers)
+        quota = self._quota(world, worker, workers)
+        rng = None
+        if self.shuffle:
+            # In a worker the torch RNG is seeded with base_seed + worker id, and base_seed is drawn anew
+            # each epoch from the main process's RNG: a fresh, reproducible order every epoch.
+            seed = int(torch.randint(0, 2**62, (1,)).item()) if self.epoch_seed is None else self.epoch_seed
+            rng = np.random.default_rng(seed)
+            units = [units[i] for i in rng.permutation(len(units))]
+        cache: dict[str, Any] = {}
+        pending: list[Chunk] = []
+        held = 0
+        yielded = 0
+        for i, unit in enumerate(units):
+            chunk = self._read(unit, cache)
+            pending.append(chunk)
+            held += len(chunk)
+            last = i == len(units) - 1
+            if held < self.shuffle_buffer and not last:
+                continue
+            buf = concat_chunks(pending)
+            n_full = len(buf) if last else (len(buf) // self.batch_size) * self.batch_size
+            if rng is not None and n_full < len(buf):
+                perm = rng.permutation(len(buf))
+                use, carry = perm[:n_full], perm[n_full:]
+            else:
+                use, carry = np.arange(n_full), np.arange(n_full, len(buf))
+            for b in bucket_batches(buf.n_hits[use], self.batch_size, rng):
+                if yielded >= quota:
+                    return
+                yield collate(buf, use[b], self.max_muons)
+                yielded += 1
+            pending = [take_events(buf, carry)] if len(carry) else []
+            held = len(carry)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for batch in self.iter_numpy():
+            yield {k: torch.from_numpy(v) for k, v in batch.items()}
+
+
+def make_stream(info: DatasetInfo, hit_fields: Sequence[str], norm: Normalisation, split: str, data_cfg: Any,
+                *, shuffle: bool, num_workers: int | None = None, batch_size: int | None = None) -> ShardStream:
+    """A :class:`ShardStream` configured from a ``DataConfig``."""
+    return ShardStream(info, hit_fields, norm, split, batch_size=batch_size or data_cfg.batch_size,
+                       max_muons=data_cfg.max_muons, train_fraction=data_cfg.train_fraction,
+                       val_fraction=data_cfg.val_fraction, split_seed=data_cfg.split_seed, shuffle=shuffle,
+                       shuffle_buffer=data_cfg.shuffle_buffer,
+                       num_workers=data_cfg.num_workers if num_workers is None else num_workers)
+
+
+def make_loader(stream: ShardStream) -> torch.utils.data.DataLoader:
+    """A DataLoader over a stream: batches come ready-made (``batch_size=None``), pinned when on CUDA."""
+    workers = stream.num_workers
+    return torch.utils.data.DataLoader(
+        stream, batch_size=None, num_workers=workers, pin_memory=torch.cuda.is_available(),
+        persistent_workers=False, prefetch_factor=4 if workers else None,
+        multiprocessing_context="fork" if workers and _fork_ok() else None)
+
+
+def _fork_ok() -> bool:
+    import multiprocessing
+
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
+def muon_values(info: DatasetInfo, split: str, data_cfg: Any, limit: int = 2_000_000) -> dict[str, np.ndarray]:
+    """Truth-muon fields of (up to ``limit`` muons of) one split; for the target scales."""
+    import pyarrow.parquet as pq
+
+    out: dict[str, list[np.ndarray]] = {f: [] for f in info.muon_fields}
+    n = 0
+    for path in info.shards:
+        table = pq.read_table(path, columns=["eventNumber", info.schema.muon_column])
+        codes = split_codes(table.column("eventNumber").to_numpy(), data_cfg.train_fraction,
+                            data_cfg.val_fraction, data_cfg.split_seed)
+        muons = table.column(1).combine_chunks()
+        counts = np.diff(muons.offsets.to_numpy())
+        keep = np.repeat(codes == SPLITS[split], counts)
+        values = muons.flatten()
+        for f in out:
+            out[f].append(values.field(f).to_numpy(zero_copy_only=False)[keep].astype(np.float64))
+        n += int(keep.sum())
+        if n >= limit:
+            break
+    return {f: np.concatenate(v) if v else np.zeros(0) for f, v in out.items()}

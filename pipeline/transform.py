@@ -1,0 +1,123 @@
+"""One chunk through the whole transform: checks, derived features, selection, Arrow table.
+
+``process_chunk`` is the pure function every executor runs (and ``migrate`` reuses the feature
+step), so the dataset depends only on the inputs and the configuration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .chunk import EventChunk
+from .errors import ConfigError, InputError
+from .features import DERIVED, hit_features, invalid_mask
+from .schema import Schema
+from .selection import CutFlow, SelectionConfig, apply_selection
+from .stats import RunningStats, StatsTable
+
+ON_INVALID = ("error", "drop-hit", "drop-event")
+LOW_EDGE = ("spacePoint_globEdgeLowX", "spacePoint_globEdgeLowY", "spacePoint_globEdgeLowZ")
+
+
+@dataclass(frozen=True)
+class TransformConfig:
+    selection: SelectionConfig
+    on_invalid: str = "error"
+
+    def __post_init__(self) -> None:
+        if self.on_invalid not in ON_INVALID:
+            raise ConfigError(f"--on-invalid must be one of {ON_INVALID}, got {self.on_invalid!r}")
+
+
+def add_hit_features(chunk: EventChunk, schema: Schema) -> None:
+    """Add the schema's derived hit features (those ``features`` knows) to ``chunk.hits``."""
+    names = [n for n in schema.names("hit") if n in DERIVED]
+    chunk.hits.update(hit_features(*(chunk.hits[c] for c in LOW_EDGE), names))
+
+
+def _first_bad(chunk: EventChunk, bad: np.ndarray, first_col: np.ndarray, names: list[str],
+               event_of: np.ndarray, reason: str) -> InputError:
+    i = int(np.flatnonzero(bad)[0])
+    name = names[first_col[i]] if first_col[i] >= 0 else "spacePoint_truthLink"
+    return InputError(reason, file=chunk.source_file, entry=int(chunk.event["source_entry"][event_of[i]]),
+                      field=name)
+
+
+def _handle_invalid(chunk: EventChunk, policy: str, flow: CutFlow) -> EventChunk:
+    hit_bad, hit_first = invalid_mask(chunk.hits)
+    # A truth link must point at one of the event's muons (or be -1 for background).
+    link = chunk.hits["spacePoint_truthLink"]
+    n_mu = np.diff(chunk.muon_offsets)[chunk.hit_event_index()]
+    link_bad = (link < -1) | (link >= n_mu)
+    hit_bad = hit_bad | link_bad
+    mu_bad, mu_first = invalid_mask(chunk.muons)
+    mu_bad = mu_bad | (chunk.muons["truthMuon_pt"] <= 0)
+    if not hit_bad.any() and not mu_bad.any():
+        return chunk
+    hit_names, mu_names = list(chunk.hits), list(chunk.muons)
+    if policy == "error":
+        if hit_bad.any():
+            err = _first_bad(chunk, hit_bad, np.where(link_bad, -1, hit_first), hit_names,
+                             chunk.hit_event_index(), "non-finite value or truth link out of range "
+                             "(use --on-invalid drop-hit|drop-event to drop and count such data)")
+        else:
+            err = _first_bad(chunk, mu_bad, np.where(mu_first < 0, mu_names.index("truthMuon_pt"), mu_first),
+                             mu_names, chunk.muon_event_index(), "non-finite or non-positive truth value")
+        raise err
+    # Events with a bad muon are always dropped: a muon cannot be half-kept.
+    bad_event = np.zeros(chunk.n_events, bool)
+    bad_event[chunk.muon_event_index()[mu_bad]] = True
+    if policy == "drop-event":
+        bad_event[chunk.hit_event_index()[hit_bad]] = True
+        keep_hit = None
+    else:
+        keep_hit = ~hit_bad
+        flow.hits_invalid += int((hit_bad & ~np.repeat(bad_event, np.diff(chunk.hit_offsets))).sum())
+    flow.events_invalid += int(bad_event.sum())
+    return chunk.filter(keep_event=~bad_event, keep_hit=keep_hit)
+
+
+def process_chunk(chunk: EventChunk, schema: Schema, cfg: TransformConfig) -> tuple[EventChunk, CutFlow]:
+    """Derived features, invalid-data policy and the selection for one chunk of raw events."""
+    n_in, mu_in, hits_in = chunk.n_events, chunk.n_muons, chunk.n_hits
+    add_hit_features(chunk, schema)
+    pre = CutFlow()
+    chunk = _handle_invalid(chunk, cfg.on_invalid, pre)
+    out, flow = apply_selection(chunk, cfg.selection)
+    flow.events_in, flow.muons_in, flow.hits_in = n_in, mu_in, hits_in
+    flow.events_invalid, flow.hits_invalid = pre.events_invalid, pre.hits_invalid
+    with np.errstate(divide="ignore"):
+        out.muons["truthMuon_qpt"] = (out.muons["truthMuon_q"].astype(np.float64)
+                                      / out.muons["truthMuon_pt"].astype(np.float64)).astype(np.float32)
+    return out, flow
+
+
+def to_arrow(chunk: EventChunk, schema: Schema):
+    """The chunk as an Arrow table with exactly ``schema.arrow_schema()`` (no copies of content)."""
+    import pyarrow as pa
+
+    arrow_schema = schema.arrow_schema()
+    cols = []
+    for f in schema.level("event"):
+        if f.name == "source_file":
+            cols.append(pa.DictionaryArray.from_arrays(np.zeros(chunk.n_events, np.int32),
+                                                       pa.array([chunk.source_file])).cast(pa.string())
+                        if chunk.n_events else pa.array([], pa.string()))
+        else:
+            cols.append(pa.array(chunk.event[f.name], type=f.arrow_type()))
+    for level, offsets, values in (("hit", chunk.hit_offsets, chunk.hits), ("muon", chunk.muon_offsets, chunk.muons)):
+        typ = arrow_schema.field(schema.columns[level]).type
+        children = [pa.array(values[f.name], type=f.arrow_type()) for f in schema.level(level)]
+        struct = pa.StructArray.from_arrays(children, fields=list(typ.value_type))
+        cols.append(pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), struct, type=typ))
+    return pa.Table.from_arrays(cols, schema=arrow_schema)
+
+
+def chunk_stats(chunk: EventChunk, schema: Schema) -> StatsTable:
+    """Per-field statistics of the numeric hit and muon fields of a (selected) chunk."""
+    out: StatsTable = {}
+    for level, values in (("hit", chunk.hits), ("muon", chunk.muons)):
+        out[schema.columns[level]] = {f.name: RunningStats.of(values[f.name]) for f in schema.level(level)}
+    return out

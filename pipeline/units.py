@@ -1,0 +1,172 @@
+"""Work units: deterministic (file × entry range) pieces of a conversion, and running one.
+
+``plan_units`` turns the inputs into an ordered list of units; ``run_unit`` is a pure function
+of (unit, configuration, output directory) that writes one shard and one record, both
+atomically. Any executor (in-process, process pool, Dask, a job array task) calls the same
+``run_unit``, so the dataset is identical whatever ran it. A unit's *key* covers the input
+identity (UUID, size), the entry range, the configuration and the tool version: a finished unit
+with the same key is never redone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass
+
+from ._version import __version__
+from .config import ConvertConfig
+from .errors import InputError
+from .schema import load_schema
+from .source import InputInfo, open_input, open_tree, read_chunk
+from .stats import StatsTable, merge_tables, table_to_json
+from .storage import OutputDir
+from .transform import chunk_stats, process_chunk, to_arrow
+
+WORK = "_work"
+PLAN = f"{WORK}/plan.json"
+RECORDS = f"{WORK}/units"
+SHARDS = "shards"
+
+
+@dataclass(frozen=True)
+class Unit:
+    index: int
+    input: str
+    entry_start: int
+    entry_stop: int
+    key: str
+
+    @property
+    def shard(self) -> str:
+        return f"{SHARDS}/part-{self.key[:16]}.parquet"
+
+    @property
+    def record(self) -> str:
+        return f"{RECORDS}/{self.key[:16]}.json"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def unit_key(info: InputInfo, start: int, stop: int, config_hash: str) -> str:
+    doc = {"uuid": info.uuid, "size": info.size, "path": info.path, "entry_start": start,
+           "entry_stop": stop, "config": config_hash, "tool": __version__}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def plan_units(inputs: list[str], cfg: ConvertConfig, skip_bad: bool,
+               on_input=None) -> tuple[list[InputInfo], list[dict], list[Unit]]:
+    """Open every input once (identity, entries, branch checks) and cut it into units.
+
+    Returns (good inputs, skipped inputs with reasons, units). A bad input raises unless
+    ``skip_bad``; then it is listed with its reason and the entries it held, when known.
+    """
+    schema = load_schema(cfg.schema_version)
+    good, skipped, units = [], [], []
+    chash = cfg.hash()
+    for path in inputs:
+        try:
+            info = open_input(path, cfg.layout, schema)
+        except InputError as err:
+            if not skip_bad:
+                raise
+            skipped.append({"path": path, "reason": err.reason, "field": err.field, "entries": 0})
+            if on_input:
+                on_input(path, None)
+            continue
+        good.append(info)
+        for start in range(0, info.entries, cfg.shard_events):
+            stop = min(start + cfg.shard_events, info.entries)
+            units.append(Unit(len(units), path, start, stop, unit_key(info, start, stop, chash)))
+        if on_input:
+            on_input(path, info)
+    return good, skipped, units
+
+
+def _writer_buffer(writer, schema, row_group_size: int):
+    """Buffer tables so every row group holds exactly ``row_group_size`` events (the last one
+    excepted): the output then does not depend on the step size used to read."""
+    import pyarrow as pa
+
+    pending: list = []
+    pending_rows = 0
+
+    def push(table=None, final: bool = False) -> None:
+        nonlocal pending, pending_rows
+        if table is not None and table.num_rows:
+            pending.append(table)
+            pending_rows += table.num_rows
+        if not pending:
+            return
+        full = pending_rows if final else (pending_rows // row_group_size) * row_group_size
+        if full == 0:
+            return
+        merged = pa.concat_tables(pending)
+        writer.write_table(merged.slice(0, full), row_group_size=row_group_size)
+        rest = merged.slice(full)
+        pending, pending_rows = ([rest], rest.num_rows) if rest.num_rows else ([], 0)
+
+    return push
+
+
+def run_unit(unit: Unit | dict, cfg: ConvertConfig | dict, out_url: str, step_size: int | str = "100 MB",
+             skip_bad: bool = False, progress=None) -> dict:
+    """Convert one unit: read in chunks, transform, write the shard, then the record.
+
+    Returns the record (also written to ``_work/units/KEY.json``). With ``skip_bad`` an input
+    error is recorded as a skipped unit instead of raised; nothing partial stays visible.
+    """
+    import pyarrow.parquet as pq
+
+    unit = Unit(**unit) if isinstance(unit, dict) else unit
+    cfg = ConvertConfig.from_dict(cfg) if isinstance(cfg, dict) else cfg
+    out = OutputDir(out_url)
+    schema = load_schema(cfg.schema_version)
+    arrow_schema = schema.arrow_schema()
+    t0 = time.perf_counter()
+    flow = None
+    stats: StatsTable = {}
+    rows = hits = muons = 0
+    try:
+        f, tree = open_tree(unit.input, cfg.layout)
+        try:
+            step = step_size if isinstance(step_size, int) else max(1, int(tree.num_entries_for(
+                step_size, [cfg.layout.branch(x.source) for x in schema.fields if x.source],
+                entry_start=unit.entry_start, entry_stop=unit.entry_stop)))
+            with out.atomic(unit.shard) as fh:
+                writer = pq.ParquetWriter(fh, arrow_schema, use_dictionary=["source_file"],
+                                          write_statistics=False, **cfg.compression.writer_kwargs())
+                push = _writer_buffer(writer, schema, cfg.row_group_size)
+                for start in range(unit.entry_start, unit.entry_stop, step):
+                    stop = min(start + step, unit.entry_stop)
+                    chunk = read_chunk(tree, unit.input, cfg.layout, schema, start, stop)
+                    chunk, chunk_flow = process_chunk(chunk, schema, cfg.transform)
+                    flow = chunk_flow if flow is None else flow.add(chunk_flow)
+                    stats = merge_tables(stats, chunk_stats(chunk, schema))
+                    rows, hits, muons = rows + chunk.n_events, hits + chunk.n_hits, muons + chunk.n_muons
+                    push(to_arrow(chunk, schema))
+                    if progress is not None:
+                        progress(stop - start, chunk.n_hits)
+                push(final=True)
+                writer.close()
+        finally:
+            f.close()
+    except InputError as err:
+        if not skip_bad:
+            raise
+        out.remove(unit.shard)
+        record = {"unit": unit.to_dict(), "status": "skipped", "reason": str(err),
+                  "entries": unit.entry_stop - unit.entry_start, "tool_version": __version__}
+        out.write_json(unit.record, record)
+        return record
+    shard = {"path": unit.shard, "rows": rows, "hits": hits, "muons": muons,
+             "bytes": out.size(unit.shard), "sha256": out.sha256(unit.shard)}
+    record = {
+        "unit": unit.to_dict(), "status": "done", "entries": unit.entry_stop - unit.entry_start,
+        "shard": shard, "cutflow": flow.to_dict() if flow else {}, "statistics": table_to_json(stats),
+        "tool_version": __version__, "timing": {"seconds": time.perf_counter() - t0},
+    }
+    out.write_json(unit.record, record)
+    return record

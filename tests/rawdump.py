@@ -1,0 +1,46 @@
+"""Test helper: write hand-made raw dumps (the MuonHitDump layout) with uproot.
+
+Records zipped under ``spacePoint`` / ``truthMuon`` become branches ``spacePoint_<field>`` with one
+shared counter, which is the raw layout (see ``../shared/reference/raw-format.md``).
+"""
+
+from __future__ import annotations
+
+import awkward as ak
+import numpy as np
+import uproot
+
+HIT_FLOAT = ["globEdgeHighX", "globEdgeHighY", "globEdgeHighZ", "globEdgeLowX", "globEdgeLowY",
+             "globEdgeLowZ", "time", "driftR", "covXX", "covXY", "covYX", "covYY"]
+HIT_INT = ["readOutSide", "channel", "layer", "stationPhi", "stationEta", "stationIndex", "technology", "truthLink"]
+
+
+def random_events(n: int, seed: int = 0) -> dict[str, ak.Array]:
+    """Random but well-formed events: 0-2 muons, links valid, coordinates away from the axis."""
+    rng = np.random.default_rng(seed)
+    nh = rng.integers(3, 40, n)
+    nm = rng.integers(0, 3, n)
+    H, M = int(nh.sum()), int(nm.sum())
+    hits = {k: rng.normal(0, 5000, H).astype(np.float32) for k in HIT_FLOAT[:6]}
+    for k in HIT_FLOAT[6:]:
+        hits[k] = np.abs(rng.normal(0, 5, H)).astype(np.float32)
+    for k in HIT_INT[:-2]:
+        hits[k] = rng.integers(0, 8, H).astype(np.int32)
+    hits["technology"] = rng.choice([0, 2, 3, 4, 5], H).astype(np.int32)
+    ev_mu = np.repeat(nm, nh)
+    link = np.where(ev_mu > 0, rng.integers(0, 3, H) % np.maximum(ev_mu, 1), -1)
+    link[rng.random(H) < 0.3] = -1
+    hits["truthLink"] = link.astype(np.int32)
+    muons = {"pt": rng.uniform(1, 50, M).astype(np.float32), "eta": rng.uniform(-3, 3, M).astype(np.float32),
+             "phi": rng.uniform(-3.1, 3.1, M).astype(np.float32), "q": rng.choice([-1, 1], M).astype(np.int32)}
+    return {
+        "spacePoint": ak.unflatten(ak.zip(hits), nh),
+        "truthMuon": ak.unflatten(ak.zip(muons), nm),
+        "eventNumber": np.arange(1000, 1000 + n, dtype=np.int64),
+    }
+
+
+def write_dump(path, events: dict, tree: str = "MuonHitDump", compression=None) -> None:
+    with uproot.recreate(path, compression=compression) as f:
+        f.mktree(tree, {k: v.type if isinstance(v, ak.Array) else v.dtype for k, v in events.items()})
+        f[tree].extend(events)
