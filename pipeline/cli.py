@@ -178,3 +178,58 @@ def finalize(directory):
     click.echo(f"{directory}: manifest written, {m['totals']['events']} events in {len(m['shards'])} shard(s)")
     if m["skipped"]["inputs"] or m["skipped"]["units"]:
         sys.exit(3)
+
+
+# --------------------------------------------------------------------------------------------
+# validate / inspect / migrate
+# --------------------------------------------------------------------------------------------
+
+@main.command()
+@click.argument("directory")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (for machines).")
+@click.option("--no-values", is_flag=True, help="Skip the value checks (structure, metadata and checksums only).")
+@click.option("--no-checksums", is_flag=True, help="Skip the sha256 check of each shard.")
+def validate(directory, as_json, no_values, no_checksums):
+    """Check a dataset: manifest, every shard (checksum, schema, counts) and every value.
+
+    Exit 0 when sound, 1 when any problem is found (all are reported), 2 on usage errors.
+    """
+    import json
+
+    from .validate import summarize, validate_dataset
+
+    report = validate_dataset(directory, check_values=not no_values, check_checksums=not no_checksums)
+    click.echo(json.dumps(report.to_dict(), indent=1) if as_json else summarize(report))
+    sys.exit(0 if report.ok else 1)
+
+
+@main.command()
+@click.argument("directory")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--no-scan", is_flag=True, help="Use the manifest only (no technology counts; instant).")
+def inspect(directory, as_json, no_scan):
+    """Events, hits, muons, technology mix, cut flow and feature statistics of a dataset."""
+    import json
+
+    from rich.console import Console
+
+    from .summary import render, summarize_dataset
+
+    info = summarize_dataset(directory, scan=not no_scan)
+    if as_json:
+        click.echo(json.dumps(info, indent=1))
+    else:
+        render(info, Console(width=max(100, Console().width)))
+
+
+@main.command()
+@click.argument("directory")
+@click.option("--to-version", type=int, required=True, help="Schema version to upgrade to.")
+@click.option("-o", "--output", required=True, help="New dataset directory (must not exist or be empty).")
+def migrate(directory, to_version, output):
+    """Upgrade a dataset to a newer schema version (e.g. v1 -> v2 adds eta) without the ROOT files."""
+    from .migrate import migrate_dataset
+
+    m = migrate_dataset(directory, output, to_version)
+    click.echo(f"{output}: {m['totals']['events']} events migrated to schema v{to_version} "
+               f"in {len(m['shards'])} shard(s)")

@@ -9,7 +9,8 @@ Conventions (``../shared/reference/physics.md``):
 * θ = atan2(r, z) (not arccos(z/s), which loses precision near the beam axis);
 * η = asinh(z / r), the well-conditioned form of the seed's −ln tan(θ/2): symmetric under
   z → −z and exact near the axis;
-* φ = atan2(y, x) folded into (−π, π] (atan2 returns −π for y = −0.0, x < 0).
+* φ = atan2(y, x) folded into (−π, π] *after* rounding to float32 (atan2 returns −π for
+  y = −0.0, x < 0, and −π + 1e-13 rounds to −float32(π)): stored φ = −float32(π) never occurs.
 
 A hit on the beam axis (r = 0) has η = ±inf (or NaN at the origin). A muon-spectrometer hit
 never sits there, so such values are *returned as they are* and flagged by
@@ -42,9 +43,10 @@ def hit_features(x: np.ndarray, y: np.ndarray, z: np.ndarray,
     if "theta" in names:
         out["theta"] = np.arctan2(r, z).astype(np.float32)
     if "phi" in names:
-        phi = np.arctan2(y, x)
-        phi[phi == -np.pi] = np.pi
-        out["phi"] = phi.astype(np.float32)
+        phi = np.arctan2(y, x).astype(np.float32)
+        # (−π, π] after rounding: float32(−π + tiny) is −float32(π), the same direction as +float32(π).
+        phi[phi == np.float32(-np.pi)] = np.float32(np.pi)
+        out["phi"] = phi
     if "eta" in names:
         with np.errstate(divide="ignore", invalid="ignore"):
             out["eta"] = np.arcsinh(z / r).astype(np.float32)

@@ -64,7 +64,8 @@ def finalize(out: OutputDir) -> dict:
                                   "reason": rec["reason"]})
             per_input[u.input]["status"] = "partly skipped"
             continue
-        shard = rec["shard"]
+        shard = {**rec["shard"], "unit": {"index": u.index, "input": u.input, "entry_start": u.entry_start,
+                                          "entry_stop": u.entry_stop}}
         if not out.exists(shard["path"]):
             raise DatasetError(f"unit {u.index} is recorded as done but its shard {shard['path']} is missing; "
                                f"delete {u.record} and re-run")

@@ -135,9 +135,9 @@ def run_unit(unit: Unit | dict, cfg: ConvertConfig | dict, out_url: str, step_si
             step = step_size if isinstance(step_size, int) else max(1, int(tree.num_entries_for(
                 step_size, [cfg.layout.branch(x.source) for x in schema.fields if x.source],
                 entry_start=unit.entry_start, entry_stop=unit.entry_stop)))
-            with out.atomic(unit.shard) as fh:
-                writer = pq.ParquetWriter(fh, arrow_schema, use_dictionary=["source_file"],
-                                          write_statistics=False, **cfg.compression.writer_kwargs())
+            with out.atomic(unit.shard) as fh, pq.ParquetWriter(
+                    fh, arrow_schema, use_dictionary=["source_file"], write_statistics=False,
+                    **cfg.compression.writer_kwargs()) as writer:
                 push = _writer_buffer(writer, schema, cfg.row_group_size)
                 for start in range(unit.entry_start, unit.entry_stop, step):
                     stop = min(start + step, unit.entry_stop)
@@ -150,7 +150,6 @@ def run_unit(unit: Unit | dict, cfg: ConvertConfig | dict, out_url: str, step_si
                     if progress is not None:
                         progress(stop - start, chunk.n_hits)
                 push(final=True)
-                writer.close()
         finally:
             f.close()
     except InputError as err:

@@ -21,9 +21,14 @@ def random_events(n: int, seed: int = 0) -> dict[str, ak.Array]:
     nh = rng.integers(3, 40, n)
     nm = rng.integers(0, 3, n)
     H, M = int(nh.sum()), int(nm.sum())
-    hits = {k: rng.normal(0, 5000, H).astype(np.float32) for k in HIT_FLOAT[:6]}
+    hits = {}
+    for edge in ("High", "Low"):  # points in a spectrometer-like volume: 1 < r < 12 m, |z| < 22 m
+        r, phi = rng.uniform(1000, 12000, H), rng.uniform(-np.pi, np.pi, H)
+        hits[f"globEdge{edge}X"] = (r * np.cos(phi)).astype(np.float32)
+        hits[f"globEdge{edge}Y"] = (r * np.sin(phi)).astype(np.float32)
+        hits[f"globEdge{edge}Z"] = rng.uniform(-22000, 22000, H).astype(np.float32)
     for k in HIT_FLOAT[6:]:
-        hits[k] = np.abs(rng.normal(0, 5, H)).astype(np.float32)
+        hits[k] = rng.uniform(0, 15, H).astype(np.float32)
     for k in HIT_INT[:-2]:
         hits[k] = rng.integers(0, 8, H).astype(np.int32)
     hits["technology"] = rng.choice([0, 2, 3, 4, 5], H).astype(np.int32)

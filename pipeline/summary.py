@@ -1,0 +1,82 @@
+"""``inspect``: what is in a dataset (counts, technology mix, cut flow, feature statistics)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .manifest import read_manifest
+from .schema import load_schema
+from .selection import TECHNOLOGIES
+from .shards import iter_row_groups
+from .storage import OutputDir
+
+_TECH_NAMES = {v: k for k, v in TECHNOLOGIES.items()}
+
+
+def summarize_dataset(directory: str, scan: bool = True) -> dict:
+    """Manifest facts plus, with ``scan``, counts read from the shards (technology mix, hits/muon)."""
+    out = OutputDir(directory)
+    manifest = read_manifest(out)
+    schema = load_schema(int(manifest["schema"]["version"]))
+    info = {
+        "directory": directory,
+        "schema": manifest["schema"],
+        "tool_version": manifest["tool_version"],
+        "shards": len(manifest["shards"]),
+        "bytes": manifest["totals"]["bytes"],
+        "events": manifest["totals"]["events"],
+        "hits": manifest["totals"]["hits"],
+        "muons": manifest["totals"]["muons"],
+        "inputs": len(manifest["inputs"]),
+        "skipped": manifest["skipped"],
+        "cutflow": manifest["cutflow"],
+        "statistics": manifest["statistics"],
+        "model_inputs": schema.inputs("hit"),
+    }
+    if scan:
+        tech = np.zeros(8, np.int64)
+        on_muon = 0
+        for shard in manifest["shards"]:
+            for _, table in iter_row_groups(out, shard["path"]):
+                hits = table.column(schema.hit_column).combine_chunks().values
+                t = hits.field("spacePoint_technology").to_numpy()
+                tech += np.bincount(t[(t >= 0) & (t < 8)], minlength=8)[:8]
+                on_muon += int((hits.field("spacePoint_truthLink").to_numpy() >= 0).sum())
+        info["technology_hits"] = {_TECH_NAMES.get(i, str(i)): int(n) for i, n in enumerate(tech) if n}
+        info["hits_on_muons"] = on_muon
+    return info
+
+
+def render(info: dict, console) -> None:
+    """Print the summary as rich tables."""
+    from rich.table import Table
+
+    t = Table(title=f"{info['directory']}  (schema {info['schema']['name']} v{info['schema']['version']}, "
+                    f"tool {info['tool_version']})", show_header=False)
+    ev = max(info["events"], 1)
+    rows = [("events", f"{info['events']:,}"), ("hits", f"{info['hits']:,}  ({info['hits'] / ev:.1f} / event)"),
+            ("muons", f"{info['muons']:,}  ({info['muons'] / ev:.2f} / event)"),
+            ("shards", f"{info['shards']}  ({info['bytes'] / 1e6:.1f} MB)"), ("inputs", str(info["inputs"])),
+            ("skipped", f"{len(info['skipped']['inputs'])} input(s), {len(info['skipped']['units'])} unit(s)"),
+            ("model inputs", f"{len(info['model_inputs'])}: {', '.join(info['model_inputs'])}")]
+    if "hits_on_muons" in info:
+        rows.append(("hits on muons", f"{info['hits_on_muons']:,}  ({info['hits_on_muons'] / max(info['muons'], 1):.1f} / muon)"))
+        tot = max(sum(info["technology_hits"].values()), 1)
+        rows.append(("technologies", ", ".join(f"{k} {100 * n / tot:.1f} %" for k, n in info["technology_hits"].items())))
+    for k, v in rows:
+        t.add_row(k, v)
+    console.print(t)
+    cf = Table(title="cut flow", show_header=True)
+    cf.add_column("counter")
+    cf.add_column("value", justify="right")
+    for k, v in info["cutflow"].items():
+        cf.add_row(k, f"{v:,}")
+    console.print(cf)
+    st = Table(title="feature statistics (selected data)")
+    for c in ("field", "count", "mean", "std", "min", "max"):
+        st.add_column(c, justify="right" if c != "field" else "left")
+    for col, fields in info["statistics"].items():
+        for name, s in fields.items():
+            st.add_row(f"{col}.{name}", f"{s['count']:,}", f"{s['mean']:.5g}", f"{s['std']:.5g}",
+                       f"{s['min']:.5g}", f"{s['max']:.5g}")
+    console.print(st)

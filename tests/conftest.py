@@ -1,0 +1,63 @@
+"""Shared fixtures: raw dumps made in the test (never downloaded) and converted datasets."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from rawdump import random_events, write_dump  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "data_samples" / "sample.root"
+
+
+@pytest.fixture(scope="session")
+def random_dump(tmp_path_factory) -> Path:
+    """A 500-event hand-made dump in the raw layout (random but well-formed)."""
+    path = tmp_path_factory.mktemp("raw") / "random.root"
+    write_dump(path, random_events(500, seed=1))
+    return path
+
+
+@pytest.fixture(scope="session")
+def sample_root() -> Path:
+    if not SAMPLE.exists():
+        pytest.skip("data_samples/sample.root is missing")
+    return SAMPLE
+
+
+@pytest.fixture(scope="session")
+def converted_sample(tmp_path_factory, sample_root) -> Path:
+    """data_samples/sample.root converted with the defaults (schema v2); read-only for tests."""
+    from pipeline.config import ConvertConfig
+    from pipeline.convert import convert
+    from pipeline.schema import latest_version
+
+    out = tmp_path_factory.mktemp("converted") / "dataset"
+    convert([str(sample_root)], str(out), ConvertConfig(schema_version=latest_version()), workers=1, quiet=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def converted_random(tmp_path_factory, random_dump) -> Path:
+    """The random dump converted in 3 units (shards) with the defaults; read-only for tests."""
+    from pipeline.config import ConvertConfig
+    from pipeline.convert import convert
+
+    out = tmp_path_factory.mktemp("converted") / "random"
+    convert([str(random_dump)], str(out), ConvertConfig(schema_version=2, shard_events=200, row_group_size=50),
+            workers=1, quiet=True)
+    return out
+
+
+@pytest.fixture
+def dataset_copy(tmp_path, converted_random) -> Path:
+    """A writable copy of a converted dataset, for tests that damage it."""
+    dst = tmp_path / "copy"
+    shutil.copytree(converted_random, dst)
+    return dst

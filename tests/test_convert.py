@@ -1,0 +1,167 @@
+"""convert: selection vs a slow per-event reference, bit-exact round trip, manifest bookkeeping."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import uproot
+from click.testing import CliRunner
+
+from pipeline.cli import main
+from pipeline.config import ConvertConfig
+from pipeline.convert import convert
+from pipeline.selection import TECHNOLOGIES, SelectionConfig
+from pipeline.shards import read_dataset
+from pipeline.transform import TransformConfig
+
+
+def slow_reference(path, min_pt=5.0, max_abs_eta=2.7, min_hits=3, technologies=tuple(TECHNOLOGIES)):
+    """The existing preparation's loop, per event and per track, in plain Python."""
+    tree = uproot.open(path)["MuonHitDump"]
+    arrays = tree.arrays(library="np")
+    allowed = {TECHNOLOGIES[t] for t in technologies}
+    events = []
+    for i in range(tree.num_entries):
+        hit_fields = {k: list(arrays[k][i]) for k in arrays if k.startswith("spacePoint_")}
+        keep_hit = [t in allowed for t in hit_fields["spacePoint_technology"]]
+        hits = [{k: v[j] for k, v in hit_fields.items()} for j in range(len(keep_hit)) if keep_hit[j]]
+        muons = []
+        new_index = {}
+        for m in range(len(arrays["truthMuon_pt"][i])):
+            n = sum(1 for h in hits if h["spacePoint_truthLink"] == m)
+            pt, eta = arrays["truthMuon_pt"][i][m], arrays["truthMuon_eta"][i][m]
+            if pt >= min_pt and abs(eta) <= max_abs_eta and n >= min_hits:
+                new_index[m] = len(muons)
+                muons.append({k: arrays[k][i][m] for k in ("truthMuon_pt", "truthMuon_eta", "truthMuon_phi", "truthMuon_q")})
+        if not muons:
+            continue
+        for h in hits:
+            h["spacePoint_truthLink"] = new_index.get(h["spacePoint_truthLink"], -1)
+        events.append({"eventNumber": arrays["eventNumber"][i], "source_entry": i, "hits": hits, "truthMuons": muons})
+    return events
+
+
+def _compare(dataset_dir, reference):
+    table = read_dataset(str(dataset_dir))
+    rows = table.to_pylist()
+    assert len(rows) == len(reference)
+    for got, ref in zip(rows, reference):
+        assert got["eventNumber"] == ref["eventNumber"] and got["source_entry"] == ref["source_entry"]
+        assert len(got["hits"]) == len(ref["hits"]) and len(got["truthMuons"]) == len(ref["truthMuons"])
+        for gh, rh in zip(got["hits"], ref["hits"]):
+            for k, v in rh.items():
+                # bit-exact: the float32 raw value read back equals the ROOT value
+                assert np.float32(gh[k]) == v if isinstance(v, np.floating) else gh[k] == v, k
+        for gm, rm in zip(got["truthMuons"], ref["truthMuons"]):
+            for k, v in rm.items():
+                assert np.float32(gm[k]) == v if isinstance(v, np.floating) else gm[k] == v, k
+            assert np.float32(gm["truthMuon_qpt"]) == np.float32(np.float64(rm["truthMuon_q"]) / np.float64(rm["truthMuon_pt"]))
+
+
+def test_selection_equals_slow_reference_on_random_dump(tmp_path, random_dump):
+    out = tmp_path / "ds"
+    convert([str(random_dump)], str(out), ConvertConfig(schema_version=2, shard_events=150), workers=1, quiet=True)
+    _compare(out, slow_reference(random_dump))
+
+
+def test_selection_options_equal_slow_reference(tmp_path, random_dump):
+    sel = SelectionConfig(min_pt=10.0, max_abs_eta=2.0, min_hits=2, technologies=("MDT", "TGC", "MM"))
+    out = tmp_path / "ds"
+    convert([str(random_dump)], str(out), ConvertConfig(schema_version=2, transform=TransformConfig(sel)),
+            workers=1, quiet=True)
+    _compare(out, slow_reference(random_dump, 10.0, 2.0, 2, ("MDT", "TGC", "MM")))
+
+
+def test_selection_equals_slow_reference_on_shipped_sample(converted_sample, sample_root):
+    _compare(converted_sample, slow_reference(sample_root))
+
+
+def test_manifest_reconciles_and_describes_the_data(converted_sample, sample_root):
+    m = json.loads((converted_sample / "manifest.json").read_text())
+    cf = m["cutflow"]
+    entries = uproot.open(sample_root)["MuonHitDump"].num_entries
+    assert cf["entries_in"] == entries == cf["events_out"] + cf["events_cut"] + cf["entries_skipped"]
+    assert cf["muons_in"] == cf["muons_fail_pt"] + cf["muons_fail_eta"] + cf["muons_fail_hits"] + cf["muons_out"]
+    table = read_dataset(str(converted_sample))
+    assert m["totals"]["events"] == table.num_rows == cf["events_out"]
+    assert m["inputs"][0]["uuid"] == str(uproot.open(sample_root).file.uuid)
+    # streaming statistics equal a direct numpy computation over all hits
+    hits = table.column("hits").combine_chunks().values
+    for name in ("r", "eta", "spacePoint_time"):
+        v = hits.field(name).to_numpy().astype(np.float64)
+        st = m["statistics"]["hits"][name]
+        assert st["count"] == v.size
+        assert st["mean"] == pytest.approx(v.mean(), rel=1e-12, abs=1e-9)
+        assert st["std"] == pytest.approx(v.std(), rel=1e-9)
+        assert (st["min"], st["max"]) == (v.min(), v.max())
+    for shard in m["shards"]:
+        md = pq.ParquetFile(converted_sample / shard["path"]).schema_arrow.metadata
+        assert json.loads(md[b"muon_pipeline.schema"]) == {"name": "muon-hits", "version": 2}
+
+
+def test_output_independent_of_step_size(tmp_path, random_dump):
+    cfg = ConvertConfig(schema_version=2, row_group_size=64)
+    convert([str(random_dump)], str(tmp_path / "a"), cfg, workers=1, step_size=37, quiet=True)
+    convert([str(random_dump)], str(tmp_path / "b"), cfg, workers=1, step_size="10 MB", quiet=True)
+    ma = json.loads((tmp_path / "a/manifest.json").read_text())
+    mb = json.loads((tmp_path / "b/manifest.json").read_text())
+    assert [s["sha256"] for s in ma["shards"]] == [s["sha256"] for s in mb["shards"]]
+    assert pq.ParquetFile(tmp_path / "a" / ma["shards"][0]["path"]).metadata.row_group(0).num_rows == 64
+
+
+def test_invalid_values_error_names_file_entry_field(tmp_path):
+    import awkward as ak
+    from rawdump import random_events, write_dump
+
+    ev = random_events(20, seed=3)
+    hits = ev["spacePoint"]
+    x = ak.to_numpy(ak.flatten(hits["globEdgeLowX"])).copy()
+    y = ak.to_numpy(ak.flatten(hits["globEdgeLowY"])).copy()
+    counts = ak.num(hits)
+    first_of_7 = int(np.sum(ak.to_numpy(counts)[:7]))
+    x[first_of_7 + 1] = 0.0
+    y[first_of_7 + 1] = 0.0  # on the beam axis: eta = inf
+    hits = ak.with_field(hits, ak.unflatten(x, counts), "globEdgeLowX")
+    hits = ak.with_field(hits, ak.unflatten(y, counts), "globEdgeLowY")
+    ev["spacePoint"] = hits
+    path = tmp_path / "bad.root"
+    write_dump(path, ev)
+    res = CliRunner().invoke(main, ["convert", str(path), "-o", str(tmp_path / "o"), "-q"])
+    assert res.exit_code == 1
+    assert f"file {path}, entry 7, field eta" in res.output
+    assert not list((tmp_path / "o" / "shards").glob("*.parquet"))  # nothing partial is visible
+    for policy, events_invalid in (("drop-event", 1), ("drop-hit", 0)):
+        out = tmp_path / policy
+        res = CliRunner().invoke(main, ["convert", str(path), "-o", str(out), "-q", "--on-invalid", policy,
+                                        "--min-pt", "0", "--max-abs-eta", "10", "--min-hits", "0", "--keep-empty-events"])
+        assert res.exit_code == 0, res.output
+        cf = json.loads((out / "manifest.json").read_text())["cutflow"]
+        assert cf["events_invalid"] == events_invalid and cf["hits_invalid"] == 1 - events_invalid
+        assert cf["entries_in"] == 20 == cf["events_out"] + cf["events_cut"]
+
+
+def test_cli_usage_errors(tmp_path, random_dump):
+    r = CliRunner().invoke(main, ["convert", str(random_dump), "-o", str(tmp_path / "o"), "--technologies", "MDT,XYZ"])
+    assert r.exit_code == 2 and "unknown technolog" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(main, ["convert", str(random_dump), "-o", str(tmp_path / "o"), "--compression", "rar"])
+    assert r.exit_code == 2 and "unknown compression" in r.output
+    r = CliRunner().invoke(main, ["convert", str(random_dump), "-o", str(tmp_path / "o"), "--step-size", "lots"])
+    assert r.exit_code == 2 and "--step-size" in r.output
+    r = CliRunner().invoke(main, ["convert", str(random_dump), "-o", str(tmp_path / "o"), "--schema-version", "9"])
+    assert r.exit_code != 0 and "unknown schema version 9" in r.output
+
+
+def test_changed_configuration_is_refused_then_reconfigured(tmp_path, random_dump):
+    out = str(tmp_path / "o")
+    base = ["convert", str(random_dump), "-o", out, "-q", "-j", "1"]
+    assert CliRunner().invoke(main, base).exit_code == 0
+    r = CliRunner().invoke(main, [*base, "--min-pt", "7"])
+    assert r.exit_code == 2 and "min_pt: 5.0 -> 7.0" in r.output
+    r = CliRunner().invoke(main, [*base, "--min-pt", "7", "--reconfigure"])
+    assert r.exit_code == 0
+    m = json.loads((tmp_path / "o/manifest.json").read_text())
+    assert m["config"]["selection"]["min_pt"] == 7.0
+    assert len(list((tmp_path / "o/shards").glob("*.parquet"))) == len(m["shards"])  # stale shards removed
