@@ -21,7 +21,6 @@ import click
 from ._version import __version__
 from .errors import PipelineError
 
-
 #: Commands defined beside the stage they drive, imported only when used.
 _LAZY_COMMANDS = {
     "simulate": "pipeline.simulate.command:simulate",

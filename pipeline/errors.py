@@ -48,3 +48,8 @@ class SchemaError(PipelineError):
 
 class DatasetError(PipelineError):
     """An output dataset is in a state the requested operation cannot work with."""
+
+
+def one_line(err: BaseException) -> str:
+    """``Type: message`` on one line: library errors often span several, batch logs want one."""
+    return f"{type(err).__name__}: {' '.join(str(err).split())}"

@@ -15,9 +15,9 @@ from .manifest import MANIFEST, read_manifest
 from .schema import load_schema
 from .shards import iter_row_groups
 from .source import InputInfo
-from .stats import RunningStats, merge_tables, table_from_json, table_to_json
+from .stats import merge_tables, table_to_json
 from .storage import OutputDir
-from .transform import LOW_EDGE
+from .transform import LOW_EDGE, table_stats
 from .units import Unit, unit_key
 
 
@@ -42,7 +42,7 @@ def _upgrade_table(table, old, new):
     struct = pa.StructArray.from_arrays([flat[f.name] for f in new.level("hit")], fields=list(typ.value_type))
     new_hits = pa.ListArray.from_arrays(pa.array(offsets - lo, pa.int32()), struct, type=typ)
     cols = [new_hits if name == old.hit_column else table.column(name) for name in table.column_names]
-    return pa.Table.from_arrays(cols, schema=new.arrow_schema()), {f.name: RunningStats.of(computed[f.name]) for f in added}
+    return pa.Table.from_arrays(cols, schema=new.arrow_schema())
 
 
 def migrate_dataset(source: str, output: str, to_version: int) -> dict:
@@ -62,26 +62,24 @@ def migrate_dataset(source: str, output: str, to_version: int) -> dict:
     cfg = ConvertConfig.from_dict(cfg_dict)
     infos = {i["path"]: InputInfo(i["path"], i["size"], i["entries"], i["uuid"]) for i in manifest["inputs"]}
     shards = []
-    stats = table_from_json(manifest["statistics"])
-    added_stats: dict = {}
+    stats: dict = {}
     for entry in manifest["shards"]:
         u = entry["unit"]
         key = unit_key(infos[u["input"]], u["entry_start"], u["entry_stop"], cfg.hash())
         unit = Unit(u["index"], u["input"], u["entry_start"], u["entry_stop"], key)
+        shard_stats: dict = {}
         with dst.atomic(unit.shard) as fh, pq.ParquetWriter(
                 fh, new.arrow_schema(), use_dictionary=["source_file"], write_statistics=False,
                 **cfg.compression.writer_kwargs()) as writer:
             for _, table in iter_row_groups(src, entry["path"]):
-                upgraded, st = _upgrade_table(table, old, new)
+                upgraded = _upgrade_table(table, old, new)
                 writer.write_table(upgraded, row_group_size=max(upgraded.num_rows, 1))
-                added_stats = merge_tables(added_stats, {new.hit_column: st})
+                # per row group, as convert does: the statistics come out bit-identical
+                shard_stats = merge_tables(shard_stats, table_stats(upgraded, new))
+        stats = merge_tables(stats, shard_stats)  # unit by unit, as finalize merges them
         shards.append({**entry, "path": unit.shard, "bytes": dst.size(unit.shard), "sha256": dst.sha256(unit.shard)})
     if not shards and new.level("hit"):
         raise DatasetError(f"{source} has no shards to migrate")
-    for col, fields in added_stats.items():
-        stats[col].update(fields)
-        # keep schema order so the manifest reads like a direct convert's
-        stats[col] = {f.name: stats[col][f.name] for f in new.level("hit") if f.name in stats[col]}
     migrated = dict(manifest, schema={"name": new.name, "version": new.version}, config=cfg_dict, shards=shards,
                     statistics=table_to_json(stats),
                     totals=dict(manifest["totals"], bytes=sum(s["bytes"] for s in shards)),

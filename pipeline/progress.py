@@ -26,8 +26,14 @@ class Reporter:
     def __enter__(self) -> Reporter:
         if not self.quiet and hasattr(self.stream, "isatty") and self.stream.isatty():
             from rich.console import Console
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeElapsedColumn, TimeRemainingColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             self._bar = Progress(TextColumn("[bold]convert"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("entries"), TextColumn("{task.fields[rate]}"),

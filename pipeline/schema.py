@@ -154,7 +154,7 @@ def latest_version() -> int:
     return available_versions()[-1]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_schema(version: int | None = None) -> Schema:
     """Load one schema version (default: the newest), resolving ``extends`` chains."""
     if version is None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .chunk import EventChunk
-from .errors import ConfigError, InputError
+from .errors import ConfigError, InputError, one_line
 from .schema import Schema
 
 DEFAULT_TREE = "MuonHitDump"
@@ -93,7 +93,7 @@ def open_tree(path: str, layout: SourceLayout):
     try:
         f = uproot.open(path)
     except Exception as err:  # uproot raises many types for a damaged file
-        raise InputError(f"cannot open as a ROOT file ({type(err).__name__}: {err})", file=path) from err
+        raise InputError(f"cannot open as a ROOT file ({one_line(err)})", file=path) from err
     try:
         obj = f[layout.tree]
     except Exception:
@@ -109,33 +109,44 @@ def open_input(path: str, layout: SourceLayout, schema: Schema) -> InputInfo:
     """Check an input completely enough that reading it can only fail on damaged baskets."""
     f, tree = open_tree(path, layout)
     try:
-        names = set(tree.keys())
-        groups = raw_fields(schema)
-        for level, fields in groups.items():
-            for fld in fields:
-                branch = layout.branch(fld.source)
-                if branch not in names:
-                    near = difflib.get_close_matches(branch, sorted(names), n=3)
-                    hint = f"; did you mean {near}?" if near else ""
-                    raise InputError(f"missing branch {branch!r}{hint}", file=path, field=fld.name)
-                interp = tree[branch].interpretation
-                jagged = type(interp).__name__ == "AsJagged"
-                if (level != "event") != jagged:
-                    want = "jagged (one value per hit/muon)" if level != "event" else "one value per event"
-                    raise InputError(f"branch {branch!r} should be {want}, found {interp}", file=path, field=fld.name)
-                dtype = getattr(getattr(interp, "content", interp), "to_dtype", None)
-                if dtype is None or _kind(np.dtype(dtype)) != _kind(np.dtype(fld.dtype)):
-                    raise InputError(f"branch {branch!r} has type {dtype}, expected {fld.dtype}",
-                                     file=path, field=fld.name)
-        if tree.num_entries == 0:
-            raise InputError(f"tree {layout.tree!r} is empty (0 entries)", file=path)
-        if _is_local(path):
-            size = os.path.getsize(path.removeprefix("file://"))
-        else:
-            size = int(f.file.fEND)
-        return InputInfo(path=path, size=size, entries=int(tree.num_entries), uuid=str(f.file.uuid))
+        return _check_tree(f, tree, path, layout, schema)
+    except InputError as err:
+        err.entries = int(tree.num_entries)  # counted as skipped entries when the file is skipped
+        raise
     finally:
         f.close()
+
+
+def _check_tree(f, tree, path: str, layout: SourceLayout, schema: Schema) -> InputInfo:
+    """Branches present, jagged where they should be, numeric of the right kind; not truncated."""
+    names = set(tree.keys())
+    groups = raw_fields(schema)
+    for level, fields in groups.items():
+        for fld in fields:
+            branch = layout.branch(fld.source)
+            if branch not in names:
+                near = difflib.get_close_matches(branch, sorted(names), n=3)
+                hint = f"; did you mean {near}?" if near else ""
+                raise InputError(f"missing branch {branch!r}{hint}", file=path, field=fld.name)
+            interp = tree[branch].interpretation
+            jagged = type(interp).__name__ == "AsJagged"
+            if (level != "event") != jagged:
+                want = "jagged (one value per hit/muon)" if level != "event" else "one value per event"
+                raise InputError(f"branch {branch!r} should be {want}, found {interp}", file=path, field=fld.name)
+            dtype = getattr(getattr(interp, "content", interp), "to_dtype", None)
+            if dtype is None or _kind(np.dtype(dtype)) != _kind(np.dtype(fld.dtype)):
+                raise InputError(f"branch {branch!r} has type {dtype}, expected {fld.dtype}",
+                                 file=path, field=fld.name)
+    if tree.num_entries == 0:
+        raise InputError(f"tree {layout.tree!r} is empty (0 entries)", file=path)
+    if _is_local(path):
+        size = os.path.getsize(path.removeprefix("file://"))
+        if size < int(f.file.fEND):
+            raise InputError(f"file is truncated: its header says {int(f.file.fEND)} bytes, it has {size}",
+                             file=path)
+    else:
+        size = int(f.file.fEND)
+    return InputInfo(path=path, size=size, entries=int(tree.num_entries), uuid=str(f.file.uuid))
 
 
 def _kind(dtype: np.dtype) -> str:
@@ -179,8 +190,8 @@ def read_chunk(tree, path: str, layout: SourceLayout, schema: Schema, entry_star
     try:
         arrays = tree.arrays(branches, entry_start=entry_start, entry_stop=entry_stop, library="ak", how=dict)
     except Exception as err:
-        raise InputError(f"cannot read entries {entry_start}-{entry_stop} "
-                         f"({type(err).__name__}: {err})", file=path, entry=entry_start) from err
+        raise InputError(f"cannot read entries {entry_start}-{entry_stop} ({one_line(err)})",
+                         file=path, entry=entry_start) from err
 
     def level_arrays(level: str) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
         offsets, out = None, {}

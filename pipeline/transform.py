@@ -115,9 +115,17 @@ def to_arrow(chunk: EventChunk, schema: Schema):
     return pa.Table.from_arrays(cols, schema=arrow_schema)
 
 
-def chunk_stats(chunk: EventChunk, schema: Schema) -> StatsTable:
-    """Per-field statistics of the numeric hit and muon fields of a (selected) chunk."""
+def table_stats(table, schema: Schema) -> StatsTable:
+    """Per-field statistics of the numeric hit and muon fields of one row group.
+
+    Computed per *row group* (fixed size), not per read chunk, so the merged dataset statistics
+    are bit-identical whatever step size, worker count or resume history produced the shards.
+    """
+    from .shards import list_column
+
     out: StatsTable = {}
-    for level, values in (("hit", chunk.hits), ("muon", chunk.muons)):
-        out[schema.columns[level]] = {f.name: RunningStats.of(values[f.name]) for f in schema.level(level)}
+    for level in ("hit", "muon"):
+        column = schema.columns[level]
+        _, values = list_column(table.column(column))
+        out[column] = {f.name: RunningStats.of(values[f.name]) for f in schema.level(level)}
     return out

@@ -17,12 +17,12 @@ from dataclasses import asdict, dataclass
 
 from ._version import __version__
 from .config import ConvertConfig
-from .errors import InputError
+from .errors import InputError, one_line
 from .schema import load_schema
 from .source import InputInfo, open_input, open_tree, read_chunk
 from .stats import StatsTable, merge_tables, table_to_json
 from .storage import OutputDir
-from .transform import chunk_stats, process_chunk, to_arrow
+from .transform import process_chunk, table_stats, to_arrow
 
 WORK = "_work"
 PLAN = f"{WORK}/plan.json"
@@ -72,7 +72,8 @@ def plan_units(inputs: list[str], cfg: ConvertConfig, skip_bad: bool,
         except InputError as err:
             if not skip_bad:
                 raise
-            skipped.append({"path": path, "reason": err.reason, "field": err.field, "entries": 0})
+            skipped.append({"path": path, "reason": err.reason, "field": err.field,
+                            "entries": getattr(err, "entries", 0)})
             if on_input:
                 on_input(path, None)
             continue
@@ -87,28 +88,44 @@ def plan_units(inputs: list[str], cfg: ConvertConfig, skip_bad: bool,
 
 def _writer_buffer(writer, schema, row_group_size: int):
     """Buffer tables so every row group holds exactly ``row_group_size`` events (the last one
-    excepted): the output then does not depend on the step size used to read."""
+    excepted), and take the statistics per row group: the output bytes and the statistics then
+    do not depend on the step size used to read."""
     import pyarrow as pa
 
     pending: list = []
     pending_rows = 0
+    stats: StatsTable = {}
 
-    def push(table=None, final: bool = False) -> None:
-        nonlocal pending, pending_rows
+    def push(table=None, final: bool = False) -> StatsTable:
+        nonlocal pending, pending_rows, stats
         if table is not None and table.num_rows:
             pending.append(table)
             pending_rows += table.num_rows
-        if not pending:
-            return
         full = pending_rows if final else (pending_rows // row_group_size) * row_group_size
         if full == 0:
-            return
+            return stats
         merged = pa.concat_tables(pending)
-        writer.write_table(merged.slice(0, full), row_group_size=row_group_size)
+        for start in range(0, full, row_group_size):
+            group = merged.slice(start, min(row_group_size, full - start))
+            writer.write_table(group, row_group_size=row_group_size)
+            stats = merge_tables(stats, table_stats(group, schema))
         rest = merged.slice(full)
         pending, pending_rows = ([rest], rest.num_rows) if rest.num_rows else ([], 0)
+        return stats
 
     return push
+
+
+def _step_entries(tree, unit: Unit, cfg: ConvertConfig, schema, step_size: int | str) -> int:
+    """Canonical step: an entry count (a memory size is turned into entries for this file)."""
+    if isinstance(step_size, int):
+        return step_size
+    try:
+        return max(1, int(tree.num_entries_for(step_size, [cfg.layout.branch(x.source) for x in schema.fields if x.source],
+                                               entry_start=unit.entry_start, entry_stop=unit.entry_stop)))
+    except Exception as err:  # damaged basket index: uproot raises OSError, ValueError, ...
+        raise InputError(f"cannot size entries {unit.entry_start}-{unit.entry_stop} ({one_line(err)})",
+                         file=unit.input, entry=unit.entry_start) from err
 
 
 def run_unit(unit: Unit | dict, cfg: ConvertConfig | dict, out_url: str, step_size: int | str = "100 MB",
@@ -132,9 +149,7 @@ def run_unit(unit: Unit | dict, cfg: ConvertConfig | dict, out_url: str, step_si
     try:
         f, tree = open_tree(unit.input, cfg.layout)
         try:
-            step = step_size if isinstance(step_size, int) else max(1, int(tree.num_entries_for(
-                step_size, [cfg.layout.branch(x.source) for x in schema.fields if x.source],
-                entry_start=unit.entry_start, entry_stop=unit.entry_stop)))
+            step = _step_entries(tree, unit, cfg, schema, step_size)
             with out.atomic(unit.shard) as fh, pq.ParquetWriter(
                     fh, arrow_schema, use_dictionary=["source_file"], write_statistics=False,
                     **cfg.compression.writer_kwargs()) as writer:
@@ -144,12 +159,11 @@ def run_unit(unit: Unit | dict, cfg: ConvertConfig | dict, out_url: str, step_si
                     chunk = read_chunk(tree, unit.input, cfg.layout, schema, start, stop)
                     chunk, chunk_flow = process_chunk(chunk, schema, cfg.transform)
                     flow = chunk_flow if flow is None else flow.add(chunk_flow)
-                    stats = merge_tables(stats, chunk_stats(chunk, schema))
                     rows, hits, muons = rows + chunk.n_events, hits + chunk.n_hits, muons + chunk.n_muons
                     push(to_arrow(chunk, schema))
                     if progress is not None:
                         progress(stop - start, chunk.n_hits)
-                push(final=True)
+                stats = push(final=True)
         finally:
             f.close()
     except InputError as err:

@@ -1,0 +1,251 @@
+"""Scale-out and fault tolerance: executors agree, resume after kill -9, bad inputs, remote I/O."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import uproot
+from click.testing import CliRunner
+
+from pipeline.cli import main
+from rawdump import random_events, write_dump
+
+BIN = Path(sys.executable).parent
+ARGS = ["--shard-events", "60", "--row-group-size", "25", "-q"]
+
+
+def comparable(directory: Path) -> dict:
+    """The manifest minus timing fields: what must be identical whatever ran the conversion."""
+    m = json.loads((directory / "manifest.json").read_text())
+    m.pop("timing")
+    return m
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> list[str]:
+    d = tmp_path_factory.mktemp("inputs")
+    paths = []
+    for i in range(3):
+        p = d / f"in{i}.root"
+        write_dump(p, random_events(150, seed=10 + i))
+        paths.append(str(p))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, inputs) -> Path:
+    out = tmp_path_factory.mktemp("ref") / "one-worker"
+    r = CliRunner().invoke(main, ["convert", *inputs, "-o", str(out), "-j", "1", *ARGS])
+    assert r.exit_code == 0, r.output
+    return out
+
+
+def test_two_workers_identical(tmp_path, inputs, reference):
+    r = CliRunner().invoke(main, ["convert", *inputs, "-o", str(tmp_path / "two"), "-j", "2", *ARGS])
+    assert r.exit_code == 0, r.output
+    assert comparable(tmp_path / "two") == comparable(reference)
+
+
+def test_job_array_identical_and_finalize_lists_missing(tmp_path, inputs, reference):
+    out = str(tmp_path / "array")
+    r = CliRunner().invoke(main, ["convert", *inputs, "-o", out, "--task-index", "1", "--task-count", "2", *ARGS])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["finalize", out])
+    assert r.exit_code == 1 and "units are not finished" in r.output and "unit 0:" in r.output
+    r = CliRunner().invoke(main, ["convert", *inputs, "-o", out, "--task-index", "0", "--task-count", "2", *ARGS])
+    assert r.exit_code == 0, r.output
+    assert CliRunner().invoke(main, ["finalize", out]).exit_code == 0
+    assert comparable(Path(out)) == comparable(reference)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_dask_cluster_identical(tmp_path, inputs, reference):
+    """A real `dask scheduler` and `dask worker` on loopback, as a cluster user would run them."""
+    pytest.importorskip("distributed")
+    port = _free_port()
+    addr = f"tcp://127.0.0.1:{port}"
+    env = dict(os.environ, DASK_DISTRIBUTED__WORKER__DAEMON="False")
+    procs = [subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                               "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)]
+    try:
+        time.sleep(1.0)
+        procs.append(subprocess.Popen([str(BIN / "dask"), "worker", addr, "--nworkers", "2", "--nthreads", "1",
+                                       "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env))
+        from distributed import Client
+
+        with Client(addr, timeout="30s") as c:
+            c.wait_for_workers(2, timeout=60)
+        r = CliRunner().invoke(main, ["convert", *inputs, "-o", str(tmp_path / "dask"), "--scheduler", addr, *ARGS])
+        assert r.exit_code == 0, r.output
+        assert comparable(tmp_path / "dask") == comparable(reference)
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)
+
+
+def test_resume_after_kill_is_identical(tmp_path, inputs, reference):
+    out = tmp_path / "killed"
+    cmd = [str(BIN / "muon-pipeline"), "convert", *inputs, "-o", str(out), "-j", "1", "--step-size", "7", *ARGS]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    records = out / "_work" / "units"
+    deadline = time.time() + 60
+    while time.time() < deadline and not (records.exists() and any(records.iterdir())):
+        time.sleep(0.01)
+    time.sleep(random.Random(os.getpid()).uniform(0.0, 0.3))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    # whatever was killed mid-write is invisible: every visible shard is complete and recorded
+    for shard in (out / "shards").glob("part-*.parquet"):
+        import pyarrow.parquet as pq
+
+        pq.ParquetFile(shard).metadata  # noqa: B018 - raises on a partial file
+    r = CliRunner().invoke(main, ["convert", *inputs, "-o", str(out), "-j", "1", *ARGS])
+    assert r.exit_code == 0, r.output
+    assert comparable(out) == comparable(reference)
+    assert not [p for p in (out / "shards").iterdir() if not p.name.startswith("part-")]
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("bad")
+    good = d / "good.root"
+    write_dump(good, random_events(120, seed=3), compression=uproot.ZLIB(4))
+    data = good.read_bytes()
+    files = {"good": good}
+    (d / "truncated.root").write_bytes(data[: len(data) // 2])
+    files["truncated"] = d / "truncated.root"
+    flipped = bytearray(data)
+    for i in range(len(data) // 3, len(data) // 3 + 64):
+        flipped[i] ^= 0xFF
+    (d / "corrupt_basket.root").write_bytes(bytes(flipped))
+    files["corrupt_basket"] = d / "corrupt_basket.root"
+    (d / "not_root.root").write_text("this is not a ROOT file\n")
+    files["not_root"] = d / "not_root.root"
+    files["missing"] = d / "missing.root"
+    write_dump(d / "other_tree.root", random_events(10), tree="Events")
+    files["other_tree"] = d / "other_tree.root"
+    ev = random_events(10)
+    ev["spacePoint"] = ev["spacePoint"][[f for f in ev["spacePoint"].fields if f != "driftR"]]
+    write_dump(d / "no_branch.root", ev)
+    files["no_branch"] = d / "no_branch.root"
+    ev = random_events(10)
+    import awkward as ak
+
+    ev["spacePoint"] = ak.with_field(ev["spacePoint"], ak.values_astype(ev["spacePoint"].truthLink, np.float32), "truthLink")
+    write_dump(d / "wrong_dtype.root", ev)
+    files["wrong_dtype"] = d / "wrong_dtype.root"
+    write_dump(d / "empty.root", {k: v[:0] for k, v in random_events(5).items()})
+    files["empty"] = d / "empty.root"
+    return files
+
+
+@pytest.mark.parametrize("case,message", [
+    ("missing", "no such file"),
+    ("not_root", "cannot open as a ROOT file"),
+    ("truncated", "file is truncated"),
+    ("corrupt_basket", "cannot read entries 0-120"),
+    ("other_tree", "no tree 'MuonHitDump'; the file has ['Events']"),
+    ("no_branch", "missing branch 'spacePoint_driftR'"),
+    ("wrong_dtype", "has type float32, expected int32"),
+    ("empty", "is empty (0 entries)"),
+])
+def test_bad_input_message_and_exit_code(tmp_path, bad_inputs, case, message):
+    path = bad_inputs[case]
+    r = CliRunner().invoke(main, ["convert", str(bad_inputs["good"]), str(path), "-o", str(tmp_path / "o"), "-j", "1", "-q"])
+    assert r.exit_code == 1, r.output
+    assert "Traceback" not in r.output and f"file {path}" in r.output and message in r.output
+    assert len(r.output.strip().splitlines()) == 1  # one clear line for the batch log
+
+
+def test_skip_bad_files_loses_nothing_else(tmp_path, bad_inputs, random_dump):
+    bad = [bad_inputs[k] for k in ("truncated", "corrupt_basket", "not_root", "missing", "no_branch")]
+    r = CliRunner().invoke(main, ["convert", str(bad_inputs["good"]), *map(str, bad), "-o", str(tmp_path / "o"),
+                                  "-j", "2", "--skip-bad-files"])
+    assert r.exit_code == 3, r.output
+    m = json.loads((tmp_path / "o/manifest.json").read_text())
+    skipped = {s["path"] for s in m["skipped"]["inputs"]} | {s["path"] for s in m["skipped"]["units"]}
+    assert skipped == set(map(str, bad))
+    for p in bad:
+        assert str(p) in r.output
+    # the good file's events are all there, exactly as when converted alone
+    r = CliRunner().invoke(main, ["convert", str(bad_inputs["good"]), "-o", str(tmp_path / "alone"), "-q"])
+    alone = json.loads((tmp_path / "alone/manifest.json").read_text())
+    assert m["totals"] == alone["totals"] and [s["sha256"] for s in m["shards"]] == [s["sha256"] for s in alone["shards"]]
+    cf = m["cutflow"]
+    # truncated (120) and no_branch (10) were opened, so their entries count as skipped; corrupt_basket's 120 too
+    assert cf["entries_skipped"] == 120 + 120 + 10
+    assert cf["entries_in"] == cf["events_out"] + cf["events_cut"] + cf["entries_skipped"]
+
+
+class _RangeHandler(http.server.SimpleHTTPRequestHandler):
+    """Static files with HTTP Range support (what uproot needs from a remote server)."""
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):  # noqa: N802
+        rng = self.headers.get("Range")
+        path = Path(self.translate_path(self.path))
+        if not rng or not path.is_file():
+            return super().do_GET()
+        data = path.read_bytes()
+        parts = []
+        for spec in rng.removeprefix("bytes=").split(","):
+            lo, hi = spec.strip().split("-")
+            lo, hi = int(lo), min(int(hi) if hi else len(data) - 1, len(data) - 1)
+            parts.append((lo, hi))
+        lo, hi = parts[0]
+        self.send_response(206)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Range", f"bytes {lo}-{hi}/{len(data)}")
+        self.send_header("Content-Length", str(hi - lo + 1))
+        self.end_headers()
+        self.wfile.write(data[lo: hi + 1])
+
+
+def test_remote_http_input_and_fsspec_output(tmp_path, random_dump):
+    served = tmp_path / "www"
+    served.mkdir()
+    shutil.copy(random_dump, served / "remote.root")
+    handler = lambda *a, **kw: _RangeHandler(*a, directory=str(served), **kw)  # noqa: E731
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/remote.root"
+        out_url = f"file://{tmp_path}/remote_out"
+        r = CliRunner().invoke(main, ["convert", url, "-o", out_url, "-j", "1", "-q"])
+        assert r.exit_code == 0, r.output
+    finally:
+        server.shutdown()
+    r = CliRunner().invoke(main, ["convert", str(served / "remote.root"), "-o", str(tmp_path / "local_out"), "-j", "1", "-q"])
+    remote, local = comparable(tmp_path / "remote_out"), comparable(tmp_path / "local_out")
+    assert [s["sha256"] for s in remote["shards"]] != []
+    remote["totals"].pop("bytes"), local["totals"].pop("bytes")  # source_file strings differ in length
+    for key in ("totals", "cutflow", "statistics"):
+        assert remote[key] == local[key]
+    import pyarrow.parquet as pq
+
+    a = pq.read_table(tmp_path / "remote_out" / remote["shards"][0]["path"]).drop_columns(["source_file"])
+    b = pq.read_table(tmp_path / "local_out" / local["shards"][0]["path"]).drop_columns(["source_file"])
+    assert a.equals(b)
