@@ -43,7 +43,7 @@ class _Group(click.Group):
             try:
                 self.add_command(getattr(importlib.import_module(module), attr), name)
             except (ImportError, AttributeError) as err:
-                raise click.ClickException(f"command {name!r} is unavailable: {err}") from err
+                self.add_command(_unavailable(name, err), name)
         return super().get_command(ctx, name)
 
     def invoke(self, ctx: click.Context):  # noqa: D401
@@ -52,6 +52,17 @@ class _Group(click.Group):
         except PipelineError as err:
             click.secho(f"Error: {err}", fg="red", err=True)
             sys.exit(err.exit_code)
+
+
+def _unavailable(name: str, err: Exception) -> click.Command:
+    """Stand-in for a stage whose optional dependencies are missing: says how to install them."""
+    hint = "pip install 'muon-pipeline[train]'" if name in ("train", "evaluate", "compare") else "reinstall muon-pipeline"
+
+    def fail() -> None:
+        raise click.ClickException(f"command {name!r} is unavailable ({err}); {hint}")
+
+    return click.Command(name, callback=fail, help=f"(unavailable: {hint})",
+                         context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

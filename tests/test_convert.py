@@ -165,3 +165,20 @@ def test_changed_configuration_is_refused_then_reconfigured(tmp_path, random_dum
     m = json.loads((tmp_path / "o/manifest.json").read_text())
     assert m["config"]["selection"]["min_pt"] == 7.0
     assert len(list((tmp_path / "o/shards").glob("*.parquet"))) == len(m["shards"])  # stale shards removed
+
+
+def test_preprocessing_never_imports_the_training_stack(tmp_path, random_dump):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from pipeline.cli import main\n"
+        f"r = CliRunner().invoke(main, ['convert', {str(random_dump)!r}, '-o', {str(tmp_path / 'o')!r}, '-q', '-j', '1'])\n"
+        "assert r.exit_code == 0, r.output\n"
+        "CliRunner().invoke(main, ['--help'])\n"
+        "heavy = sorted(m for m in ('torch', 'lightning', 'matplotlib') if m in sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
