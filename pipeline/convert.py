@@ -82,10 +82,25 @@ def _write_plan(out: OutputDir, cfg: ConvertConfig, inputs, skipped, units: list
     out.write_json(PLAN, plan)
 
 
+def _reusable_plan(out: OutputDir, cfg: ConvertConfig, paths: list[str]) -> list[Unit] | None:
+    """The existing plan's units if it was made for the same inputs, configuration and version.
+
+    Each unit still checks its input's ROOT UUID when it runs, so a replaced file is caught.
+    """
+    if not out.exists(PLAN):
+        return None
+    plan = out.read_json(PLAN)
+    planned = [i["path"] for i in plan["inputs"]] + [s["path"] for s in plan["skipped_inputs"]]
+    if (plan.get("config_hash") != cfg.hash() or plan.get("tool_version") != __version__
+            or sorted(planned) != sorted(paths)):
+        return None
+    return [Unit(**u) for u in plan["units"]]
+
+
 def convert(inputs: list[str], output: str, cfg: ConvertConfig, *, workers: int | None = None,
             scheduler: str | None = None, step_size: int | str = "100 MB", skip_bad: bool = False,
-            task: tuple[int, int] | None = None, reconfigure: bool = False, quiet: bool = False,
-            log=None) -> ConvertResult:
+            task: tuple[int, int] | None = None, reconfigure: bool = False,
+            quiet: bool = False) -> ConvertResult:
     """Convert ROOT dumps to a Parquet dataset in ``output``; resumable and idempotent."""
     t0 = time.perf_counter()
     workers = workers or os.cpu_count() or 1
@@ -95,8 +110,13 @@ def convert(inputs: list[str], output: str, cfg: ConvertConfig, *, workers: int 
     out = OutputDir(output)
     out.makedirs(SHARDS)
 
-    good, skipped, units = plan_units(paths, cfg, skip_bad)
-    _write_plan(out, cfg, good, skipped, units, reconfigure)
+    reused = _reusable_plan(out, cfg, paths) if task is not None else None
+    if reused is not None:
+        units = reused  # job-array tasks: no need for every task to open every input again
+        skipped = out.read_json(PLAN)["skipped_inputs"]
+    else:
+        good, skipped, units = plan_units(paths, cfg, skip_bad)
+        _write_plan(out, cfg, good, skipped, units, reconfigure)
 
     records = load_records(out, units)
     finished = {k for k, r in records.items() if r["status"] == "done" and out.exists(r["shard"]["path"])}

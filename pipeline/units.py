@@ -37,6 +37,7 @@ class Unit:
     entry_start: int
     entry_stop: int
     key: str
+    uuid: str = ""  # the input's ROOT UUID at planning time; checked again when the unit runs
 
     @property
     def shard(self) -> str:
@@ -80,7 +81,7 @@ def plan_units(inputs: list[str], cfg: ConvertConfig, skip_bad: bool,
         good.append(info)
         for start in range(0, info.entries, cfg.shard_events):
             stop = min(start + cfg.shard_events, info.entries)
-            units.append(Unit(len(units), path, start, stop, unit_key(info, start, stop, chash)))
+            units.append(Unit(len(units), path, start, stop, unit_key(info, start, stop, chash), info.uuid))
         if on_input:
             on_input(path, info)
     return good, skipped, units
@@ -149,6 +150,9 @@ def run_unit(unit: Unit | dict, cfg: ConvertConfig | dict, out_url: str, step_si
     try:
         f, tree = open_tree(unit.input, cfg.layout)
         try:
+            if unit.uuid and str(f.file.uuid) != unit.uuid:
+                raise InputError(f"file changed since the plan was made (ROOT UUID {f.file.uuid}, planned "
+                                 f"{unit.uuid}); re-run without --task-index to re-plan", file=unit.input)
             step = _step_entries(tree, unit, cfg, schema, step_size)
             with out.atomic(unit.shard) as fh, pq.ParquetWriter(
                     fh, arrow_schema, use_dictionary=["source_file"], write_statistics=False,

@@ -249,3 +249,17 @@ def test_remote_http_input_and_fsspec_output(tmp_path, random_dump):
     a = pq.read_table(tmp_path / "remote_out" / remote["shards"][0]["path"]).drop_columns(["source_file"])
     b = pq.read_table(tmp_path / "local_out" / local["shards"][0]["path"]).drop_columns(["source_file"])
     assert a.equals(b)
+
+
+def test_job_array_task_detects_a_replaced_input(tmp_path):
+    files = []
+    for i in range(2):
+        p = tmp_path / f"f{i}.root"
+        write_dump(p, random_events(40, seed=i))
+        files.append(str(p))
+    out = str(tmp_path / "o")
+    args = ["convert", *files, "-o", out, "--task-count", "2", "--shard-events", "40", "-q"]
+    assert CliRunner().invoke(main, [*args, "--task-index", "0"]).exit_code == 0
+    write_dump(files[1], random_events(40, seed=99))  # replaced between tasks: new ROOT UUID
+    r = CliRunner().invoke(main, [*args, "--task-index", "1"])
+    assert r.exit_code == 1 and "file changed since the plan was made" in r.output

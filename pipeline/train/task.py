@@ -133,9 +133,11 @@ class WeightedPoolingRegression(nn.Module):
     def loss(self, out: Tensor, muons: Tensor, muon_mask: Tensor) -> Tensor:
         """Smooth-L1 (β = 1) in scaled loss space, averaged over fields and real muons; float32."""
         target = (self.loss_space_targets(muons) - self.centre) / self.scale  # [B, M, T]
+        # Padded slots hold pT = 0, i.e. 1/pT = inf: select them away (inf × 0 would be NaN).
+        target = torch.where(muon_mask.unsqueeze(-1), target, 0.0)
         per = F.smooth_l1_loss(out.float(), target, reduction="none").mean(-1)  # [B, M]
-        mask = muon_mask.float()
-        return (per * mask).sum() / mask.sum().clamp_min(1.0)
+        per = torch.where(muon_mask, per, 0.0)
+        return per.sum() / muon_mask.sum().clamp_min(1)
 
     def predict(self, out: Tensor) -> dict[str, Tensor]:
         """Network output [B, M, T] → named predictions [B, M] in natural units (pT in GeV).
