@@ -54,15 +54,31 @@ class EventChunk:
         # A hit or muon survives only if its event does.
         keep_hit = keep_hit & np.repeat(keep_event, np.diff(self.hit_offsets))
         keep_muon = keep_muon & np.repeat(keep_event, np.diff(self.muon_offsets))
+        take_hit, take_muon = _selector(keep_hit), _selector(keep_muon)
         return EventChunk(
             source_file=self.source_file,
             event={k: v[keep_event] for k, v in self.event.items()},
             hit_offsets=_offsets_after(self.hit_offsets, keep_hit)[np.r_[True, keep_event]],
-            hits={k: v[keep_hit] for k, v in self.hits.items()},
+            hits={k: take_hit(v) for k, v in self.hits.items()},
             muon_offsets=_offsets_after(self.muon_offsets, keep_muon)[np.r_[True, keep_event]],
-            muons={k: v[keep_muon] for k, v in self.muons.items()},
+            muons={k: take_muon(v) for k, v in self.muons.items()},
             meta=dict(self.meta),
         )
+
+
+def _selector(keep: np.ndarray):
+    """A function applying the mask ``keep`` to any column of the same length.
+
+    Selections usually drop whole events, so the kept elements form few long runs: copying runs
+    is several times faster than boolean indexing, which is the fallback for scattered masks.
+    """
+    if keep.all():
+        return lambda v: v
+    edges = np.flatnonzero(np.diff(np.concatenate([[False], keep, [False]]).astype(np.int8)))
+    runs = edges.reshape(-1, 2)
+    if len(runs) * 64 > len(keep):
+        return lambda v: v[keep]
+    return lambda v: np.concatenate([v[a:b] for a, b in runs]) if len(runs) else v[:0]
 
 
 def _offsets_after(offsets: np.ndarray, keep: np.ndarray) -> np.ndarray:

@@ -68,7 +68,7 @@ def migrate_dataset(source: str, output: str, to_version: int) -> dict:
         key = unit_key(infos[u["input"]], u["entry_start"], u["entry_stop"], cfg.hash())
         unit = Unit(u["index"], u["input"], u["entry_start"], u["entry_stop"], key)
         shard_stats: dict = {}
-        with dst.atomic(unit.shard) as fh, pq.ParquetWriter(
+        with dst.atomic(unit.shard, native=True) as fh, pq.ParquetWriter(
                 fh, new.arrow_schema(), use_dictionary=["source_file"], write_statistics=False,
                 **cfg.compression.writer_kwargs()) as writer:
             for _, table in iter_row_groups(src, entry["path"]):

@@ -19,7 +19,10 @@ def list_column(column) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """(offsets from 0, {field: flat numpy}) of a list<struct> Arrow column, without copies."""
     import pyarrow as pa
 
-    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if isinstance(column, pa.ChunkedArray):
+        arr = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+    else:
+        arr = column
     offsets = np.asarray(arr.offsets, dtype=np.int64)
     values = arr.values
     lo, hi = int(offsets[0]), int(offsets[-1])

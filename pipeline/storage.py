@@ -63,19 +63,28 @@ class OutputDir:
             self.fs.rm(self.path(rel))
 
     @contextlib.contextmanager
-    def atomic(self, rel: str) -> Iterator[IO[bytes]]:
-        """Open ``rel`` for writing; it appears under its name only if the block succeeds."""
+    def atomic(self, rel: str, native: bool = False) -> Iterator[IO[bytes] | str]:
+        """Write ``rel``; it appears under its name only if the block succeeds.
+
+        Yields a binary file object, or with ``native`` on a local filesystem the temporary *path*,
+        so that pyarrow can write through its own (faster) file implementation.
+        """
         final = self.path(rel)
         head, tail = posixpath.split(final)
         tmp = f"{head}/{TMP_MARK}{tail}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
         self.fs.makedirs(head, exist_ok=True)
         try:
-            with self.fs.open(tmp, "wb") as fh:
-                yield fh
-                if self.local:
-                    fh.flush()
-                    os.fsync(fh.fileno())
+            if native and self.local:
+                yield tmp
+            else:
+                with self.fs.open(tmp, "wb") as fh:
+                    yield fh
             if self.local:
+                fd = os.open(tmp, os.O_RDONLY)  # durable before it becomes visible
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
                 os.replace(tmp, final)
             else:
                 self.fs.mv(tmp, final)

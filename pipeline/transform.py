@@ -115,17 +115,23 @@ def to_arrow(chunk: EventChunk, schema: Schema):
     return pa.Table.from_arrays(cols, schema=arrow_schema)
 
 
-def table_stats(table, schema: Schema) -> StatsTable:
-    """Per-field statistics of the numeric hit and muon fields of one row group.
+def chunk_stats(chunk: EventChunk, schema: Schema, lo: int = 0, hi: int | None = None) -> StatsTable:
+    """Statistics of the numeric hit and muon fields of events [lo, hi) of a chunk (one row group).
 
-    Computed per *row group* (fixed size), not per read chunk, so the merged dataset statistics
-    are bit-identical whatever step size, worker count or resume history produced the shards.
+    Taken per *row group*, whose boundaries depend only on the input entries, and merged in
+    order, so the dataset statistics are bit-identical whatever step size, worker count or resume
+    history produced the shards (and ``migrate`` reproduces them from the shards).
     """
-    from .shards import list_column
-
+    hi = chunk.n_events if hi is None else hi
     out: StatsTable = {}
-    for level in ("hit", "muon"):
-        column = schema.columns[level]
-        _, values = list_column(table.column(column))
-        out[column] = {f.name: RunningStats.of(values[f.name]) for f in schema.level(level)}
+    for level, offsets, values in (("hit", chunk.hit_offsets, chunk.hits), ("muon", chunk.muon_offsets, chunk.muons)):
+        a, b = int(offsets[lo]), int(offsets[hi])
+        out[schema.columns[level]] = {f.name: RunningStats.of(values[f.name][a:b]) for f in schema.level(level)}
     return out
+
+
+def table_stats(table, schema: Schema) -> StatsTable:
+    """``chunk_stats`` of one row group read back from a shard."""
+    from .shards import chunk_from_table
+
+    return chunk_stats(chunk_from_table(table, schema), schema)

@@ -15,6 +15,8 @@ import json
 import time
 from dataclasses import asdict, dataclass
 
+import numpy as np
+
 from ._version import __version__
 from .config import ConvertConfig
 from .errors import InputError, one_line
@@ -22,7 +24,7 @@ from .schema import load_schema
 from .source import InputInfo, open_input, open_tree, read_chunk
 from .stats import StatsTable, merge_tables, table_to_json
 from .storage import OutputDir
-from .transform import process_chunk, table_stats, to_arrow
+from .transform import chunk_stats, process_chunk, to_arrow
 
 WORK = "_work"
 PLAN = f"{WORK}/plan.json"
@@ -87,46 +89,28 @@ def plan_units(inputs: list[str], cfg: ConvertConfig, skip_bad: bool,
     return good, skipped, units
 
 
-def _writer_buffer(writer, schema, row_group_size: int):
-    """Buffer tables so every row group holds exactly ``row_group_size`` events (the last one
-    excepted), and take the statistics per row group: the output bytes and the statistics then
-    do not depend on the step size used to read."""
-    import pyarrow as pa
-
-    pending: list = []
-    pending_rows = 0
-    stats: StatsTable = {}
-
-    def push(table=None, final: bool = False) -> StatsTable:
-        nonlocal pending, pending_rows, stats
-        if table is not None and table.num_rows:
-            pending.append(table)
-            pending_rows += table.num_rows
-        full = pending_rows if final else (pending_rows // row_group_size) * row_group_size
-        if full == 0:
-            return stats
-        merged = pa.concat_tables(pending)
-        for start in range(0, full, row_group_size):
-            group = merged.slice(start, min(row_group_size, full - start))
-            writer.write_table(group, row_group_size=row_group_size)
-            stats = merge_tables(stats, table_stats(group, schema))
-        rest = merged.slice(full)
-        pending, pending_rows = ([rest], rest.num_rows) if rest.num_rows else ([], 0)
-        return stats
-
-    return push
+def _row_groups(chunk, unit: Unit, rows_per_group: int) -> list[tuple[int, int]]:
+    """Event ranges of the chunk that form row groups: row group k holds the selected events of
+    input entries [start + k·R, start + (k+1)·R). Reads are aligned to R, so the row groups (and the
+    statistics taken per row group) do not depend on the step size, the workers or a resume."""
+    group = (chunk.event["source_entry"] - unit.entry_start) // rows_per_group
+    cuts = np.flatnonzero(np.diff(group)) + 1
+    edges = [0, *cuts.tolist(), chunk.n_events]
+    return [(lo, hi) for lo, hi in zip(edges[:-1], edges[1:]) if hi > lo]
 
 
 def _step_entries(tree, unit: Unit, cfg: ConvertConfig, schema, step_size: int | str) -> int:
-    """Canonical step: an entry count (a memory size is turned into entries for this file)."""
+    """Canonical step: whole row groups of input entries (a memory size becomes an entry count)."""
+    rg = cfg.row_group_size
     if isinstance(step_size, int):
-        return step_size
+        return max(rg, step_size // rg * rg)
     try:
-        return max(1, int(tree.num_entries_for(step_size, [cfg.layout.branch(x.source) for x in schema.fields if x.source],
-                                               entry_start=unit.entry_start, entry_stop=unit.entry_stop)))
+        entries = int(tree.num_entries_for(step_size, [cfg.layout.branch(x.source) for x in schema.fields if x.source],
+                                           entry_start=unit.entry_start, entry_stop=unit.entry_stop))
     except Exception as err:  # damaged basket index: uproot raises OSError, ValueError, ...
         raise InputError(f"cannot size entries {unit.entry_start}-{unit.entry_stop} ({one_line(err)})",
                          file=unit.input, entry=unit.entry_start) from err
+    return max(rg, entries // rg * rg)
 
 
 def run_unit(unit: Unit | dict, cfg: ConvertConfig | dict, out_url: str, step_size: int | str = "100 MB",
@@ -154,20 +138,21 @@ def run_unit(unit: Unit | dict, cfg: ConvertConfig | dict, out_url: str, step_si
                 raise InputError(f"file changed since the plan was made (ROOT UUID {f.file.uuid}, planned "
                                  f"{unit.uuid}); re-run without --task-index to re-plan", file=unit.input)
             step = _step_entries(tree, unit, cfg, schema, step_size)
-            with out.atomic(unit.shard) as fh, pq.ParquetWriter(
+            with out.atomic(unit.shard, native=True) as fh, pq.ParquetWriter(
                     fh, arrow_schema, use_dictionary=["source_file"], write_statistics=False,
                     **cfg.compression.writer_kwargs()) as writer:
-                push = _writer_buffer(writer, schema, cfg.row_group_size)
                 for start in range(unit.entry_start, unit.entry_stop, step):
                     stop = min(start + step, unit.entry_stop)
                     chunk = read_chunk(tree, unit.input, cfg.layout, schema, start, stop)
                     chunk, chunk_flow = process_chunk(chunk, schema, cfg.transform)
                     flow = chunk_flow if flow is None else flow.add(chunk_flow)
                     rows, hits, muons = rows + chunk.n_events, hits + chunk.n_hits, muons + chunk.n_muons
-                    push(to_arrow(chunk, schema))
+                    table = to_arrow(chunk, schema)
+                    for lo, hi in _row_groups(chunk, unit, cfg.row_group_size):
+                        writer.write_table(table.slice(lo, hi - lo), row_group_size=hi - lo)
+                        stats = merge_tables(stats, chunk_stats(chunk, schema, lo, hi))
                     if progress is not None:
                         progress(stop - start, chunk.n_hits)
-                stats = push(final=True)
         finally:
             f.close()
     except InputError as err:

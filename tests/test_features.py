@@ -12,8 +12,8 @@ from pipeline.features import hit_features, invalid_mask
 
 def reference(x: float, y: float, z: float) -> dict[str, np.float32]:
     """Scalar float64 reference from the definitions (math module), rounded to float32 once."""
-    r = math.sqrt(x * x + y * y)
-    s = math.sqrt(x * x + y * y + z * z)
+    r = math.hypot(x, y)
+    s = math.hypot(x, y, z)
     theta = math.atan2(r, z)
     phi = math.atan2(y, x)
     eta = math.asinh(z / r) if r > 0 else math.copysign(math.inf, z)
