@@ -1,0 +1,106 @@
+"""Writing simulated events as an ATLAS-dumper-style ROOT file (TTree ``MuonHitDump``).
+
+Why ``mktree`` + ``extend``: uproot 5.7 writes an RNTuple when a dict is assigned to a file key,
+and the converter (like the real dumps) expects a TTree. Hit branches are written as one record
+``spacePoint`` (uproot names the branches ``spacePoint_<field>`` and adds one shared counter
+``nspacePoint``), truth branches as ``truthMuon`` (counter ``ntruthMuon``). Events are generated
+and written a batch (``generate.batch_events``, ≤ 2000 events, ~1 M hits) at a time, so memory does not grow with the file size.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import awkward as ak
+import numpy as np
+import uproot
+
+from .generate import Batch, SimConfig, iter_batches
+from .hits import HIT_FIELDS
+
+TREE_NAME = "MuonHitDump"
+COMPRESSIONS = {"zlib": (uproot.ZLIB, 1, 9), "lz4": (uproot.LZ4, 1, 12), "zstd": (uproot.ZSTD, 1, 22),
+                "lzma": (uproot.LZMA, 1, 9)}
+DEFAULT_LEVEL = {"zlib": 6, "lz4": 4, "zstd": 5, "lzma": 6}
+
+
+def parse_compression(spec: str):
+    """``"zstd"`` or ``"zstd:5"`` → an uproot compression object; ValueError on anything else."""
+    name, _, level = spec.strip().lower().partition(":")
+    if name not in COMPRESSIONS:
+        raise ValueError(f"unknown compression {spec!r}; choose one of {', '.join(COMPRESSIONS)} "
+                         "(optionally with a level, e.g. zstd:5)")
+    cls, lo, hi = COMPRESSIONS[name]
+    if level:
+        try:
+            lvl = int(level)
+        except ValueError:
+            raise ValueError(f"compression level must be an integer, got {level!r}") from None
+        if not lo <= lvl <= hi:
+            raise ValueError(f"{name} level must be in {lo}..{hi}, got {lvl}")
+    else:
+        lvl = DEFAULT_LEVEL[name]
+    return cls(lvl)
+
+
+@dataclass
+class WriteStats:
+    """What a write produced (for the command's summary line)."""
+
+    events: int = 0
+    hits: int = 0
+    muon_hits: int = 0
+    muons: int = 0
+
+    def add(self, other: WriteStats) -> None:
+        self.events += other.events
+        self.hits += other.hits
+        self.muon_hits += other.muon_hits
+        self.muons += other.muons
+
+
+def _records(offsets: np.ndarray, columns: dict[str, np.ndarray], prefix: str) -> ak.Array:
+    """Jagged array of records whose fields drop ``prefix`` (uproot adds it back as branch names)."""
+    names = [k[len(prefix):] for k in columns]
+    content = ak.contents.RecordArray([ak.contents.NumpyArray(v) for v in columns.values()], names)
+    return ak.Array(ak.contents.ListOffsetArray(ak.index.Index64(offsets), content))
+
+
+def _branches(batch: Batch) -> dict[str, ak.Array | np.ndarray]:
+    return {
+        "spacePoint": _records(batch.hit_offsets, {k: batch.hits[k] for k in HIT_FIELDS}, "spacePoint_"),
+        "truthMuon": _records(batch.truth_offsets, batch.truth, "truthMuon_"),
+        "eventNumber": batch.event_number,
+    }
+
+
+def write_dump(path: str | os.PathLike, n_events: int, seed: int = 0, config: SimConfig | None = None, *,
+               compression: str = "zstd", stream: int = 0, first_event: int = 0) -> WriteStats:
+    """Simulate ``n_events`` events and write them to ``path`` as TTree ``MuonHitDump``.
+
+    ``stream`` selects an independent random stream of ``seed`` (the command uses the file index),
+    ``first_event`` the first ``eventNumber``. Raises ValueError for bad settings and OSError when
+    the file cannot be written.
+    """
+    if n_events <= 0:
+        raise ValueError(f"n_events must be positive, got {n_events}")
+    cfg = config or SimConfig()
+    comp = parse_compression(compression)
+    stats = WriteStats()
+    path = Path(path)
+    with uproot.recreate(path, compression=comp) as f:
+        tree = None
+        for batch in iter_batches(n_events, seed, cfg, stream=stream, first_event=first_event):
+            data = _branches(batch)
+            if tree is None:
+                tree = f.mktree(TREE_NAME, {"spacePoint": data["spacePoint"].type.content,
+                                            "truthMuon": data["truthMuon"].type.content,
+                                            "eventNumber": np.int64},
+                                title="simulated muon-spectrometer hits (muon-pipeline simulate)")
+            tree.extend(data)
+            n_hits = int(batch.hit_offsets[-1])
+            stats.add(WriteStats(batch.n_events, n_hits, int((batch.hits["spacePoint_truthLink"] >= 0).sum()),
+                                 int(batch.truth_offsets[-1])))
+    return stats
