@@ -187,3 +187,22 @@ def test_preprocessing_never_imports_the_training_stack(tmp_path, random_dump):
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_batch_logs_get_plain_progress_lines(tmp_path, random_dump):
+    import io
+
+    from pipeline.progress import Reporter
+
+    stream = io.StringIO()  # not a terminal: periodic lines, no redrawn bar
+    with Reporter(1000, interval=0.0, stream=stream) as rep:
+        rep.advance(250, 5000)
+        rep.advance(750, 15000)
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("converted 250/1000 entries (25.0 %)") and "M hits/s" in lines[0] and "ETA" in lines[0]
+    assert lines[-1].startswith("converted 1000/1000 entries (100.0 %)")
+    quiet = io.StringIO()
+    with Reporter(10, quiet=True, interval=0.0, stream=quiet) as rep:
+        rep.advance(10, 1)
+        rep.log("x")
+    assert quiet.getvalue() == ""
