@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import uproot
-
 from _common import median_time, simulated
+
 from pipeline.config import ConvertConfig
 from pipeline.convert import convert
 from pipeline.schema import load_schema

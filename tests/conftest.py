@@ -55,6 +55,17 @@ def converted_random(tmp_path_factory, random_dump) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def converted_random_v1(tmp_path_factory, random_dump) -> Path:
+    """The random dump converted at schema version 1 (no eta)."""
+    from pipeline.config import ConvertConfig
+    from pipeline.convert import convert
+
+    out = tmp_path_factory.mktemp("converted") / "random_v1"
+    convert([str(random_dump)], str(out), ConvertConfig(schema_version=1), workers=1, quiet=True)
+    return out
+
+
 @pytest.fixture
 def dataset_copy(tmp_path, converted_random) -> Path:
     """A writable copy of a converted dataset, for tests that damage it."""

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 import uproot
 from click.testing import CliRunner
+from rawdump import random_events, write_dump
 
 from pipeline.cli import main
-from rawdump import random_events, write_dump
 
 BIN = Path(sys.executable).parent
 ARGS = ["--shard-events", "60", "--row-group-size", "25", "-q"]

@@ -1,0 +1,180 @@
+"""``muon-pipeline evaluate``: a trained run + a dataset → predictions, metrics.json and plots.
+
+The checkpoint carries the hit fields, normalisation and target scaling, so the evaluated inputs are
+prepared exactly as in training. The classical track fit of the simulator
+(``pipeline.simulate.fit.fit_tracks``) is run on the same events as the baseline where it is installed;
+without it the network is evaluated alone and ``metrics.json`` says why.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError, DatasetError
+from .metrics import PT_BINS, REGIONS, evaluate_method
+
+TRUTH = {"truthMuon_pt": "true_pt", "truthMuon_eta": "true_eta", "truthMuon_phi": "true_phi",
+         "truthMuon_q": "true_q"}
+
+
+def find_checkpoint(run_dir: Path) -> Path:
+    for name in ("best.ckpt", "last.ckpt"):
+        path = run_dir / "checkpoints" / name
+        if path.is_file():
+            return path
+    raise ConfigError(f"{run_dir}: no checkpoints/best.ckpt or last.ckpt; is this a `muon-pipeline train` output?")
+
+
+def predict(run_dir: str | Path, data_dir: str | Path, split: str = "test", device: str | None = None,
+            batch_size: int | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Per-muon truth and prediction columns for one split (numpy, one entry per truth muon)."""
+    import torch
+
+    from .config import check_against_schema
+    from .data import Normalisation, make_loader, make_stream, open_dataset
+    from .module import RegressionModule
+
+    run_dir = Path(run_dir)
+    ckpt = find_checkpoint(run_dir)
+    module = RegressionModule.load_from_checkpoint(ckpt, map_location="cpu")
+    cfg, hp = module.cfg, module.hparams
+    info = open_dataset(data_dir)
+    check_against_schema(cfg, info.schema)  # eta on a v1 dataset: the migrate hint, not a KeyError
+    if list(hp.muon_fields) != info.muon_fields:
+        raise DatasetError(f"{data_dir}: truth-muon fields {info.muon_fields} differ from the run's {hp.muon_fields}")
+    norm = Normalisation.from_dict(hp.normalisation)
+    stream = make_stream(info, list(hp.hit_fields), norm, split, cfg.data, shuffle=False,
+                         batch_size=batch_size or cfg.data.batch_size)
+    if stream.events == 0:
+        raise DatasetError(f"{data_dir}: the {split} split is empty")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = module.model.to(device).eval()
+    # bf16 for the encoder on GPU, as in training; the task's predict() works in float32 regardless.
+    autocast = device.startswith("cuda") and torch.cuda.is_bf16_supported()
+    muon_fields = list(hp.muon_fields)
+    cols: dict[str, list[np.ndarray]] = {}
+
+    def add(name: str, value: np.ndarray) -> None:
+        cols.setdefault(name, []).append(value)
+
+    with torch.inference_mode():
+        for batch in make_loader(stream):
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=autocast):
+                out = model(batch)  # [B, M, T]
+            preds = model.task.predict(out)  # each [B, M], float32
+            mask = batch["muon_mask"]  # [B, M]
+            B, M = mask.shape
+            slots = torch.arange(M, device=device)
+            n_hits = (batch["link"].unsqueeze(1) == slots.view(1, M, 1)).sum(-1)  # [B, M]
+            add("row", batch["row"].unsqueeze(1).expand(B, M)[mask].cpu().numpy())
+            add("eventNumber", batch["event"].unsqueeze(1).expand(B, M)[mask].cpu().numpy())
+            add("muon", slots.unsqueeze(0).expand(B, M)[mask].cpu().numpy())
+            add("n_hits", n_hits[mask].cpu().numpy())
+            for field, name in TRUTH.items():
+                add(name, batch["muons"][..., muon_fields.index(field)][mask].float().cpu().numpy())
+            for field, value in preds.items():
+                add("pred_" + field.removeprefix("truthMuon_"), value[mask].float().cpu().numpy())
+    columns = {k: np.concatenate(v) for k, v in cols.items()}
+    columns["true_q"] = columns["true_q"].astype(np.int32)
+    order = np.lexsort((columns["muon"], columns["row"]))
+    columns = {k: v[order] for k, v in columns.items()}
+    meta = {"checkpoint": str(ckpt), "split": split, "fields": cfg.fields, "inverse_fields": cfg.inverse_fields,
+            "signed_curvature": cfg.signed_curvature, "hit_fields": list(hp.hit_fields), "info": info}
+    return columns, meta
+
+
+def add_baseline(columns: dict[str, np.ndarray], info: Any) -> str:
+    """Add ``fit_pt/q/eta/phi`` from the classical fit in place; return "ok" or why it is absent."""
+    try:
+        import awkward as ak
+
+        from ..simulate.fit import fit_tracks
+    except ImportError as err:
+        return f"unavailable: {err}"
+    import pyarrow.parquet as pq
+
+    rows = columns["row"]
+    shard_of = rows >> 32
+    parts: list[tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]] = []
+    try:
+        for si in np.unique(shard_of):
+            in_shard = np.unique(rows[shard_of == si] & 0xFFFFFFFF)
+            table = pq.read_table(info.shards[int(si)],
+                                  columns=[info.schema.hit_column, info.schema.muon_column]).take(in_shard)
+            n_muons = np.diff(table.column(1).combine_chunks().offsets.to_numpy())
+            fits = fit_tracks(ak.from_arrow(table.column(0)), n_muons=n_muons)
+            counts = np.asarray(ak.num(fits, axis=1))
+            flat = ak.flatten(fits)
+            row_ids = np.repeat((int(si) << 32) + in_shard, counts)
+            muon = np.asarray(ak.flatten(ak.local_index(fits, axis=1)))
+            parts.append((row_ids, muon, {k: np.asarray(flat[k], dtype=np.float64) for k in ("pt", "q", "eta", "phi")}))
+    except Exception as err:  # the baseline is optional: a failing fit must not lose the network's evaluation
+        return f"failed: {type(err).__name__}: {err}"
+    if not parts:
+        return "failed: no events"
+    fit_rows = np.concatenate([p[0] for p in parts])
+    fit_muon = np.concatenate([p[1] for p in parts])
+    key = fit_rows * 1024 + fit_muon
+    order = np.argsort(key)
+    key = key[order]
+    want = columns["row"] * 1024 + columns["muon"]
+    pos = np.clip(np.searchsorted(key, want), 0, max(len(key) - 1, 0))
+    found = key[pos] == want if len(key) else np.zeros(len(want), bool)
+    for name in ("pt", "q", "eta", "phi"):
+        values = np.concatenate([p[2][name] for p in parts])[order]
+        columns["fit_" + name] = np.where(found, values[pos] if len(values) else np.nan, np.nan)
+    return "ok"
+
+
+def write_predictions(columns: dict[str, np.ndarray], path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table(dict(columns.items())), path)
+
+
+def evaluate(run_dir: str | Path, data_dir: str | Path, output: str | Path | None = None, *,
+             split: str = "test", device: str | None = None, plots: bool = True) -> dict[str, Any]:
+    """Predict, add the baseline, compute metrics, write Parquet + JSON + PNGs; return the metrics."""
+    run_dir = Path(run_dir)
+    out_dir = Path(output) if output is not None else run_dir / "eval"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    columns, meta = predict(run_dir, data_dir, split=split, device=device)
+    info = meta.pop("info")
+    baseline = add_baseline(columns, info)
+    write_predictions(columns, out_dir / "predictions.parquet")
+
+    metrics: dict[str, Any] = {"run": str(run_dir.resolve()), "data": str(Path(data_dir).resolve()),
+                               "label": run_dir.name, **meta, "n_muons": int(len(columns["true_pt"])),
+                               "pt_bins": list(PT_BINS), "regions": {k: list(v) for k, v in REGIONS.items()},
+                               "baseline_status": baseline, "methods": {"model": evaluate_method(columns, "pred")}}
+    if baseline == "ok":
+        fitted = np.isfinite(columns["fit_pt"])
+        metrics["baseline_efficiency"] = float(fitted.mean()) if fitted.size else math.nan
+        sub = {k: v[fitted] for k, v in columns.items()}
+        metrics["methods"]["classical_fit"] = evaluate_method(sub, "fit")
+        # The network on exactly the muons the fit could handle: the like-for-like comparison.
+        metrics["methods"]["model_on_fitted"] = evaluate_method(sub, "pred")
+    (out_dir / "metrics.json").write_text(json.dumps(_finite(metrics), indent=2))
+    if plots:
+        from .plots import plot_all
+
+        plot_all(columns, metrics, out_dir)
+    return metrics
+
+
+def _finite(x: Any) -> Any:
+    """NaN / inf → null, so metrics.json is strict JSON."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_finite(v) for v in x]
+    return x

@@ -1,0 +1,172 @@
+"""``muon-pipeline train``: config + dataset → a run directory.
+
+RUN_DIR layout::
+
+    config.yaml          the resolved config (overrides applied, hit_fields filled in)
+    run.json             hit fields, normalisation, target scaling, dataset, versions
+    checkpoints/best.ckpt, checkpoints/last.ckpt
+    logs/version_N/metrics.csv
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, DatasetError
+from .config import TrainConfig, check_against_schema, config_from_dict, dump_config
+
+
+def versions() -> dict[str, str]:
+    import lightning
+    import numpy
+    import pyarrow
+    import torch
+
+    from .._version import __version__
+
+    return {"muon-pipeline": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "lightning": lightning.__version__, "numpy": numpy.__version__, "pyarrow": pyarrow.__version__}
+
+
+def resolve_precision(cfg: TrainConfig, accelerator: str) -> str:
+    """``auto``: bf16-mixed where CUDA runs the model, 32-true elsewhere (CPU bf16 is slow, not useful)."""
+    import torch
+
+    p = cfg.trainer.precision
+    if p != "auto":
+        return "32-true" if p == "32" else p
+    on_cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    return "bf16-mixed" if on_cuda and torch.cuda.is_bf16_supported() else "32-true"
+
+
+def train(cfg: TrainConfig | None, data_dir: str | Path, run_dir: str | Path, *, resume: bool = False,
+          overrides: dict[str, Any] | None = None, quiet: bool = False) -> dict[str, Any]:
+    """Train one run; returns a summary (best val loss, epochs, paths, throughput)."""
+    import time
+
+    import lightning as L
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    from .data import make_loader, make_stream, muon_values, normalisation_for, open_dataset
+    from .module import RegressionModule
+    from .task import fit_target_scaling
+
+    run_dir = Path(run_dir)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    saved = run_dir / "config.yaml"
+    if resume:
+        if not last.is_file():
+            raise ConfigError(f"--resume: no {last}; start a new run without --resume")
+        from .config import load_config
+
+        saved_cfg = load_config(saved)
+        if cfg is not None and cfg.hit_fields is None:
+            cfg = dataclasses.replace(cfg, hit_fields=saved_cfg.hit_fields)
+        if cfg is not None and _without_trainer(cfg) != _without_trainer(saved_cfg):
+            raise ConfigError(f"--resume: the config differs from {saved} outside `trainer:`; the checkpoint "
+                              "cannot continue a different model or data setup")
+        cfg = saved_cfg
+    else:
+        if cfg is None:
+            raise ConfigError("--config is required (unless --resume continues a run)")
+        if last.exists():
+            raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or pick another --output")
+    cfg = _apply_overrides(cfg, overrides or {})
+
+    info = open_dataset(data_dir)
+    hit_fields = check_against_schema(cfg, info.schema)
+    cfg = dataclasses.replace(cfg, hit_fields=hit_fields)
+    norm = normalisation_for(info, hit_fields)
+    targets = muon_values(info, "train", cfg.data)
+    if len(targets[info.muon_fields[0]]) == 0:
+        raise DatasetError(f"{data_dir}: no muons in the train split (train_fraction={cfg.data.train_fraction})")
+    centres, scales = fit_target_scaling(targets, cfg.fields, cfg.inverse_fields)
+
+    L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
+    train_stream = make_stream(info, hit_fields, norm, "train", cfg.data, shuffle=True)
+    val_stream = make_stream(info, hit_fields, norm, "val", cfg.data, shuffle=False)
+    if val_stream.events == 0:
+        total = sum(int(s.get("rows", 0)) for s in info.manifest["shards"])
+        raise DatasetError(f"{data_dir}: the val split is empty ({total} events, "
+                           f"val_fraction={cfg.data.val_fraction}); use more events or a larger data.val_fraction")
+    steps_per_epoch = len(train_stream)
+    if cfg.trainer.limit_train_batches:
+        steps_per_epoch = min(steps_per_epoch, cfg.trainer.limit_train_batches)
+    total_steps = steps_per_epoch * cfg.trainer.max_epochs
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dump_config(cfg, saved)
+    run_info = {"hit_fields": hit_fields, "muon_fields": info.muon_fields, "normalisation": norm.to_dict(),
+                "target_scaling": {f: {"centre": c, "scale": s, "space": "inverse" if f in cfg.inverse_fields
+                                       else "natural"} for f, c, s in zip(cfg.fields, centres, scales, strict=True)},
+                "dataset": {"path": str(Path(data_dir).resolve()), "schema": info.manifest["schema"],
+                            "shards": len(info.shards), "train_events": train_stream.events,
+                            "val_events": val_stream.events},
+                "versions": versions(), "command": sys.argv}
+    (run_dir / "run.json").write_text(json.dumps(run_info, indent=2))
+
+    if resume:
+        module = RegressionModule.load_from_checkpoint(last, map_location="cpu")
+    else:
+        module = RegressionModule(cfg.to_dict(), hit_fields, info.muon_fields, norm.to_dict(), centres, scales,
+                                  total_steps)
+
+    t = cfg.trainer
+    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/loss", mode="min",
+                                 save_top_k=1, save_last=True, enable_version_counter=False)
+    callbacks = [checkpoint, EarlyStopping(monitor="val/loss", mode="min", patience=t.patience)]
+    precision = resolve_precision(cfg, t.accelerator)
+    trainer = L.Trainer(
+        max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices,
+        strategy="ddp" if t.devices > 1 else "auto", precision=precision,
+        gradient_clip_val=t.gradient_clip or None, callbacks=callbacks,
+        logger=CSVLogger(run_dir, name="logs"), default_root_dir=run_dir,
+        limit_train_batches=t.limit_train_batches or 1.0, limit_val_batches=t.limit_val_batches or 1.0,
+        log_every_n_steps=max(1, min(50, steps_per_epoch)), num_sanity_val_steps=0,
+        enable_progress_bar=not quiet and sys.stderr.isatty(), enable_model_summary=not quiet)
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        # Our IterableDataset's len() is exact per worker (see data.ShardStream), so Lightning's
+        # generic warning about len() with several workers does not apply.
+        warnings.filterwarnings("ignore", message=".*IterableDataset. has .__len__. defined.*")
+        warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
+        if resume:  # resuming writes into the run's own checkpoint directory, on purpose
+            warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+        trainer.fit(module, train_dataloaders=make_loader(train_stream), val_dataloaders=make_loader(val_stream),
+                    ckpt_path=str(last) if resume else None)
+    seconds = time.perf_counter() - start
+    best = checkpoint.best_model_score
+    summary = {"run_dir": str(run_dir), "best_checkpoint": checkpoint.best_model_path,
+               "best_val_loss": float(best) if best is not None else None, "epochs": trainer.current_epoch,
+               "steps": trainer.global_step, "seconds": seconds, "precision": precision,
+               "train_events": train_stream.events}
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _without_trainer(cfg: TrainConfig) -> dict[str, Any]:
+    d = cfg.to_dict()
+    d.pop("trainer")
+    d["data"] = {k: v for k, v in d["data"].items() if k not in ("num_workers", "batch_size")}
+    return d
+
+
+def _apply_overrides(cfg: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
+    """Command-line overrides (``trainer.max_epochs`` etc.), re-validated like the YAML."""
+    d = cfg.to_dict()
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        section, _, name = key.rpartition(".")
+        target = d[section] if section else d
+        if name not in target:
+            raise ConfigError(f"unknown override {key}")
+        target[name] = value
+    return config_from_dict(d)

@@ -1,0 +1,64 @@
+"""A thin LightningModule around :class:`~pipeline.train.model.MuonRegressor`.
+
+Lightning owns the loop (devices, precision, DDP, checkpoints, logging); the physics lives in the
+plain ``nn.Module``. Everything needed to rebuild the model and feed it the same inputs (config,
+hit fields, input normalisation, target scaling) is saved as hyper-parameters, i.e. inside every
+checkpoint, so ``evaluate`` needs nothing but the checkpoint and a dataset.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from .config import config_from_dict
+from .model import build_model
+
+
+class RegressionModule(L.LightningModule):
+    def __init__(self, config: dict[str, Any], hit_fields: list[str], muon_fields: list[str],
+                 normalisation: dict[str, Any], centres: list[float], scales: list[float],
+                 total_steps: int = 0) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.cfg = config_from_dict(config)
+        self.model = build_model(self.cfg, hit_fields, muon_fields, centres, scales)
+
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        return self.model(batch)
+
+    def _step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
+        out = self.model(batch)  # [B, M, T]
+        loss = self.model.task.loss(out, batch["muons"], batch["muon_mask"])
+        self.log(f"{stage}/loss", loss, batch_size=int(batch["muon_mask"].sum()), on_step=stage == "train",
+                 on_epoch=True, prog_bar=True, sync_dist=stage != "train")
+        return loss
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        return self._step(batch, "val")
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        return self._step(batch, "test")
+
+    def configure_optimizers(self) -> Any:
+        t = self.cfg.trainer
+        opt = torch.optim.AdamW(self.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        total = max(int(self.hparams.total_steps), 1)
+        warmup = min(t.warmup_steps, total // 5)  # a short run must not spend itself warming up
+
+        def factor(step: int) -> float:
+            """Linear warm-up, then cosine to 5 % of lr at the estimated last step."""
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+            return 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -1,0 +1,143 @@
+"""Training config: typed YAML that names the offending key; dataset-dependent checks with the migrate hint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+
+import click  # noqa: E402
+from click.testing import CliRunner  # noqa: E402
+
+from pipeline.errors import ConfigError  # noqa: E402
+from pipeline.schema import load_schema  # noqa: E402
+from pipeline.train.config import (  # noqa: E402
+    TrainConfig,
+    check_against_schema,
+    config_from_dict,
+    load_config,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli() -> click.Group:
+    """``muon-pipeline`` if it registers the training commands, else a group with its error handling."""
+    from pipeline.cli import _Group, main
+
+    if "train" in main.commands:
+        return main
+    from pipeline.train import command
+
+    group = _Group("muon-pipeline")
+    for c in (command.train, command.evaluate, command.compare):
+        group.add_command(c)
+    return group
+
+
+@pytest.mark.parametrize("name", ["direct_pt.yaml", "inverse_pt.yaml", "signed_curvature.yaml"])
+def test_example_configs_load_and_resolve_on_v2(name):
+    cfg = load_config(REPO / "configs" / name)
+    fields = check_against_schema(cfg, load_schema(2))
+    assert len(fields) == 23 and fields[-1] == "eta"
+
+
+def test_inverse_config_is_the_seed():
+    cfg = load_config(REPO / "configs" / "inverse_pt.yaml")
+    assert cfg.inverse_fields == ["truthMuon_pt"]
+    assert cfg.fields == ["truthMuon_eta", "truthMuon_phi", "truthMuon_pt", "truthMuon_q"]
+    assert cfg.dim == 32
+
+
+def test_defaults_have_no_inverse_fields():
+    cfg = config_from_dict({})
+    assert cfg.inverse_fields == [] and not cfg.signed_curvature and isinstance(cfg, TrainConfig)
+
+
+@pytest.mark.parametrize("raw, key", [
+    ({"dimm": 32}, "dimm"),
+    ({"trainer": {"max_epoch": 3}}, "trainer.max_epoch"),
+    ({"data": {"batchsize": 3}}, "data.batchsize"),
+])
+def test_unknown_keys_are_named(raw, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        config_from_dict(raw)
+
+
+@pytest.mark.parametrize("raw, key", [
+    ({"dim": "32"}, "dim: expected int"),
+    ({"data": {"batch_size": 1.5}}, "data.batch_size: expected int"),
+    ({"trainer": {"lr": "fast"}}, "trainer.lr: expected a number"),
+    ({"fields": "truthMuon_pt"}, "fields: expected a list"),
+    ({"signed_curvature": "yes"}, "signed_curvature: expected true/false"),
+    ({"hit_fields": ["r", 3]}, r"hit_fields\[1\]: expected a string"),
+])
+def test_wrong_types_are_named(raw, key):
+    with pytest.raises(ConfigError, match=key):
+        config_from_dict(raw)
+
+
+@pytest.mark.parametrize("raw, match", [
+    ({"fields": ["truthMuon_pT"]}, "not a regression target"),
+    ({"inverse_fields": ["truthMuon_pt"], "fields": ["truthMuon_eta"]}, "not in fields"),
+    ({"inverse_fields": ["truthMuon_eta"]}, "crosses zero"),
+    ({"fields": ["truthMuon_qpt"]}, "signed_curvature: true"),
+    ({"signed_curvature": True}, "needs truthMuon_qpt"),
+    ({"dim": 30, "heads": 4}, "divisible"),
+    ({"data": {"train_fraction": 0.9, "val_fraction": 0.2}}, "sum <= 1"),
+])
+def test_inconsistent_values(raw, match):
+    with pytest.raises(ConfigError, match=match):
+        config_from_dict(raw)
+
+
+def test_eta_on_a_v1_dataset_points_to_migrate():
+    cfg = config_from_dict({"hit_fields": ["r", "eta"]})
+    with pytest.raises(ConfigError) as err:
+        check_against_schema(cfg, load_schema(1))
+    msg = str(err.value)
+    assert "'eta'" in msg and "v2" in msg and "muon-pipeline migrate" in msg
+
+
+def test_v1_default_inputs_are_22():
+    assert len(check_against_schema(config_from_dict({}), load_schema(1))) == 22
+
+
+def test_unknown_hit_field_and_truth_leak():
+    with pytest.raises(ConfigError, match="no schema version defines"):
+        check_against_schema(config_from_dict({"hit_fields": ["etaa"]}), load_schema(2))
+    with pytest.raises(ConfigError, match="leak"):
+        check_against_schema(config_from_dict({"hit_fields": ["spacePoint_truthLink"]}), load_schema(2))
+    with pytest.raises(ConfigError, match="muon-level"):
+        check_against_schema(config_from_dict({"hit_fields": ["truthMuon_pt"]}), load_schema(2))
+
+
+def test_cli_bad_config_is_a_clean_error(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("dim: 32\ntrainer:\n  max_epochs: ten\n")
+    (tmp_path / "data").mkdir()
+    res = CliRunner().invoke(cli(), ["train", "--config", str(bad), "--data", str(tmp_path / "data"),
+                                     "--output", str(tmp_path / "run")])
+    assert res.exit_code == 2
+    assert "trainer.max_epochs: expected int" in res.output and "Traceback" not in res.output
+
+
+def test_cli_missing_dataset_is_exit_1(tmp_path):
+    cfg = tmp_path / "ok.yaml"
+    cfg.write_text("dim: 32\n")
+    (tmp_path / "data").mkdir()
+    res = CliRunner().invoke(cli(), ["train", "--config", str(cfg), "--data", str(tmp_path / "data"),
+                                     "--output", str(tmp_path / "run")])
+    assert res.exit_code == 1 and "manifest.json" in res.output
+
+
+def test_command_module_is_import_light():
+    import subprocess
+    import sys
+
+    code = ("import sys, pipeline.train.command; "
+            "bad = [m for m in ('torch', 'lightning', 'matplotlib', 'scipy') if m in sys.modules]; print(bad)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
