@@ -75,4 +75,29 @@ def run_dask(units: list[Unit], job: dict, scheduler: str, workers: int, on_reco
 
 
 def _run_unit_dicts(unit: dict, **job) -> dict:
+    _restore_heap_reuse()
     return run_unit(unit, **job)
+
+
+def _restore_heap_reuse() -> None:
+    """Undo, in this worker process, the effect of Dask's ``MALLOC_TRIM_THRESHOLD_=65536``.
+
+    With that variable set, glibc stops adapting its mmap threshold, so every column array of
+    every chunk becomes a fresh mmap that is page-faulted in and unmapped again: units ran ~50 %
+    slower in Dask workers than in a local pool (bench/bench_scaling.py). Raising the mmap and
+    trim thresholds lets freed chunk buffers be reused, as they are in any other process; peak
+    memory stays bounded by the step size.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name:
+        return
+    try:
+        libc = ctypes.CDLL(name)
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        libc.mallopt(m_mmap_threshold, 32 * 2**20)
+        libc.mallopt(m_trim_threshold, 256 * 2**20)
+    except (OSError, AttributeError):  # not glibc: nothing to undo
+        pass
