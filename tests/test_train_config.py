@@ -8,9 +8,9 @@ import pytest
 
 pytest.importorskip("torch")
 
-import click  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
 
+from pipeline.cli import main
 from pipeline.errors import ConfigError  # noqa: E402
 from pipeline.schema import load_schema  # noqa: E402
 from pipeline.train.config import (  # noqa: E402
@@ -21,20 +21,6 @@ from pipeline.train.config import (  # noqa: E402
 )
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def cli() -> click.Group:
-    """``muon-pipeline`` if it registers the training commands, else a group with its error handling."""
-    from pipeline.cli import _Group, main
-
-    if "train" in main.commands:
-        return main
-    from pipeline.train import command
-
-    group = _Group("muon-pipeline")
-    for c in (command.train, command.evaluate, command.compare):
-        group.add_command(c)
-    return group
 
 
 @pytest.mark.parametrize("name", ["direct_pt.yaml", "inverse_pt.yaml", "signed_curvature.yaml"])
@@ -118,7 +104,7 @@ def test_cli_bad_config_is_a_clean_error(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("dim: 32\ntrainer:\n  max_epochs: ten\n")
     (tmp_path / "data").mkdir()
-    res = CliRunner().invoke(cli(), ["train", "--config", str(bad), "--data", str(tmp_path / "data"),
+    res = CliRunner().invoke(main, ["train", "--config", str(bad), "--data", str(tmp_path / "data"),
                                      "--output", str(tmp_path / "run")])
     assert res.exit_code == 2
     assert "trainer.max_epochs: expected int" in res.output and "Traceback" not in res.output
@@ -128,7 +114,7 @@ def test_cli_missing_dataset_is_exit_1(tmp_path):
     cfg = tmp_path / "ok.yaml"
     cfg.write_text("dim: 32\n")
     (tmp_path / "data").mkdir()
-    res = CliRunner().invoke(cli(), ["train", "--config", str(cfg), "--data", str(tmp_path / "data"),
+    res = CliRunner().invoke(main, ["train", "--config", str(cfg), "--data", str(tmp_path / "data"),
                                      "--output", str(tmp_path / "run")])
     assert res.exit_code == 1 and "manifest.json" in res.output
 

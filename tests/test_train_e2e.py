@@ -9,9 +9,10 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("lightning")
 
-import click  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
+
+from pipeline.cli import main  # noqa: E402
 
 TINY = """
 fields: [truthMuon_eta, truthMuon_phi, truthMuon_pt, truthMuon_q]
@@ -24,20 +25,6 @@ trainer: {max_epochs: 2, lr: 3.0e-3, warmup_steps: 2, patience: 3}
 """
 
 
-def cli() -> click.Group:
-    """``muon-pipeline`` if it registers the training commands, else a group with its error handling."""
-    from pipeline.cli import _Group, main
-
-    if "train" in main.commands:
-        return main
-    from pipeline.train import command
-
-    group = _Group("muon-pipeline")
-    for c in (command.train, command.evaluate, command.compare):
-        group.add_command(c)
-    return group
-
-
 @pytest.fixture
 def dataset(request):
     """data_samples/sample.root converted; the converted random dump where the sample is absent."""
@@ -48,7 +35,7 @@ def dataset(request):
 
 
 def invoke(*args: str) -> str:
-    res = CliRunner().invoke(cli(), [str(a) for a in args], catch_exceptions=False)
+    res = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     return res.output
 
@@ -67,7 +54,7 @@ def test_train_resume_evaluate_compare(dataset, tmp_path):
     assert json.loads((run / "summary.json").read_text())["epochs"] == 2
 
     # A second train into the same directory must not overwrite it silently.
-    res = CliRunner().invoke(cli(), ["train", "--config", str(cfg), "--data", str(dataset), "--output", str(run)])
+    res = CliRunner().invoke(main, ["train", "--config", str(cfg), "--data", str(dataset), "--output", str(run)])
     assert res.exit_code == 2 and "--resume" in res.output
 
     invoke("train", "--data", dataset, "--output", run, "--resume", "--max-epochs", "3")
@@ -97,5 +84,5 @@ def test_evaluate_v2_run_on_v1_data_is_a_config_error(dataset, tmp_path, convert
     run = tmp_path / "run"
     invoke("train", "--config", cfg, "--data", dataset, "--output", run, "--limit-train-batches", "1")
     v1 = converted_random_v1
-    res = CliRunner().invoke(cli(), ["evaluate", str(run), "--data", str(v1), "--no-plots"])
+    res = CliRunner().invoke(main, ["evaluate", str(run), "--data", str(v1), "--no-plots"])
     assert res.exit_code == 2 and "migrate" in res.output
