@@ -206,3 +206,12 @@ def test_batch_logs_get_plain_progress_lines(tmp_path, random_dump):
         rep.advance(10, 1)
         rep.log("x")
     assert quiet.getvalue() == ""
+
+
+def test_public_api_resolves():
+    import pipeline
+
+    for name in pipeline.__all__:
+        assert getattr(pipeline, name) is not None, name
+    with pytest.raises(AttributeError):
+        pipeline.no_such_thing  # noqa: B018
