@@ -215,3 +215,42 @@ def test_public_api_resolves():
         assert getattr(pipeline, name) is not None, name
     with pytest.raises(AttributeError):
         pipeline.no_such_thing  # noqa: B018
+
+
+def test_layout_file_maps_other_branch_names(tmp_path, random_dump):
+    """A dump with another tree and other branch names converts with a small YAML layout."""
+    import awkward as ak
+    from rawdump import random_events, write_dump
+
+    ev = random_events(500, seed=1)  # the same events as random_dump
+    renamed = {"hit": ev["spacePoint"], "mu": ev["truthMuon"], "evt": ev["eventNumber"]}
+    other = tmp_path / "other.root"
+    write_dump(other, renamed, tree="Events")
+    layout = tmp_path / "layout.yaml"
+    lines = ["tree: Events", "branches:", "  eventNumber: evt"]
+    lines += [f"  spacePoint_{f}: hit_{f}" for f in ak.fields(ev["spacePoint"])]
+    lines += [f"  truthMuon_{f}: mu_{f}" for f in ak.fields(ev["truthMuon"])]
+    layout.write_text("\n".join(lines) + "\n")
+    r = CliRunner().invoke(main, ["convert", str(other), "-o", str(tmp_path / "a"), "--layout", str(layout), "-q"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["convert", str(random_dump), "-o", str(tmp_path / "b"), "-q"])
+    a = read_dataset(str(tmp_path / "a")).drop_columns(["source_file"])
+    b = read_dataset(str(tmp_path / "b")).drop_columns(["source_file"])
+    assert a.equals(b)
+    layout.write_text("tree: Events\nbranches: {spacePoint_nope: x}\n")
+    r = CliRunner().invoke(main, ["convert", str(other), "-o", str(tmp_path / "c"), "--layout", str(layout)])
+    assert r.exit_code == 2 and "spacePoint_nope" in r.output and "not raw fields" in r.output
+
+
+def test_inspect_counts_match_the_data(converted_sample):
+    r = CliRunner().invoke(main, ["inspect", str(converted_sample), "--json"])
+    assert r.exit_code == 0, r.output
+    info = json.loads(r.output)
+    hits = read_dataset(str(converted_sample)).column("hits").combine_chunks().values
+    tech = hits.field("spacePoint_technology").to_numpy()
+    names = {v: k for k, v in TECHNOLOGIES.items()}
+    assert info["technology_hits"] == {names[t]: int((tech == t).sum()) for t in np.unique(tech)}
+    assert info["hits_on_muons"] == int((hits.field("spacePoint_truthLink").to_numpy() >= 0).sum())
+    assert info["events"] == info["cutflow"]["events_out"] and len(info["model_inputs"]) == 23
+    r = CliRunner().invoke(main, ["inspect", str(converted_sample)])
+    assert r.exit_code == 0 and "cut flow" in r.output and "hits.eta" in r.output
