@@ -13,7 +13,7 @@ Order, as in the existing per-event script:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -64,28 +64,20 @@ class CutFlow:
     events_out: int = 0
     hits_out: int = 0
     hits_on_muons_out: int = 0
-    extra: dict = field(default_factory=dict)
 
     def add(self, other: CutFlow) -> CutFlow:
-        d = {k: getattr(self, k) + getattr(other, k) for k in self.counters()}
-        extra = dict(self.extra)
-        for k, v in other.extra.items():
-            extra[k] = extra.get(k, 0) + v
-        return CutFlow(**d, extra=extra)
+        return CutFlow(**{k: getattr(self, k) + getattr(other, k) for k in self.counters()})
 
     @staticmethod
     def counters() -> list[str]:
-        return [k for k in CutFlow.__dataclass_fields__ if k != "extra"]
+        return list(CutFlow.__dataclass_fields__)
 
     def to_dict(self) -> dict:
-        d = {k: int(getattr(self, k)) for k in self.counters()}
-        d.update({k: int(v) for k, v in self.extra.items()})
-        return d
+        return {k: int(getattr(self, k)) for k in self.counters()}
 
     @classmethod
     def from_dict(cls, d: dict) -> CutFlow:
-        known = cls.counters()
-        return cls(**{k: int(d.get(k, 0)) for k in known}, extra={k: int(v) for k, v in d.items() if k not in known})
+        return cls(**{k: int(d.get(k, 0)) for k in cls.counters()})
 
 
 def apply_selection(chunk: EventChunk, cfg: SelectionConfig) -> tuple[EventChunk, CutFlow]:
