@@ -8,7 +8,7 @@ Python code ever runs per event or per hit.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -23,7 +23,6 @@ class EventChunk:
     hits: dict[str, np.ndarray]           # flat per hit
     muon_offsets: np.ndarray              # int64, len n_events + 1, starts at 0
     muons: dict[str, np.ndarray]          # flat per truth muon
-    meta: dict = field(default_factory=dict)
 
     @property
     def n_events(self) -> int:
@@ -62,7 +61,6 @@ class EventChunk:
             hits={k: take_hit(v) for k, v in self.hits.items()},
             muon_offsets=_offsets_after(self.muon_offsets, keep_muon)[np.r_[True, keep_event]],
             muons={k: take_muon(v) for k, v in self.muons.items()},
-            meta=dict(self.meta),
         )
 
 
@@ -85,10 +83,3 @@ def _offsets_after(offsets: np.ndarray, keep: np.ndarray) -> np.ndarray:
     """Offsets after dropping elements: the kept count up to each old boundary."""
     kept_before = np.concatenate([[0], np.cumsum(keep, dtype=np.int64)])
     return kept_before[offsets]
-
-
-def local_index(offsets: np.ndarray, n: int | None = None) -> np.ndarray:
-    """Index of each element within its list (0, 1, ... per event)."""
-    counts = np.diff(offsets)
-    total = int(offsets[-1]) if n is None else n
-    return np.arange(total, dtype=np.int64) - np.repeat(offsets[:-1], counts)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -213,13 +212,3 @@ def schema_from_metadata(metadata: dict[bytes, bytes] | None) -> tuple[str, int]
         return str(doc["name"]), int(doc["version"])
     except (ValueError, KeyError, TypeError) as err:
         raise SchemaError(f"unreadable {METADATA_KEY.decode()} metadata: {err}") from err
-
-
-def select(names: Sequence[str], schema: Schema) -> list[Field]:
-    """Resolve field names against a schema, with the migrate hint for missing ones."""
-    out = []
-    for n in names:
-        if not schema.has(n):
-            raise SchemaError(missing_field_message(n, schema))
-        out.append(schema.field(n))
-    return out

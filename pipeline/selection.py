@@ -125,7 +125,7 @@ def apply_selection(chunk: EventChunk, cfg: SelectionConfig) -> tuple[EventChunk
     hits = dict(chunk.hits)
     hits["spacePoint_truthLink"] = new_link
     out = EventChunk(chunk.source_file, chunk.event, chunk.hit_offsets, hits, chunk.muon_offsets,
-                     chunk.muons, chunk.meta).filter(keep_event, keep_hit, keep_muon)
+                     chunk.muons).filter(keep_event, keep_hit, keep_muon)
     flow.events_out = out.n_events
     flow.events_no_muon = chunk.n_events - out.n_events
     flow.muons_out = out.n_muons

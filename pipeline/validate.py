@@ -15,7 +15,7 @@ import numpy as np
 
 from .errors import DatasetError, SchemaError
 from .features import DERIVED, hit_features
-from .manifest import MANIFEST, read_manifest
+from .manifest import read_manifest
 from .schema import load_schema, schema_from_metadata
 from .shards import chunk_from_table, iter_row_groups, open_parquet
 from .storage import TMP_MARK, OutputDir
@@ -234,5 +234,3 @@ def summarize(report: Report) -> str:
                  f"{report.events_checked} events checked: {verdict}")
     return "\n".join(lines)
 
-
-__all__ = ["Problem", "Report", "validate_dataset", "summarize", "MANIFEST"]

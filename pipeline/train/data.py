@@ -232,30 +232,23 @@ def chunk_from_table(table: Any, schema: Schema, hit_fields: Sequence[str], norm
     ``ListArray.offsets`` and the struct children of ``ListArray.values`` are read as numpy views;
     offsets are rebased so a sliced array works too.
     """
-    hits = table.column(schema.hit_column).combine_chunks()
-    muons = table.column(schema.muon_column).combine_chunks()
+    from ..shards import list_column  # the one reader of list<struct> columns: zero-copy views
+
     event = table.column("eventNumber").to_numpy().astype(np.int64, copy=False)
-
-    hoff = hits.offsets.to_numpy().astype(np.int64)
-    hvals = hits.values
-    lo, hi = int(hoff[0]), int(hoff[-1])
+    hoff, hvals = list_column(table.column(schema.hit_column))
+    moff, mvals = list_column(table.column(schema.muon_column))
     mean, std = norm.arrays()
-    feats = np.empty((hi - lo, len(hit_fields)), dtype=np.float32)  # [N_hits, F]
+    feats = np.empty((int(hoff[-1]), len(hit_fields)), dtype=np.float32)  # [N_hits, F]
     for j, name in enumerate(hit_fields):
-        col = hvals.field(name).to_numpy(zero_copy_only=False)[hvals.offset + lo: hvals.offset + hi]
-        np.subtract(col, mean[j], out=feats[:, j], casting="unsafe")
+        np.subtract(hvals[name], mean[j], out=feats[:, j], casting="unsafe")
         feats[:, j] /= std[j]
-    link = hvals.field(LINK_FIELD).to_numpy(zero_copy_only=False)[hvals.offset + lo: hvals.offset + hi]
-
-    moff = muons.offsets.to_numpy().astype(np.int64)
-    mvals = muons.values
-    mlo, mhi = int(moff[0]), int(moff[-1])
+    link = hvals[LINK_FIELD]
     mnames = schema.names("muon")
-    mu = np.empty((mhi - mlo, len(mnames)), dtype=np.float32)  # [N_muons, K]
+    mu = np.empty((int(moff[-1]), len(mnames)), dtype=np.float32)  # [N_muons, K]
     for j, name in enumerate(mnames):
-        mu[:, j] = mvals.field(name).to_numpy(zero_copy_only=False)[mvals.offset + mlo: mvals.offset + mhi]
+        mu[:, j] = mvals[name]
     row = row_base + np.arange(len(event), dtype=np.int64)
-    return Chunk(hoff - lo, feats, link.astype(np.int32, copy=False), moff - mlo, mu, event, row)
+    return Chunk(hoff, feats, link.astype(np.int32, copy=False), moff, mu, event, row)
 
 
 # --------------------------------------------------------------------------------------------------
