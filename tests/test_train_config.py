@@ -127,3 +127,16 @@ def test_command_module_is_import_light():
             "bad = [m for m in ('torch', 'lightning', 'matplotlib', 'scipy') if m in sys.modules]; print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_frame_fields_are_checked_by_name():
+    from pipeline.muon_frame import frame_field_names
+
+    assert config_from_dict({}).frame_fields == frame_field_names()  # the default: every documented field
+    assert config_from_dict({"frame_fields": []}).frame_fields == []
+    with pytest.raises(ConfigError, match="frame_fields: 'frame_w' is not a muon-frame input"):
+        config_from_dict({"frame_fields": ["frame_w"]})
+    with pytest.raises(ConfigError, match="frame_fields: duplicate"):
+        config_from_dict({"frame_fields": ["frame_v", "frame_v"]})
+    with pytest.raises(ConfigError, match="trainer.max_steps"):
+        config_from_dict({"trainer": {"max_steps": -1}})

@@ -91,7 +91,7 @@ def test_loss_is_float32_under_bf16_autocast():
     cfg = config_from_dict({"dim": 16, "heads": 2, "inverse_fields": ["truthMuon_pt"]})
     hit_fields = load_schema(2).inputs("hit")
     model = build_model(cfg, hit_fields, MUON_FIELDS)
-    batch = make_batch(len(hit_fields))
+    batch = make_batch(len(hit_fields) + len(cfg.frame_fields))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(batch)
         loss = model.task.loss(out, batch["muons"], batch["muon_mask"])
@@ -100,12 +100,14 @@ def test_loss_is_float32_under_bf16_autocast():
     assert torch.isfinite(loss)
 
 
-def test_input_size_follows_hit_fields():
-    cfg = config_from_dict({})
-    for version, n in ((1, 22), (2, 23)):
-        model = build_model(cfg, load_schema(version).inputs("hit"), MUON_FIELDS)
-        assert model.encoder.input_net.net[0].in_features == n
-        assert model.task.raw_hit_net.net[0].in_features == n
+def test_input_size_follows_hit_fields_and_frame_fields():
+    for frame_fields in ([], ["frame_v"], None):
+        cfg = config_from_dict({} if frame_fields is None else {"frame_fields": frame_fields})
+        n_frame = 7 if frame_fields is None else len(frame_fields)  # default: every field of schemas/frame.yaml
+        for version, n in ((1, 22), (2, 23)):
+            model = build_model(cfg, load_schema(version).inputs("hit"), MUON_FIELDS)
+            assert model.encoder.input_net.net[0].in_features == n + n_frame
+            assert model.task.raw_hit_net.net[0].in_features == n + n_frame
 
 
 def test_masked_max_ignores_other_hits():
@@ -132,7 +134,7 @@ def make_batch(n_fields, B=8, L=12, M=2, seed=0):
 def test_tiny_model_overfits_a_batch(weighting):
     torch.manual_seed(0)
     cfg = config_from_dict({"dim": 32, "heads": 4, "dropout": 0.0, "inverse_fields": ["truthMuon_pt"],
-                            "hit_weighting": weighting})
+                            "hit_weighting": weighting, "frame_fields": []})
     batch = make_batch(5)
     vals = {f: batch["muons"][..., i].reshape(-1).numpy() for i, f in enumerate(MUON_FIELDS)}
     centres, scales = fit_target_scaling(vals, cfg.fields, cfg.inverse_fields)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import awkward as ak
 import numpy as np
 
+from ..muon_frame import object_frames
 from . import geometry as geo
 from .field import C_LIGHT, field_phi
 from .generate import ELOSS_MEDIAN
@@ -117,37 +118,17 @@ def _fit_chunk(g: np.ndarray, n: int, lo: np.ndarray, hi: np.ndarray, drift: np.
             return np.bincount(g, weights=w, minlength=n)
         return np.bincount(g[sel], weights=w, minlength=n)
 
-    # 1. azimuth from element midpoints
-    mid = 0.5 * (lo + hi)
-    rm = np.maximum(np.hypot(mid[:, 0], mid[:, 1]), 1e-9)
-    phi = np.arctan2(seg(mid[:, 1] / rm), seg(mid[:, 0] / rm))
-    cphi, sphi = np.cos(phi)[g], np.sin(phi)[g]
-    e = hi - lo
-    e /= np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
-    # refine with φ-measuring elements (parallel to the r–z plane: RPC φ / TGC strips), whose
-    # midpoints sit at the measured azimuth, weighted 100:1 against the cell midpoints
-    wphi = np.where(np.abs(-e[:, 0] * sphi + e[:, 1] * cphi) < 0.3, 100.0, 1.0)
-    phi = np.arctan2(seg(wphi * mid[:, 1] / rm), seg(wphi * mid[:, 0] / rm))
-    cphi, sphi = np.cos(phi)[g], np.sin(phi)[g]
-
-    # 2. bending hits: elements steep to the r–z plane, crossing point in (r, z)
-    en = -e[:, 0] * sphi + e[:, 1] * cphi
-    bend = (np.abs(en) > 0.7) & np.isin(tech, (geo.MDT, geo.RPC, geo.TGC, geo.STGC, geo.MM))
-    lam = np.where(bend, (lo[:, 0] * sphi - lo[:, 1] * cphi) / np.where(bend, en, 1.0), 0.0)
-    X = lo + lam[:, None] * e
-    r_i = X[:, 0] * cphi + X[:, 1] * sphi
-    z_i = X[:, 2]
-    keep = np.flatnonzero(bend & np.isfinite(r_i) & np.isfinite(z_i))
-    g, r_i, z_i, drift, tech = g[keep], r_i[keep], z_i[keep], drift[keep], tech[keep]
+    # 1–3. azimuth, crossings with the muon's r–z plane and the (u, v) frame: the same geometry the
+    # training stage's muon-frame inputs use (pipeline.muon_frame)
+    f = object_frames(g, n, lo, hi)
+    phi = f.phi
+    keep = np.flatnonzero(f.bending & np.isin(tech, (geo.MDT, geo.RPC, geo.TGC, geo.STGC, geo.MM))
+                          & np.isfinite(f.r) & np.isfinite(f.z))
+    g, drift, tech = g[keep], drift[keep], tech[keep]
+    u_i, v_i = f.u[keep], f.v[keep]
+    ur, uz = f.ur, f.uz
     nb = np.bincount(g, minlength=n)
 
-    # 3. frame
-    ri = np.maximum(np.hypot(r_i, z_i), 1e-9)
-    ur, uz = seg(r_i / ri), seg(z_i / ri)
-    nu = np.maximum(np.hypot(ur, uz), 1e-12)
-    ur, uz = ur / nu, uz / nu
-    u_i = r_i * ur[g] + z_i * uz[g]
-    v_i = -r_i * uz[g] + z_i * ur[g]
     is_mdt = tech == geo.MDT
     is_rpc = tech == geo.RPC
     s_u = np.where(is_rpc, uz[g], ur[g])  # measuring direction along z (RPC) or r (others)

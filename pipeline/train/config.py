@@ -22,6 +22,10 @@ import yaml
 
 from ..errors import ConfigError
 
+#: The muon-frame inputs a config gets when it names none (all of ``schemas/frame.yaml``).
+DEFAULT_FRAME_FIELDS = ("frame_u", "frame_v", "frame_v_resolved", "frame_drift", "frame_slope", "frame_residual",
+                        "frame_bending")
+
 #: Muon-level fields the task knows how to regress and evaluate.
 KNOWN_TARGETS = ("truthMuon_pt", "truthMuon_eta", "truthMuon_phi", "truthMuon_q", "truthMuon_qpt")
 
@@ -31,7 +35,7 @@ class DataConfig:
     """How shards become batches."""
 
     batch_size: int = 128
-    num_workers: int = 2
+    num_workers: int = 1
     #: Fractions of events (by a hash of eventNumber) in train / val; the rest is test.
     train_fraction: float = 0.8
     val_fraction: float = 0.1
@@ -41,6 +45,8 @@ class DataConfig:
     shuffle_buffer: int = 8192
     #: Salt for the event hash; change it to draw another split.
     split_seed: int = 0
+    #: Length bucketing within random groups of this many batches (0 = sort the whole buffer).
+    bucket_width: int = 4
 
 
 @dataclass
@@ -48,7 +54,7 @@ class TrainerConfig:
     """The Lightning loop."""
 
     max_epochs: int = 20
-    lr: float = 1e-3
+    lr: float = 2e-3
     weight_decay: float = 1e-2
     #: Linear warm-up steps, then cosine decay to ``lr * 0.05`` over the estimated run length.
     warmup_steps: int = 200
@@ -57,12 +63,19 @@ class TrainerConfig:
     precision: str = "auto"
     devices: int = 1
     #: EarlyStopping patience on val/loss, in epochs.
-    patience: int = 5
+    patience: int = 10
     gradient_clip: float = 1.0
     seed: int = 42
     #: Cap on batches per epoch (0 = no cap); for smoke tests and benchmarks.
     limit_train_batches: int = 0
     limit_val_batches: int = 0
+    #: Stop after this many optimiser steps (0 = max_epochs decides); the lr schedule spans the run.
+    max_steps: int = 0
+    #: torch intra-op threads on CPU; 0 = auto (1 on machines with <= 4 cores, where a second thread
+    #: competing with the loader and the OS ran 7x slower, else half the cores, at most 8).
+    threads: int = 0
+    #: A progress line (step, loss, events/s, ETA) every this many steps when stderr is not a terminal.
+    progress_every: int = 200
 
 
 @dataclass
@@ -71,6 +84,11 @@ class TrainConfig:
 
     #: Hit inputs by name; ``None`` = every model input of the dataset's schema (22 in v1, 23 in v2).
     hit_fields: list[str] | None = None
+    #: Muon-frame inputs (``schemas/frame.yaml``), computed by the loader for the hits of each object
+    #: ``assignment_field`` assigns them to; appended after ``hit_fields``. ``[]`` = global inputs only.
+    frame_fields: list[str] = field(default_factory=lambda: list(DEFAULT_FRAME_FIELDS))
+    #: Hit → object assignment whose objects are pooled and framed (the truth link when training).
+    assignment_field: str = "spacePoint_truthLink"
     fields: list[str] = field(default_factory=lambda: ["truthMuon_eta", "truthMuon_phi", "truthMuon_pt",
                                                         "truthMuon_q"])
     #: Fields whose network output is their inverse (the seed's 1/pT regression).
@@ -80,7 +98,7 @@ class TrainConfig:
     dim: int = 32
     encoder_layers: int = 2
     heads: int = 4
-    dropout: float = 0.1
+    dropout: float = 0.0
     regression_layers: int = 3
     #: Learned per-hit pooling weights: ``sigmoid`` (the seed's masked probabilities) or ``softmax``.
     hit_weighting: str = "sigmoid"
@@ -200,6 +218,16 @@ def _check_values(cfg: TrainConfig) -> None:
             raise ConfigError(f"signed_curvature: q/pT already gives pT and q; remove {sorted(clash)} from fields")
     elif "truthMuon_qpt" in cfg.fields:
         raise ConfigError("fields: truthMuon_qpt is the signed-curvature target; set signed_curvature: true")
+    from ..muon_frame import frame_field_names
+
+    known_frame = frame_field_names()
+    for name in cfg.frame_fields:
+        if name not in known_frame:
+            raise ConfigError(f"frame_fields: {name!r} is not a muon-frame input; known: {', '.join(known_frame)}")
+    if len(set(cfg.frame_fields)) != len(cfg.frame_fields):
+        raise ConfigError(f"frame_fields: duplicate entries in {cfg.frame_fields}")
+    if t.max_steps < 0 or t.threads < 0 or t.progress_every < 0 or d.bucket_width < 0:
+        raise ConfigError("trainer.max_steps, trainer.threads, trainer.progress_every, data.bucket_width must be >= 0")
     if cfg.hit_fields is not None:
         if not cfg.hit_fields:
             raise ConfigError("hit_fields: give at least one field, or omit the key for the schema's inputs")
@@ -255,4 +283,12 @@ def check_against_schema(cfg: TrainConfig, schema: Any) -> list[str]:
     for name in cfg.fields:
         if not schema.has(name):
             raise ConfigError(f"fields: {missing_field_message(name, schema)}")
+    if cfg.frame_fields:
+        needed = ["spacePoint_globEdgeLowX", "spacePoint_globEdgeLowY", "spacePoint_globEdgeLowZ",
+                  "spacePoint_globEdgeHighX", "spacePoint_globEdgeHighY", "spacePoint_globEdgeHighZ",
+                  "spacePoint_driftR", "spacePoint_technology", "spacePoint_stationIndex", cfg.assignment_field]
+        lacking = [n for n in needed if n not in hit_names]
+        if lacking:
+            raise ConfigError(f"frame_fields need the hit fields {lacking}, which schema {schema.name} "
+                              f"v{schema.version} lacks (assignment_field: {cfg.assignment_field!r})")
     return hit_fields

@@ -9,8 +9,9 @@ feature matrix). Batches are then cut with fancy indexing on those flat arrays:
     hits[b, l] = features[hit_offsets[event[b]] + l]   for l < n_hits[event[b]], else padding
 
 Shuffling is bounded: units are read in a random order into a buffer of ``shuffle_buffer`` events,
-the buffer is sorted by hit count (length bucketing: little padding, so little wasted attention),
-cut into batches, and the batch order is shuffled. Events that do not fill a whole batch are carried
+random groups of ``bucket_width`` batches are sorted by hit count (length bucketing: little padding,
+so little wasted attention, while batches still mix event kinds), cut into batches, and the batch
+order is shuffled. Events that do not fill a whole batch are carried
 over to the next buffer, so the number of batches a worker yields is ``ceil(events / batch_size)``
 whatever the order; that makes ``len()`` exact and lets DDP ranks agree on a common count.
 
@@ -226,11 +227,15 @@ def concat_chunks(chunks: Sequence[Chunk]) -> Chunk:
 
 
 def chunk_from_table(table: Any, schema: Schema, hit_fields: Sequence[str], norm: Normalisation,
-                     row_base: int = 0) -> Chunk:
+                     row_base: int = 0, frame_fields: Sequence[str] = (),
+                     assignment_field: str = LINK_FIELD) -> Chunk:
     """Arrow table (``eventNumber``, ``hits``, ``truthMuons``) → :class:`Chunk`.
 
     ``ListArray.offsets`` and the struct children of ``ListArray.values`` are read as numpy views;
-    offsets are rebased so a sliced array works too.
+    offsets are rebased so a sliced array works too. The feature matrix is ``[N_hits, F]`` float32
+    with ``F = len(hit_fields) + len(frame_fields)``: the normalised dataset inputs, then the
+    muon-frame inputs (:mod:`pipeline.muon_frame`, already O(1)) of each hit in the frame of the
+    object ``assignment_field`` assigns it to.
     """
     from ..shards import list_column  # the one reader of list<struct> columns: zero-copy views
 
@@ -238,10 +243,14 @@ def chunk_from_table(table: Any, schema: Schema, hit_fields: Sequence[str], norm
     hoff, hvals = list_column(table.column(schema.hit_column))
     moff, mvals = list_column(table.column(schema.muon_column))
     mean, std = norm.arrays()
-    feats = np.empty((int(hoff[-1]), len(hit_fields)), dtype=np.float32)  # [N_hits, F]
+    n_in = len(hit_fields)
+    feats = np.empty((int(hoff[-1]), n_in + len(frame_fields)), dtype=np.float32)  # [N_hits, F]
     for j, name in enumerate(hit_fields):
+        # float32 arithmetic on float32 columns: mm-scale differences survive (|x| < 4e4 mm, ulp < 4 µm)
         np.subtract(hvals[name], mean[j], out=feats[:, j], casting="unsafe")
         feats[:, j] /= std[j]
+    if frame_fields:
+        feats[:, n_in:] = frame_inputs(hoff, hvals, frame_fields, assignment_field)
     link = hvals[LINK_FIELD]
     mnames = schema.names("muon")
     mu = np.empty((int(moff[-1]), len(mnames)), dtype=np.float32)  # [N_muons, K]
@@ -249,6 +258,19 @@ def chunk_from_table(table: Any, schema: Schema, hit_fields: Sequence[str], norm
         mu[:, j] = mvals[name]
     row = row_base + np.arange(len(event), dtype=np.int64)
     return Chunk(hoff, feats, link.astype(np.int32, copy=False), moff, mu, event, row)
+
+
+def frame_inputs(hit_offsets: np.ndarray, hits: dict[str, np.ndarray], frame_fields: Sequence[str],
+                 assignment_field: str = LINK_FIELD) -> np.ndarray:
+    """Muon-frame inputs ``[N_hits, len(frame_fields)]`` float32 of flat hit columns (dump names)."""
+    from ..muon_frame import frame_features
+
+    counts = np.diff(hit_offsets)
+    event = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+    lo = np.stack([hits[f"spacePoint_globEdgeLow{c}"] for c in "XYZ"], axis=1)
+    hi = np.stack([hits[f"spacePoint_globEdgeHigh{c}"] for c in "XYZ"], axis=1)
+    return frame_features(hits[assignment_field], event, lo, hi, hits["spacePoint_driftR"],
+                          hits["spacePoint_technology"], hits["spacePoint_stationIndex"], list(frame_fields))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -291,16 +313,26 @@ def collate(chunk: Chunk, idx: np.ndarray, max_muons: int) -> dict[str, np.ndarr
             "event": chunk.event[idx], "row": chunk.row[idx]}
 
 
-def bucket_batches(n_hits: np.ndarray, batch_size: int, rng: np.random.Generator | None) -> list[np.ndarray]:
-    """Sort events by hit count (random tie order), cut into batches, shuffle the batch order.
+def bucket_batches(n_hits: np.ndarray, batch_size: int, rng: np.random.Generator | None,
+                   width: int = 0) -> list[np.ndarray]:
+    """Cut events into batches of similar hit count; shuffle the batch order.
 
-    Without ``rng`` (evaluation) the order is deterministic.
+    ``width`` > 0 (training): events are drawn at random into groups of ``width`` batches and sorted
+    by hit count only within a group, so every batch is a random draw from one quantile of a random
+    group: little padding, yet batches mix event kinds (a whole-buffer sort, ``width`` = 0, made a
+    quarter of the batches one-muon events only). Without ``rng`` (evaluation) the order is
+    deterministic and the whole buffer is sorted.
     """
     if rng is None:
         order = np.argsort(n_hits, kind="stable")
     else:
         perm = rng.permutation(len(n_hits))
-        order = perm[np.argsort(n_hits[perm], kind="stable")]
+        if width > 0:
+            group = width * batch_size
+            order = np.concatenate([perm[i:i + group][np.argsort(n_hits[perm[i:i + group]], kind="stable")]
+                                    for i in range(0, len(perm), group)] or [perm])
+        else:
+            order = perm[np.argsort(n_hits[perm], kind="stable")]
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     if rng is not None:
         batches = [batches[i] for i in rng.permutation(len(batches))]
@@ -341,12 +373,15 @@ class ShardStream(torch.utils.data.IterableDataset):
     def __init__(self, info: DatasetInfo, hit_fields: Sequence[str], norm: Normalisation, split: str, *,
                  batch_size: int, max_muons: int, train_fraction: float, val_fraction: float,
                  split_seed: int = 0, shuffle: bool = False, shuffle_buffer: int = 8192,
-                 num_workers: int = 0) -> None:
+                 num_workers: int = 0, frame_fields: Sequence[str] = (),
+                 assignment_field: str = LINK_FIELD, bucket_width: int = 0) -> None:
         import pyarrow.parquet as pq
 
         if split not in SPLITS and split != "all":
             raise DatasetError(f"unknown split {split!r}; expected one of {list(SPLITS)} or 'all'")
         self.info, self.hit_fields, self.norm, self.split = info, list(hit_fields), norm, split
+        self.frame_fields, self.assignment_field = list(frame_fields), assignment_field
+        self.bucket_width = bucket_width
         self.batch_size, self.max_muons = batch_size, max_muons
         self.fractions = (train_fraction, val_fraction, split_seed)
         self.shuffle, self.shuffle_buffer, self.num_workers = shuffle, max(shuffle_buffer, batch_size), num_workers
@@ -395,7 +430,8 @@ class ShardStream(torch.utils.data.IterableDataset):
             pf = cache[unit.path] = pq.ParquetFile(unit.path)
         table = pf.read_row_group(unit.row_group, columns=self.columns)
         chunk = chunk_from_table(table, self.info.schema, self.hit_fields, self.norm,
-                                 row_base=(unit.shard_index << 32) + unit.row_start)
+                                 row_base=(unit.shard_index << 32) + unit.row_start,
+                                 frame_fields=self.frame_fields, assignment_field=self.assignment_field)
         keep = self._keep(chunk.event)
         return chunk if keep.all() else take_events(chunk, np.flatnonzero(keep))
 
@@ -433,7 +469,7 @@ class ShardStream(torch.utils.data.IterableDataset):
                 use, carry = perm[:n_full], perm[n_full:]
             else:
                 use, carry = np.arange(n_full), np.arange(n_full, len(buf))
-            for b in bucket_batches(buf.n_hits[use], self.batch_size, rng):
+            for b in bucket_batches(buf.n_hits[use], self.batch_size, rng, self.bucket_width):
                 if yielded >= quota:
                     return
                 yield collate(buf, use[b], self.max_muons)
@@ -447,13 +483,16 @@ class ShardStream(torch.utils.data.IterableDataset):
 
 
 def make_stream(info: DatasetInfo, hit_fields: Sequence[str], norm: Normalisation, split: str, data_cfg: Any,
-                *, shuffle: bool, num_workers: int | None = None, batch_size: int | None = None) -> ShardStream:
-    """A :class:`ShardStream` configured from a ``DataConfig``."""
+                *, shuffle: bool, num_workers: int | None = None, batch_size: int | None = None,
+                frame_fields: Sequence[str] = (), assignment_field: str = LINK_FIELD) -> ShardStream:
+    """A :class:`ShardStream` configured from a ``DataConfig`` (and the config's muon-frame inputs)."""
     return ShardStream(info, hit_fields, norm, split, batch_size=batch_size or data_cfg.batch_size,
                        max_muons=data_cfg.max_muons, train_fraction=data_cfg.train_fraction,
                        val_fraction=data_cfg.val_fraction, split_seed=data_cfg.split_seed, shuffle=shuffle,
                        shuffle_buffer=data_cfg.shuffle_buffer,
-                       num_workers=data_cfg.num_workers if num_workers is None else num_workers)
+                       num_workers=data_cfg.num_workers if num_workers is None else num_workers,
+                       frame_fields=frame_fields, assignment_field=assignment_field,
+                       bucket_width=data_cfg.bucket_width)
 
 
 def make_loader(stream: ShardStream) -> torch.utils.data.DataLoader:
@@ -461,7 +500,7 @@ def make_loader(stream: ShardStream) -> torch.utils.data.DataLoader:
     workers = stream.num_workers
     return torch.utils.data.DataLoader(
         stream, batch_size=None, num_workers=workers, pin_memory=torch.cuda.is_available(),
-        persistent_workers=False, prefetch_factor=4 if workers else None,
+        persistent_workers=workers > 0, prefetch_factor=4 if workers else None,
         multiprocessing_context="fork" if workers and _fork_ok() else None)
 
 

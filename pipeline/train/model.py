@@ -8,6 +8,7 @@ a warm-up dance at this size.
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -70,10 +71,18 @@ class HitEncoder(nn.Module):
         # letting such rows see their first (zero) padding slot keeps them finite. They carry no muon loss.
         key_mask = hit_mask.clone()
         key_mask[:, 0] |= ~hit_mask.any(dim=1)
-        x = self.input_net(hits)  # [B, L, D]
+        with float32_region(hits):
+            # The input net sees the hit inputs in float32 even under bf16 autocast: bf16 (8-bit
+            # mantissa) would step a normalised mm coordinate at 15–20 mm, coarser than the bending.
+            x = self.input_net(hits.float())  # [B, L, D]
         for block in self.blocks:
             x = block(x, key_mask)
         return self.ln_f(x)
+
+
+def float32_region(like: Tensor):
+    """A context in which autocast is off (ops run in the dtype of their float32 inputs)."""
+    return torch.autocast(device_type=like.device.type, enabled=False)
 
 
 class MuonRegressor(nn.Module):
@@ -92,11 +101,16 @@ class MuonRegressor(nn.Module):
 
 def build_model(cfg, hit_fields: list[str], muon_fields: list[str], centres: list[float] | None = None,
                 scales: list[float] | None = None) -> MuonRegressor:
-    """The model a config describes; the input width comes from ``hit_fields`` (22 in v1, 23 with eta)."""
+    """The model a config describes.
+
+    The input width is ``len(hit_fields) + len(cfg.frame_fields)`` (22 in v1, 23 with eta, plus the
+    muon-frame inputs): the loader appends the frame inputs after the dataset's.
+    """
     from .task import WeightedPoolingRegression
 
-    encoder = HitEncoder(len(hit_fields), cfg.dim, cfg.encoder_layers, cfg.heads, cfg.dropout)
-    task = WeightedPoolingRegression(len(hit_fields), cfg.dim, cfg.fields, muon_fields,
+    width = len(hit_fields) + len(cfg.frame_fields)
+    encoder = HitEncoder(width, cfg.dim, cfg.encoder_layers, cfg.heads, cfg.dropout)
+    task = WeightedPoolingRegression(width, cfg.dim, cfg.fields, muon_fields,
                                      inverse_fields=cfg.inverse_fields, signed_curvature=cfg.signed_curvature,
                                      centres=centres, scales=scales, max_muons=cfg.data.max_muons,
                                      num_layers=cfg.regression_layers, dropout=cfg.dropout,

@@ -97,7 +97,17 @@ class WeightedPoolingRegression(nn.Module):
         self.head = nn.Sequential(*layers)
 
     def forward(self, raw: Tensor, encoded: Tensor, hit_mask: Tensor, link: Tensor, muon_mask: Tensor) -> Tensor:
-        """raw [B, L, F], encoded [B, L, D], hit_mask [B, L], link [B, L], muon_mask [B, M] → [B, M, T]."""
+        """raw [B, L, F], encoded [B, L, D], hit_mask [B, L], link [B, L], muon_mask [B, M] → [B, M, T].
+
+        Runs in float32 whatever the autocast state: the pooled muon-frame inputs carry the bending
+        at the 1e-3 level, which bf16 would round away; the head is small next to the encoder.
+        """
+        from .model import float32_region
+
+        with float32_region(encoded):
+            return self._forward(raw.float(), encoded.float(), hit_mask, link, muon_mask)
+
+    def _forward(self, raw: Tensor, encoded: Tensor, hit_mask: Tensor, link: Tensor, muon_mask: Tensor) -> Tensor:
         B, L, D = encoded.shape
         M = muon_mask.shape[1]
         slots = torch.arange(M, device=link.device)
