@@ -18,11 +18,15 @@ muon, or a track candidate of a tracking model: any hit → object assignment) f
    crossings (all crossings if none bends); ``u = r·u_r + z·u_z`` is along it and
    ``v = −r·u_z + z·u_r`` across it. With an azimuthal field a positive charge curves towards +v
    in the barrel and in both end-caps, so a mirror z → −z flips v and the apparent charge.
-4. **left/right**: an MDT measures the distance ``driftR`` from its wire. Per object and station
-   (``stationIndex``) a straight segment v = α + β·u is fitted to the MDT crossings: it starts as the
-   line through the origin and the wires' mean, then is refitted ``ITERATIONS`` times to the
-   drift-circle tangent points on the side of each wire the current segment passes:
-   ``v_resolved = v_wire − side·driftR·√(1 + β²)``. Segments with one tube use β = v/u.
+4. **left/right**: an MDT measures the distance ``driftR`` from its wire. Per object, a parabola
+   v = a + b·u + c·u² through its bending hits and the origin is annealed as in the classical fit:
+   fitted to the wires, then to the drift-circle tangent points on the side of each wire the current
+   parabola passes, with shrinking σ (``MDT_SCHEDULE``):
+   ``v_resolved = v_wire − side·driftR·√(1 + v'²)``.
+5. **curvature**: c of the final parabola; c ∝ q/p at a fixed direction. Like ``frame_eta`` and
+   ``frame_phi`` (the direction's η and the azimuth φ_o) it is the same for every hit of an object.
+6. **segments**: per object and station (``stationIndex``) a straight line through the resolved MDT
+   points gives the local direction ``slope`` (dv/du) and each hit's ``residual`` from it.
 
 Units: inputs in mm (any consistent length unit works for :func:`object_frames`); outputs as
 :data:`FRAME_FIELDS` documents (``schemas/frame.yaml``), float32, 0 for unassigned hits.
@@ -42,8 +46,14 @@ MDT = 0
 STEEP = 0.7
 #: Weight of φ-measuring elements in the azimuth refinement.
 PHI_STRIP_WEIGHT = 100.0
-#: Segment refits after the wire-only fit.
-ITERATIONS = 3
+#: MDT σ (mm) of the successive parabola fits of the left/right annealing: the wire alone (30 mm/√12),
+#: then resolved points, looser than the 80 µm tube resolution because a parabola is not the exact
+#: trajectory in a 1/r field.
+MDT_SCHEDULE = (30.0 / np.sqrt(12.0), 2.0, 1.0, 0.5)
+#: σ (mm) of the other bending measurements by technology code (RPC 30 mm/√12, TGC 15 mm/√12, sTGC
+#: and MM 0.1 mm; codes 0 and 1 are not strips and never used) and of the vertex point.
+SIGMA_STRIP = np.array([10.0, 10.0, 8.7, 4.3, 0.1, 0.1])
+SIGMA_VERTEX = 50.0
 
 FRAME_SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "frame.yaml"
 
@@ -60,6 +70,11 @@ def frame_field_docs() -> dict[str, dict]:
 def frame_field_names() -> list[str]:
     """Every muon-frame input, in the documented order."""
     return list(frame_field_docs())
+
+
+def per_object_fields() -> list[str]:
+    """The muon-frame inputs that are one value per object (``per_object: true`` in the YAML)."""
+    return [n for n, d in frame_field_docs().items() if d.get("per_object")]
 
 
 @dataclass
@@ -123,39 +138,73 @@ def object_frames(obj: np.ndarray, n_obj: int, lo: np.ndarray, hi: np.ndarray) -
     return Frames(sel, g, phi, ur, uz, r, z, u, v, bending)
 
 
-def resolve_left_right(seg: np.ndarray, n_seg: int, u: np.ndarray, v: np.ndarray,
-                       drift: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Step 4: tangent points of drift circles on straight segments, per segment id ``seg`` [n].
+def fit_parabola(obj: np.ndarray, n_obj: int, u: np.ndarray, y: np.ndarray,
+                 sigma: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Weighted least-squares parabola y = a + b·u + c·u² per object: ``(a, b, c)``, each [n_obj].
 
-    Returns ``(v_resolved, slope, residual)`` per hit: the resolved position, the segment's
-    dv/du and the hit's distance from the final segment line (all in input units).
+    Over the hits given (weights 1/σ²) plus the origin as a point with σ = ``SIGMA_VERTEX`` (the
+    muon comes from the vertex; the calorimeter scatters it by ~cm). Normal equations summed with
+    ``bincount``, solved for all objects at once after scaling to a unit diagonal (the u⁴ sums span
+    16 orders of magnitude in mm). An object with fewer than 3 hits, or a singular system, gets the
+    least-squares line through the origin (a = c = 0).
+    """
+    w = 1.0 / sigma**2
+    sums = [_segment_sum(obj, w * u**k, n_obj) for k in range(5)]
+    sums[0] = sums[0] + 1.0 / SIGMA_VERTEX**2  # the vertex point (0, 0)
+    rhs = np.stack([_segment_sum(obj, w * y * u**k, n_obj) for k in range(3)], axis=1)
+    A = np.empty((n_obj, 3, 3))
+    for i in range(3):
+        for j in range(3):
+            A[:, i, j] = sums[i + j]
+    dscale = np.sqrt(np.maximum(np.einsum("nii->ni", A), 1e-300))
+    As = A / dscale[:, :, None] / dscale[:, None, :]
+    det = np.linalg.det(As)
+    ok = (np.bincount(obj, minlength=n_obj) >= 3) & np.isfinite(det) & (np.abs(det) > 1e-12)
+    As[~ok] = np.eye(3)
+    x = np.linalg.solve(As, (rhs / dscale)[:, :, None])[:, :, 0] / dscale
+    line = rhs[:, 1] / np.where(sums[2] > 0, sums[2], 1.0)
+    return np.where(ok, x[:, 0], 0.0), np.where(ok, x[:, 1], line), np.where(ok, x[:, 2], 0.0)
+
+
+def resolve_left_right(obj: np.ndarray, n_obj: int, u: np.ndarray, v: np.ndarray, drift: np.ndarray,
+                       is_mdt: np.ndarray, sigma_other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Step 4: MDT tangent points on the side of the wire the object's parabola passes.
+
+    Annealing, as the classical fit: the parabola is first fitted to the wires (σ = ``MDT_SCHEDULE[0]``,
+    the tube's size), then each tube's side is taken from it and the parabola refitted to the
+    resolved points with the next, smaller σ. Hits are one object's bending hits (``obj`` [n]).
+    Returns ``(v_resolved [n], c [n_obj])``: the resolved positions and the final parabola's c.
+    """
+    y = v.copy()
+    for i, s_mdt in enumerate(MDT_SCHEDULE):
+        a, b, c = fit_parabola(obj, n_obj, u, y, np.where(is_mdt, s_mdt, sigma_other))
+        if i == len(MDT_SCHEDULE) - 1:
+            return y, c
+        side = np.where(v >= a[obj] + (b[obj] + c[obj] * u) * u, 1.0, -1.0)
+        stretch = np.sqrt(1.0 + (b[obj] + 2.0 * c[obj] * u) ** 2)
+        y = np.where(is_mdt, v - side * drift * stretch, v)
+    raise AssertionError("unreachable")
+
+
+def segment_lines(seg: np.ndarray, n_seg: int, u: np.ndarray, y: np.ndarray,
+                  fallback_slope: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Step 6: the straight line y = α + β·u of each segment ``seg`` [n]: ``(β, y − line)`` per hit.
+
+    A segment with one tube, or with all its tubes at one u, has no slope of its own: it gets
+    ``fallback_slope`` (per hit; the object's parabola there) and residual 0.
     """
     n_in = np.bincount(seg, minlength=n_seg)
     s0 = n_in.astype(np.float64)
     su, suu = _segment_sum(seg, u, n_seg), _segment_sum(seg, u * u, n_seg)
+    sy, suy = _segment_sum(seg, y, n_seg), _segment_sum(seg, u * y, n_seg)
     det = s0 * suu - su * su
-    # relative test: a segment whose tubes all sit at one u (or a single tube) has no slope of its own
     ok = (n_in >= 2) & (det > 1e-9 * np.maximum(suu * s0, 1e-300))
     safe = np.where(ok, det, 1.0)
-    # Start from the line through the origin and the wires' mean: a muon points roughly back to the
-    # vertex, while a line through the wires themselves follows the tube staggering and, with two
-    # tubes, passes through both wires, leaving every side undecided.
-    y = v.copy()
-    su_safe = np.where(su != 0, su, 1.0)  # u = 0 only for a hit at the origin's perpendicular
-    slope = np.where(su != 0, _segment_sum(seg, y, n_seg) / su_safe, 0.0)
-    alpha = np.zeros(n_seg)
-    for it in range(ITERATIONS + 1):
-        if it > 0:
-            sy, suy = _segment_sum(seg, y, n_seg), _segment_sum(seg, u * y, n_seg)
-            vertex_slope = np.where(su != 0, sy / su_safe, 0.0)
-            slope = np.where(ok, (s0 * suy - su * sy) / safe, vertex_slope)
-            alpha = np.where(ok, (sy - slope * su) / np.where(n_in > 0, s0, 1.0), 0.0)
-        if it == ITERATIONS:
-            break
-        line = alpha[seg] + slope[seg] * u
-        side = np.where(v >= line, 1.0, -1.0)
-        y = v - side * drift * np.sqrt(1.0 + slope[seg] ** 2)
-    return y, slope[seg], y - (alpha[seg] + slope[seg] * u)
+    slope = (s0 * suy - su * sy) / safe
+    alpha = (sy - slope * su) / np.where(n_in > 0, s0, 1.0)
+    good = ok[seg]
+    return (np.where(good, slope[seg], fallback_slope),
+            np.where(good, y - (alpha[seg] + slope[seg] * u), 0.0))
 
 
 def frame_features(assignment: np.ndarray, event: np.ndarray, lo: np.ndarray, hi: np.ndarray,
@@ -190,17 +239,28 @@ def frame_features(assignment: np.ndarray, event: np.ndarray, lo: np.ndarray, hi
     d = np.asarray(drift, dtype=np.float64)[sel]
     tech = np.asarray(technology)[sel]
     is_mdt = (tech == MDT) & f.bending
-    # segments: (object, station) of MDT bending hits; other hits keep their position
-    st = np.asarray(station, dtype=np.int64)[sel]
-    st = st - st.min(initial=0)
-    seg_key = g * (int(st.max(initial=0)) + 1) + st
+    sigma_other = SIGMA_STRIP[np.clip(tech, 0, len(SIGMA_STRIP) - 1)]
     v_res, slope, resid = f.v.copy(), np.zeros(len(g)), np.zeros(len(g))
-    if is_mdt.any():
-        seg_ids, seg = np.unique(seg_key[is_mdt], return_inverse=True)
-        y, b, res = resolve_left_right(seg, len(seg_ids), f.u[is_mdt], f.v[is_mdt], d[is_mdt])
-        v_res[is_mdt], slope[is_mdt], resid[is_mdt] = y, b, res
+    curvature = np.zeros(len(uniq))
+    b_idx = np.flatnonzero(f.bending)
+    if len(b_idx):
+        gb, ub = g[b_idx], f.u[b_idx]
+        y, curvature = resolve_left_right(gb, len(uniq), ub, f.v[b_idx], d[b_idx], is_mdt[b_idx],
+                                          sigma_other[b_idx])
+        v_res[b_idx] = y
+        # segments: (object, station) of the MDT hits, fitted once to the resolved points
+        a, b, c = fit_parabola(gb, len(uniq), ub, y, np.where(is_mdt[b_idx], MDT_SCHEDULE[-1], sigma_other[b_idx]))
+        m = np.flatnonzero(is_mdt)
+        if len(m):
+            st = np.asarray(station, dtype=np.int64)[sel][m]
+            st = st - st.min()
+            seg_ids, seg = np.unique(g[m] * (int(st.max()) + 1) + st, return_inverse=True)
+            parabola_slope = b[g[m]] + 2.0 * c[g[m]] * f.u[m]
+            slope[m], resid[m] = segment_lines(seg, len(seg_ids), f.u[m], v_res[m], parabola_slope)
+    direction_eta = np.arcsinh(f.uz / np.maximum(f.ur, 1e-12))
     values = {"frame_u": f.u, "frame_v": f.v, "frame_v_resolved": v_res, "frame_drift": np.where(is_mdt, d, 0.0),
-              "frame_slope": slope, "frame_residual": resid, "frame_bending": f.bending.astype(np.float64)}
+              "frame_slope": slope, "frame_residual": resid, "frame_bending": f.bending.astype(np.float64),
+              "frame_curvature": curvature[g], "frame_eta": direction_eta[g], "frame_phi": f.phi[g]}
     for j, name in enumerate(names):
         doc = docs[name]
         x = values[doc["source"]] / float(doc["scale"])

@@ -74,26 +74,44 @@ def reference_muon(lo, hi, drift, tech, station):
     d /= np.linalg.norm(d)
     u = r * d[0] + z * d[1]
     v = -r * d[1] + z * d[0]
-    v_res, slope, resid = v.copy(), np.zeros(n), np.zeros(n)
+    # left/right: anneal a weighted parabola (np.polyfit, the origin appended as a point) per muon
     mdt = bending & (tech == 0)
+    strip_sigma = {2: 8.7, 3: 4.3, 4: 0.1, 5: 0.1}
+    y = v.copy()
+    bu = u[bending]
+    for k, s_mdt in enumerate((30 / math.sqrt(12), 2.0, 1.0, 0.5)):
+        sig = np.array([s_mdt if t == 0 else strip_sigma.get(int(t), 10.0) for t in tech[bending]])
+        if bending.sum() >= 3:
+            c, b, a = np.polyfit(np.append(bu, 0.0), np.append(y[bending], 0.0), 2, w=1 / np.append(sig, 50.0))
+        else:  # the weighted line through the origin
+            a, c = 0.0, 0.0
+            b = np.sum(bu * y[bending] / sig**2) / np.sum(bu**2 / sig**2)
+        if k == 3:
+            break
+        for i in np.flatnonzero(mdt):
+            side = 1.0 if v[i] >= a + b * u[i] + c * u[i] ** 2 else -1.0
+            y[i] = v[i] - side * drift[i] * math.sqrt(1 + (b + 2 * c * u[i]) ** 2)
+    curvature = c
+    # a last fit at the final σ gives the parabola whose slope stands in for one-tube segments
+    sig = np.array([0.5 if t == 0 else strip_sigma.get(int(t), 10.0) for t in tech[bending]])
+    if bending.sum() >= 3:
+        c2, b2, _ = np.polyfit(np.append(bu, 0.0), np.append(y[bending], 0.0), 2, w=1 / np.append(sig, 50.0))
+    else:
+        c2, b2 = 0.0, np.sum(bu * y[bending] / sig**2) / np.sum(bu**2 / sig**2)
+    slope, resid = np.zeros(n), np.zeros(n)
     for st in np.unique(station[mdt]):
         idx = np.flatnonzero(mdt & (station == st))
-        uu, vv, dd = u[idx], v[idx], drift[idx].astype(np.float64)
-        single = len(idx) < 2 or np.ptp(uu) < 1e-6 * np.abs(uu).max()
-        y = vv.copy()
-        for it in range(4):
-            if single or it == 0:  # through the origin and the mean
-                b = y.sum() / uu.sum()
-                a = 0.0
-            else:
-                b, a = np.polyfit(uu, y, 1)
-            if it == 3:
-                break
-            side = np.where(vv >= a + b * uu, 1.0, -1.0)
-            y = vv - side * dd * math.sqrt(1 + b * b)
-        v_res[idx], slope[idx], resid[idx] = y, b, y - (a + b * uu)
+        uu, yy = u[idx], y[idx]
+        if len(idx) >= 2 and np.ptp(uu) > 1e-6 * np.abs(uu).max():
+            beta, alpha = np.polyfit(uu, yy, 1)
+            slope[idx], resid[idx] = beta, yy - (alpha + beta * uu)
+        else:
+            slope[idx] = b2 + 2 * c2 * uu
+    v_res = y
+    eta_o, phi_o = math.asinh(d[1] / d[0]), phi
     raw = {"frame_u": u, "frame_v": v, "frame_v_resolved": v_res, "frame_drift": np.where(mdt, drift, 0.0),
-           "frame_slope": slope, "frame_residual": resid, "frame_bending": bending.astype(float)}
+           "frame_slope": slope, "frame_residual": resid, "frame_bending": bending.astype(float),
+           "frame_curvature": np.full(n, curvature), "frame_eta": np.full(n, eta_o), "frame_phi": np.full(n, phi_o)}
     docs = frame_field_docs()
     cols = []
     for name in NAMES:
@@ -120,9 +138,9 @@ def test_frame_features_equal_slow_per_muon_reference(hits):
     assert n_muons > 150
 
 
-#: Fields set by the discrete left/right decision: a segment whose sides have not settled after the last
-#: refit (a near-tie) can decide differently when the input is rotated by rounding noise.
-LR_FIELDS = ("frame_v_resolved", "frame_slope", "frame_residual")
+#: Fields set by the discrete left/right decision: a tube whose side is a near-tie after the last
+#: refit can decide differently when the input is rotated by rounding noise.
+LR_FIELDS = ("frame_v_resolved", "frame_slope", "frame_residual", "frame_curvature")
 
 
 def assert_same_up_to_lr_ties(got, want):
@@ -139,6 +157,10 @@ def test_invariant_under_rotation_in_phi(hits):
         c, s = math.cos(alpha), math.sin(alpha)
         rot = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
         got = compute(hits, lo=hits["lo"] @ rot.T, hi=hits["hi"] @ rot.T)
+        j = NAMES.index("frame_phi")  # the object's azimuth turns with the event, by definition
+        on = hits["spacePoint_truthLink"] >= 0
+        np.testing.assert_allclose(np.angle(np.exp(1j * (got[on, j] - base[on, j] - alpha))), 0.0, atol=1e-6)
+        got[:, j] = base[:, j]
         assert_same_up_to_lr_ties(got, base)
 
 
@@ -146,8 +168,8 @@ def test_mirror_in_z_flips_the_bending_coordinate(hits):
     flip = np.array([1.0, 1.0, -1.0])
     base = compute(hits)
     got = compute(hits, lo=hits["lo"] * flip, hi=hits["hi"] * flip)
-    sign = np.array([-1.0 if n in ("frame_v", "frame_v_resolved", "frame_slope", "frame_residual") else 1.0
-                     for n in NAMES])
+    sign = np.array([-1.0 if n in ("frame_v", "frame_v_resolved", "frame_slope", "frame_residual", "frame_curvature",
+                                   "frame_eta") else 1.0 for n in NAMES])
     assert_same_up_to_lr_ties(got, base * sign)
     j = NAMES.index("frame_v")
     assert np.abs(base[:, j]).max() > 0.1  # the bending is really there to be flipped
@@ -177,3 +199,14 @@ def test_unknown_name_and_no_assigned_hits():
     # the crossing is the midpoint, and the direction points through it: u = |midpoint|, v = 0
     np.testing.assert_allclose(one[0], [math.sqrt(5000.0**2 + 250.0**2 + 100.0**2) / 1e4, 0.0, 3.0 / 15.0],
                                atol=1e-7)
+
+
+def test_parabola_fit_recovers_a_hand_made_track():
+    from pipeline.muon_frame import fit_parabola
+
+    u = np.array([4500.0, 4530.0, 7200.0, 7250.0, 9800.0, 9850.0, 5000.0, 8000.0])  # mm
+    obj = np.array([0, 0, 0, 0, 0, 0, 1, 1])  # object 1 has 2 hits: the line through the origin
+    y = np.where(obj == 0, 1e-3 * u + 2e-6 * u**2, 0.01 * u)  # through the origin: exact with the vertex point
+    a, b, c = fit_parabola(obj, 2, u, y, np.full(len(u), 0.1))
+    np.testing.assert_allclose([a[0], b[0], c[0]], [0.0, 1e-3, 2e-6], rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose([a[1], b[1], c[1]], [0.0, 0.01, 0.0], rtol=1e-12, atol=0)

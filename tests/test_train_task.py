@@ -6,6 +6,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from pipeline.muon_frame import frame_field_names  # noqa: E402
 from pipeline.schema import load_schema  # noqa: E402
 from pipeline.train.config import config_from_dict  # noqa: E402
 from pipeline.train.model import build_model  # noqa: E402
@@ -103,7 +104,8 @@ def test_loss_is_float32_under_bf16_autocast():
 def test_input_size_follows_hit_fields_and_frame_fields():
     for frame_fields in ([], ["frame_v"], None):
         cfg = config_from_dict({} if frame_fields is None else {"frame_fields": frame_fields})
-        n_frame = 7 if frame_fields is None else len(frame_fields)  # default: every field of schemas/frame.yaml
+        # default: every field of schemas/frame.yaml
+        n_frame = len(frame_field_names()) if frame_fields is None else len(frame_fields)
         for version, n in ((1, 22), (2, 23)):
             model = build_model(cfg, load_schema(version).inputs("hit"), MUON_FIELDS)
             assert model.encoder.input_net.net[0].in_features == n + n_frame

@@ -57,6 +57,9 @@ def table(entries: list[tuple[str, dict[str, Any]]]) -> str:
     row("charge mis-ID [%]", "overall", "charge_misid", "rate", scale=100)
     row("σ(η) 68 %", "overall", "eta", "sigma68")
     row("σ(φ) 68 % [mrad]", "overall", "phi", "sigma68", scale=1000)
+    for window in entries[0][1]["methods"]["model"].get("windows", {}):
+        row(f"core σ/pT [%], {window} GeV", "windows", window, "pt", "core_sigma", scale=100)
+        row(f"charge mis-ID [%], {window} GeV", "windows", window, "charge_misid", "rate", scale=100)
     ref_bins = entries[0][1]["methods"]["model"]["pt_bins"]
     for i, b in enumerate(ref_bins):
         if not any((meth["pt_bins"][i]["n"] if i < len(meth["pt_bins"]) else 0) for _, meth in columns):

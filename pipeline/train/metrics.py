@@ -22,6 +22,8 @@ PT_BINS = (3.0, 5.0, 10.0, 20.0, 35.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 3000.0
 #: |η| regions; 1.4–1.6 is the weak-field barrel/end-cap transition (physics.md).
 REGIONS = {"barrel": (0.0, 1.4), "transition": (1.4, 1.6), "endcap": (1.6, math.inf)}
 MIN_FIT = 10  # fewer entries than this: no Gaussian fit (NaN), the 68 % width is still given
+#: Ranges of true pT (GeV) summarised as one set each: the benchmark's headline ranges.
+WINDOWS = {"10-100": (10.0, 100.0), "100-300": (100.0, 300.0)}
 
 
 def _truncation_factor(k: float) -> float:
@@ -145,7 +147,10 @@ def evaluate_method(columns: dict[str, np.ndarray], prefix: str,
                     edges: tuple[float, ...] = PT_BINS) -> dict[str, Any]:
     """Overall, per pT bin, and per |η| region (each with its pT bins) for one method."""
     everything = np.ones(len(columns["true_pt"]), dtype=bool)
+    true_pt = columns["true_pt"]
     out: dict[str, Any] = {"overall": summarise(*_args(columns, prefix, everything)),
+                           "windows": {name: summarise(*_args(columns, prefix, (true_pt >= lo) & (true_pt < hi)))
+                                       for name, (lo, hi) in WINDOWS.items()},
                            "pt_bins": binned(columns, prefix, edges), "regions": {}}
     abs_eta = np.abs(columns["true_eta"])
     for name, (lo, hi) in REGIONS.items():

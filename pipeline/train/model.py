@@ -108,9 +108,14 @@ def build_model(cfg, hit_fields: list[str], muon_fields: list[str], centres: lis
     """
     from .task import WeightedPoolingRegression
 
+    from ..muon_frame import per_object_fields
+
     width = len(hit_fields) + len(cfg.frame_fields)
+    per_object = set(per_object_fields())
+    object_inputs = [len(hit_fields) + i for i, name in enumerate(cfg.frame_fields) if name in per_object]
     encoder = HitEncoder(width, cfg.dim, cfg.encoder_layers, cfg.heads, cfg.dropout)
-    task = WeightedPoolingRegression(width, cfg.dim, cfg.fields, muon_fields,
+    task = WeightedPoolingRegression(width, cfg.dim, cfg.fields, muon_fields, object_inputs=object_inputs,
+                                     loss_beta=cfg.loss_beta,
                                      inverse_fields=cfg.inverse_fields, signed_curvature=cfg.signed_curvature,
                                      centres=centres, scales=scales, max_muons=cfg.data.max_muons,
                                      num_layers=cfg.regression_layers, dropout=cfg.dropout,

@@ -67,8 +67,12 @@ class WeightedPoolingRegression(nn.Module):
                  inverse_fields: Sequence[str] = (), signed_curvature: bool = False,
                  centres: Sequence[float] | None = None, scales: Sequence[float] | None = None,
                  max_muons: int = 4, num_layers: int = 3, dropout: float = 0.1,
-                 weighting: str = "sigmoid") -> None:
+                 weighting: str = "sigmoid", object_inputs: Sequence[int] = (), loss_beta: float = 1.0) -> None:
         super().__init__()
+        self.loss_beta = loss_beta
+        # Input columns that hold one value per object (muon-frame curvature, direction): their mean
+        # over the object's hits (= the value) goes straight to the head, not only through the hit nets.
+        self.register_buffer("object_index", torch.tensor(list(object_inputs), dtype=torch.long))
         self.fields = list(fields)
         self.inverse_fields = list(inverse_fields)
         self.signed_curvature = signed_curvature
@@ -89,12 +93,23 @@ class WeightedPoolingRegression(nn.Module):
         self.context = nn.Linear(dim, dim)  # ... plus the pooled event state
         hidden = 9 * dim // 2
         layers: list[nn.Module] = []
-        width = 9 * dim
+        width = 9 * dim + len(object_inputs)
         for _ in range(num_layers - 1):
             layers += [nn.Linear(width, hidden), nn.ReLU(), nn.LayerNorm(hidden), nn.Dropout(dropout)]
             width = hidden
         layers.append(nn.Linear(width, T))
         self.head = nn.Sequential(*layers)
+        self.object_head: nn.Module | None = None
+        if len(object_inputs):
+            # Two paths: a small MLP on the per-object inputs alone learns the main mapping (curvature
+            # and direction → targets) without the noise of the pooled hit features, and the pooled head,
+            # zero-initialised, adds what the hits tell beyond it. One MLP on everything reached 5.2 %
+            # core σ(pT)/pT at 10–100 GeV (12.8 % at 100–300); the two paths 4.4 % (7.0 %) (README).
+            n = len(object_inputs)
+            self.object_head = nn.Sequential(nn.Linear(n, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                                             nn.Linear(hidden, T))
+            nn.init.zeros_(self.head[-1].weight)
+            nn.init.zeros_(self.head[-1].bias)
 
     def forward(self, raw: Tensor, encoded: Tensor, hit_mask: Tensor, link: Tensor, muon_mask: Tensor) -> Tensor:
         """raw [B, L, F], encoded [B, L, D], hit_mask [B, L], link [B, L], muon_mask [B, M] → [B, M, T].
@@ -131,7 +146,11 @@ class WeightedPoolingRegression(nn.Module):
         n = hit_mask.sum(1, keepdim=True).clamp_min(1).to(encoded.dtype)  # [B, 1]
         event_state = (encoded * hit_mask.unsqueeze(-1)).sum(1) / n  # [B, D]
         embed = self.slot_embedding(slots).unsqueeze(0) + self.context(event_state).unsqueeze(1)  # [B, M, D]
-        return self.head(torch.cat([embed, *pooled], dim=-1))  # [B, M, T]
+        if self.object_head is None:
+            return self.head(torch.cat([embed, *pooled], dim=-1))  # [B, M, T]
+        counts = assign.sum(-1, keepdim=True).clamp_min(1).to(raw.dtype)  # [B, M, 1]
+        per_object = torch.einsum("bml,blk->bmk", assign.to(raw.dtype), raw[..., self.object_index]) / counts
+        return self.head(torch.cat([embed, *pooled, per_object], dim=-1)) + self.object_head(per_object)  # [B, M, T]
 
     # ---------------------------------------------------------------------------------- targets
 
@@ -141,11 +160,15 @@ class WeightedPoolingRegression(nn.Module):
         return torch.where(self.inverse_mask, 1.0 / t, t)
 
     def loss(self, out: Tensor, muons: Tensor, muon_mask: Tensor) -> Tensor:
-        """Smooth-L1 (β = 1) in scaled loss space, averaged over fields and real muons; float32."""
+        """Smooth-L1 (β = ``loss_beta``) in scaled loss space, averaged over fields and real muons; float32.
+
+        With β well below the scaled spread the loss is L1-like: the network learns the conditional
+        median, which survives the 1/x inversion unchanged and is not pulled by the noisy low-pT tail.
+        """
         target = (self.loss_space_targets(muons) - self.centre) / self.scale  # [B, M, T]
         # Padded slots hold pT = 0, i.e. 1/pT = inf: select them away (inf × 0 would be NaN).
         target = torch.where(muon_mask.unsqueeze(-1), target, 0.0)
-        per = F.smooth_l1_loss(out.float(), target, reduction="none").mean(-1)  # [B, M]
+        per = F.smooth_l1_loss(out.float(), target, reduction="none", beta=self.loss_beta).mean(-1)  # [B, M]
         per = torch.where(muon_mask, per, 0.0)
         return per.sum() / muon_mask.sum().clamp_min(1)
 
