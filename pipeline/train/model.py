@@ -106,9 +106,8 @@ def build_model(cfg, hit_fields: list[str], muon_fields: list[str], centres: lis
     The input width is ``len(hit_fields) + len(cfg.frame_fields)`` (22 in v1, 23 with eta, plus the
     muon-frame inputs): the loader appends the frame inputs after the dataset's.
     """
-    from .task import WeightedPoolingRegression
-
     from ..muon_frame import per_object_fields
+    from .task import WeightedPoolingRegression
 
     width = len(hit_fields) + len(cfg.frame_fields)
     per_object = set(per_object_fields())
