@@ -168,17 +168,37 @@ def _flat(array, path: str, branch: str, start: int) -> tuple[np.ndarray, np.nda
     raise InputError(f"branch {branch!r} is not a jagged numeric array", file=path, entry=start)
 
 
-def _cast(values: np.ndarray, fld, path: str, branch: str, start: int) -> np.ndarray:
-    """Cast to the schema dtype only when it is exact: a raw value must survive bit-for-bit."""
+def _cast(values: np.ndarray, fld, path: str, branch: str, start: int,
+          offsets: np.ndarray | None = None) -> np.ndarray:
+    """Cast to the schema dtype only when it is exact: a raw value must survive bit-for-bit.
+
+    Integers are checked by value range, not by a round trip: a same-width unsigned → signed cast
+    wraps (uint32 3 000 000 000 → −1 294 967 296) and wraps back, so a round trip cannot see it.
+    The error names the entry holding the first bad value (``offsets`` maps a flat index to its
+    event for jagged branches).
+    """
     want = np.dtype(fld.dtype)
     if values.dtype == want:
         return values
-    cast = values.astype(want)
-    same = np.array_equal(cast.astype(values.dtype), values, equal_nan=values.dtype.kind == "f")
-    if not same:
-        bad = int(np.flatnonzero(cast.astype(values.dtype) != values)[0])
+    if values.dtype.kind in "iub" and want.kind in "iu":
+        lo, hi = np.iinfo(want).min, np.iinfo(want).max
+        have = np.iinfo(values.dtype) if values.dtype.kind in "iu" else np.iinfo(np.uint8)
+        bad_mask = np.zeros(values.shape, dtype=bool)
+        if have.max > hi:
+            bad_mask |= values > np.asarray(hi).astype(values.dtype)
+        if have.min < lo:
+            bad_mask |= values < np.asarray(lo).astype(values.dtype)
+        cast = values.astype(want)
+    else:
+        cast = values.astype(want)
+        back = cast.astype(values.dtype)
+        bad_mask = ~((back == values) | (np.isnan(back) & np.isnan(values)) if values.dtype.kind == "f"
+                     else back == values)
+    if bad_mask.any():
+        bad = int(np.flatnonzero(bad_mask)[0])
+        entry = start + (int(np.searchsorted(offsets, bad, side="right")) - 1 if offsets is not None else bad)
         raise InputError(f"branch {branch!r} has dtype {values.dtype} and value {values[bad]!r} is not "
-                         f"representable as {want}", file=path, entry=start, field=fld.name)
+                         f"representable as {want}", file=path, entry=entry, field=fld.name)
     return cast
 
 
@@ -209,7 +229,7 @@ def read_chunk(tree, path: str, layout: SourceLayout, schema: Schema, entry_star
                 raise InputError(f"branch {branch!r} has {counts_b[ev]} values but {first!r} has "
                                  f"{counts_a[ev]} in the same event", file=path, entry=entry_start + ev,
                                  field=fld.name)
-            out[fld.name] = _cast(content, fld, path, branch, entry_start)
+            out[fld.name] = _cast(content, fld, path, branch, entry_start, off)
         return offsets, out
 
     _, event = level_arrays("event")

@@ -254,3 +254,37 @@ def test_inspect_counts_match_the_data(converted_sample):
     assert info["events"] == info["cutflow"]["events_out"] and len(info["model_inputs"]) == 23
     r = CliRunner().invoke(main, ["inspect", str(converted_sample)])
     assert r.exit_code == 0 and "cut flow" in r.output and "hits.eta" in r.output
+
+
+@pytest.mark.parametrize(("group", "field", "dtype", "value", "name"), [
+    ("spacePoint", "channel", np.uint32, 3_000_000_000, "spacePoint_channel"),  # wraps to -1 294 967 296
+    (None, "eventNumber", np.uint64, 2**63, "eventNumber"),  # wraps to -2**63
+])
+def test_unsigned_values_beyond_the_signed_range_are_refused(tmp_path, group, field, dtype, value, name):
+    """Issue 9, case 5: same-width unsigned → signed casts wrap silently; checked by value range now."""
+    import awkward as ak
+    from rawdump import random_events, write_dump
+
+    ev = random_events(12, seed=4)
+    if group is None:
+        x = ev[field].astype(dtype)
+        x[5] = value
+        ev[field] = x
+    else:
+        hits = ev[group]
+        counts = ak.num(hits)
+        x = ak.to_numpy(ak.flatten(hits[field])).astype(dtype)
+        x[int(np.sum(ak.to_numpy(counts)[:5]))] = value  # first hit of entry 5
+        ev[group] = ak.with_field(hits, ak.unflatten(x, counts), field)
+    path = tmp_path / "wide.root"
+    write_dump(path, ev)
+    res = CliRunner().invoke(main, ["convert", str(path), "-o", str(tmp_path / "o"), "-q"])
+    assert res.exit_code == 1, res.output
+    assert f"entry 5, field {name}" in res.output and str(value) in res.output
+    assert not list((tmp_path / "o").rglob("*.parquet"))
+    # in-range values of the same unsigned dtype still convert, bit for bit
+    ev2 = random_events(12, seed=4)
+    ev2["eventNumber"] = ev2["eventNumber"].astype(np.uint64)
+    write_dump(tmp_path / "ok.root", ev2)
+    res = CliRunner().invoke(main, ["convert", str(tmp_path / "ok.root"), "-o", str(tmp_path / "ok"), "-q"])
+    assert res.exit_code == 0, res.output

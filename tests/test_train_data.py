@@ -121,6 +121,28 @@ def test_length_bucketing_reduces_padding(synthetic):
     assert padded - real < 0.5 * (random_padded - real)
 
 
+def test_bucket_groups_mix_batches_yet_cut_padding():
+    """Whole-buffer sorting puts all short (one-muon) events together; groups of 4 batches do not."""
+    from pipeline.train.data import bucket_batches
+
+    rng = np.random.default_rng(5)
+    muons = rng.choice([1, 2], size=8192, p=[0.25, 0.75])
+    n_hits = muons * 30 + rng.poisson(20, size=muons.size)  # one-muon events are the short ones
+
+    def stats(width: int) -> tuple[float, float]:
+        batches = bucket_batches(n_hits, 64, np.random.default_rng(1), width)
+        one_only = np.mean([np.all(muons[b] == 1) for b in batches])
+        padding = sum(len(b) * n_hits[b].max() - n_hits[b].sum() for b in batches)
+        return float(one_only), float(padding)
+
+    random_pad = sum(len(c) * c.max() - c.sum() for c in np.array_split(n_hits[rng.permutation(n_hits.size)], 128))
+    sorted_one, sorted_pad = stats(0)
+    assert sorted_one > 0.2 and sorted_pad < 0.05 * random_pad  # a quarter of the batches: one-muon events only
+    for width, most_one, most_pad in ((3, 0.02, 0.6), (4, 0.2, 0.45)):  # the default is 4
+        group_one, group_pad = stats(width)
+        assert group_one < most_one and group_pad < most_pad * random_pad, (width, group_one, group_pad / random_pad)
+
+
 def test_split_is_deterministic_disjoint_and_complete(synthetic):
     info = open_dataset(synthetic)
     rows = {}
