@@ -39,16 +39,22 @@ class ConvertResult:
 
 
 def expand_inputs(specs: list[str]) -> list[str]:
-    """Files, directories (their ``*.root``, sorted) and globs, in the order given; URLs as-is."""
+    """Files, directories (their ``*.root``, sorted) and globs, in the order given; URLs as-is.
+
+    An existing path is taken literally even when it looks like a pattern (``sample[1].root`` is that
+    file, not ``sample1.root``); only a spec that names no existing path is expanded as a glob.
+    """
     out: list[str] = []
     for spec in specs:
         if "://" in spec and not spec.startswith("file://"):
             out.append(spec)
         elif os.path.isdir(spec):
-            found = sorted(glob.glob(os.path.join(spec, "*.root")))
+            found = sorted(glob.glob(os.path.join(glob.escape(spec), "*.root")))
             if not found:
                 raise ConfigError(f"input directory {spec} holds no *.root file")
             out += found
+        elif os.path.exists(spec):
+            out.append(spec)
         elif glob.has_magic(spec):
             found = sorted(glob.glob(spec))
             if not found:

@@ -91,7 +91,9 @@ def open_tree(path: str, layout: SourceLayout):
     if _is_local(path) and not Path(path.removeprefix("file://")).exists():
         raise InputError("no such file", file=path)
     try:
-        f = uproot.open(path)
+        # A local path goes to uproot as a Path: a str is split at ".root:" into file and object
+        # (``dump.root:v2.root`` would open ``dump.root``); a Path never is.
+        f = uproot.open(Path(path.removeprefix("file://")) if _is_local(path) else path)
     except Exception as err:  # uproot raises many types for a damaged file
         raise InputError(f"cannot open as a ROOT file ({one_line(err)})", file=path) from err
     try:

@@ -288,3 +288,26 @@ def test_unsigned_values_beyond_the_signed_range_are_refused(tmp_path, group, fi
     write_dump(tmp_path / "ok.root", ev2)
     res = CliRunner().invoke(main, ["convert", str(tmp_path / "ok.root"), "-o", str(tmp_path / "ok"), "-q"])
     assert res.exit_code == 0, res.output
+
+
+def test_file_names_are_names_not_syntax(tmp_path, random_dump):
+    """Issue 9, case 8: an existing literal path wins over glob expansion; '.root:' is not split off."""
+    import shutil
+
+    from rawdump import random_events, write_dump
+
+    shutil.copy(random_dump, tmp_path / "sample[1].root")
+    write_dump(tmp_path / "sample1.root", random_events(7, seed=9))  # what the glob would pick instead
+    shutil.copy(random_dump, tmp_path / "dump.root:v2.root")
+    want = json.loads(_convert_cli(tmp_path, random_dump, "ref"))
+    for name in ("sample[1].root", "dump.root:v2.root"):
+        got = json.loads(_convert_cli(tmp_path, tmp_path / name, name.replace(":", "_")))
+        assert got["cutflow"] == want["cutflow"]
+        assert [i["path"] for i in got["inputs"]] == [str(tmp_path / name)]
+
+
+def _convert_cli(tmp_path, path, out_name) -> str:
+    out = tmp_path / f"out-{out_name}"
+    res = CliRunner().invoke(main, ["convert", str(path), "-o", str(out), "-q"])
+    assert res.exit_code == 0, res.output
+    return (out / "manifest.json").read_text()
