@@ -153,6 +153,10 @@ def run_unit(unit: Unit | dict, cfg: ConvertConfig | dict, out_url: str, step_si
                         stats = merge_tables(stats, chunk_stats(chunk, schema, lo, hi))
                     if progress is not None:
                         progress(stop - start, chunk.n_hits)
+                if rows == 0:
+                    # No event passed: one empty row group, so that every reader opens the shard
+                    # (a Parquet file without row groups makes ak.from_parquet raise IndexError).
+                    writer.write_table(arrow_schema.empty_table())
         finally:
             f.close()
     except InputError as err:

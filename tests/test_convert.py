@@ -311,3 +311,19 @@ def _convert_cli(tmp_path, path, out_name) -> str:
     res = CliRunner().invoke(main, ["convert", str(path), "-o", str(out), "-q"])
     assert res.exit_code == 0, res.output
     return (out / "manifest.json").read_text()
+
+
+def test_unit_where_nothing_passes_gives_a_shard_every_reader_opens(tmp_path, random_dump):
+    """Issue 9, case 9: a unit with no selected event wrote a Parquet file without row groups."""
+    import awkward as ak
+
+    out = tmp_path / "none"
+    res = CliRunner().invoke(main, ["convert", str(random_dump), "-o", str(out), "-q", "--min-pt", "1e6"])
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["cutflow"]["events_out"] == 0 and manifest["cutflow"]["entries_in"] == 500
+    files = [str(out / s["path"]) for s in manifest["shards"]]
+    assert files and all(pq.ParquetFile(f).num_row_groups == 1 for f in files)
+    assert len(ak.concatenate([ak.from_parquet(f) for f in files])) == 0  # the README's awkward recipe
+    res = CliRunner().invoke(main, ["validate", str(out)])
+    assert res.exit_code == 0, res.output
