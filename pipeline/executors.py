@@ -12,6 +12,7 @@ recorded, so re-running the command resumes.
 from __future__ import annotations
 
 import multiprocessing
+import os
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from functools import partial
@@ -30,7 +31,8 @@ def run_serial(units: list[Unit], job: dict, on_record: OnRecord, progress=None)
 def run_processes(units: list[Unit], job: dict, workers: int, on_record: OnRecord) -> None:
     # fork: workers inherit the imported modules (no re-import cost per worker).
     ctx = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=exit_with_parent,
+                             initargs=(os.getpid(),)) as pool:
         pending = {pool.submit(run_unit, u, **job) for u in units}
         while pending:
             done, pending = wait(pending, return_when=FIRST_EXCEPTION)
@@ -72,6 +74,25 @@ def run_dask(units: list[Unit], job: dict, scheduler: str, workers: int, on_reco
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def exit_with_parent(parent: int, interval: float = 0.5) -> None:
+    """In a worker process: end it (exit code 1) once ``parent`` is gone.
+
+    A pool worker whose parent was killed (``kill -9``, an OOM kill, a batch system's hard limit)
+    would otherwise finish the queued units and then block forever on the dead pipe. A daemon
+    thread polls the parent pid; the worker exits within ``interval`` seconds of being orphaned.
+    Its half-written shard stays a hidden temporary file that the next run removes.
+    """
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _run_unit_dicts(unit: dict, **job) -> dict:

@@ -126,6 +126,50 @@ def test_resume_after_kill_is_identical(tmp_path, inputs, reference):
     assert not [p for p in (out / "shards").iterdir() if not p.name.startswith("part-")]
 
 
+def _children(pid: int) -> list[int]:
+    """Direct child pids of ``pid``, from /proc (Linux)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_pool_workers_end_when_the_main_process_is_killed(tmp_path, inputs):
+    """Issue 9, case 6: kill -9 of the main process under -j N left its pool workers alive for good."""
+    out = tmp_path / "orphans"
+    cmd = [str(BIN / "muon-pipeline"), "convert", *inputs, "-o", str(out), "-j", "2", "--step-size", "5", *ARGS]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    workers: list[int] = []
+    while time.time() < deadline and len(workers) < 2 and proc.poll() is None:
+        workers = _children(proc.pid)
+        time.sleep(0.02)
+    assert len(workers) >= 2, "the pool never started"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline and any(_alive(w) for w in workers):
+        time.sleep(0.1)
+    alive = [w for w in workers if _alive(w)]
+    for w in alive:  # leave nothing behind whatever the outcome
+        os.kill(w, signal.SIGKILL)
+    assert not alive, f"workers {alive} outlived their parent"
+
+
 @pytest.fixture(scope="module")
 def bad_inputs(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("bad")
