@@ -140,3 +140,10 @@ def test_frame_fields_are_checked_by_name():
         config_from_dict({"frame_fields": ["frame_v", "frame_v"]})
     with pytest.raises(ConfigError, match="trainer.max_steps"):
         config_from_dict({"trainer": {"max_steps": -1}})
+
+
+def test_shipped_configs_feed_every_muon_frame_input():
+    from pipeline.muon_frame import frame_field_names
+
+    for path in sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")):
+        assert load_config(path).frame_fields == frame_field_names(), path.name
