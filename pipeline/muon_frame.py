@@ -228,10 +228,11 @@ def frame_features(assignment: np.ndarray, event: np.ndarray, lo: np.ndarray, hi
     on = assignment >= 0
     if not names or not on.any():
         return out
-    # object id = (event, assignment) pair, numbered densely
-    ev = np.asarray(event, dtype=np.int64)
-    key = np.where(on, ev * (int(assignment.max()) + 1) + assignment, -1)
-    uniq, obj_on = np.unique(key[on], return_inverse=True)
+    # object id = (event, assignment) pair, numbered densely; both factorised first, so any integers
+    # (event numbers near 2**63, assignments of 10**9) give a key without overflow
+    _, ev_code = np.unique(np.asarray(event)[on], return_inverse=True)
+    a_values, a_code = np.unique(assignment[on], return_inverse=True)
+    uniq, obj_on = np.unique(ev_code.astype(np.int64) * len(a_values) + a_code, return_inverse=True)
     obj = np.full(N, -1, dtype=np.int64)
     obj[on] = obj_on
     f = object_frames(obj, len(uniq), lo, hi)

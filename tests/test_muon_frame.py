@@ -210,3 +210,15 @@ def test_parabola_fit_recovers_a_hand_made_track():
     a, b, c = fit_parabola(obj, 2, u, y, np.full(len(u), 0.1))
     np.testing.assert_allclose([a[0], b[0], c[0]], [0.0, 1e-3, 2e-6], rtol=1e-7, atol=1e-9)
     np.testing.assert_allclose([a[1], b[1], c[1]], [0.0, 0.01, 0.0], rtol=1e-12, atol=0)
+
+
+def test_objects_of_far_apart_event_numbers_stay_apart(hits):
+    """Any integers identify events: numbers near 2**62 must not make two objects collide."""
+    idx = np.flatnonzero((hits["event"] < 2) & (hits["spacePoint_truthLink"] == 0))
+    sub = {k: v[idx] for k, v in hits.items()}
+    link = np.full(len(idx), 3)  # event * (max + 1) + 3 wraps to 3 for event 2**62: a naive key collides
+    base = compute(sub, link=link)
+    sub["event"] = np.where(sub["event"] == 0, 0, 2**62).astype(np.int64)
+    wide = compute(sub, link=link)
+    np.testing.assert_array_equal(wide, base)
+    assert len({tuple(r) for r in base[:, [NAMES.index("frame_phi")]]}) == 2  # two objects, two azimuths

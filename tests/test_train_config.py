@@ -147,3 +147,21 @@ def test_shipped_configs_feed_every_muon_frame_input():
 
     for path in sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")):
         assert load_config(path).frame_fields == frame_field_names(), path.name
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ({"loss_beta": float("inf")}, "loss_beta: must be a finite number"),
+    ({"trainer": {"threads": 1_000_000}}, "trainer.threads"),
+])
+def test_more_values_rejected_by_name(raw, message):
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(raw)
+
+
+def test_assignment_field_must_be_an_integer_hit_field():
+    schema = load_schema(2)
+    for name, message in (("spacePoint_driftR", "is float32"), ("truthMuon_pt", "not a hit field"),
+                          ("nope", "not a hit field")):
+        with pytest.raises(ConfigError, match=message):
+            check_against_schema(config_from_dict({"assignment_field": name}), schema)
+    assert check_against_schema(config_from_dict({}), schema)

@@ -86,3 +86,46 @@ def test_evaluate_v2_run_on_v1_data_is_a_config_error(dataset, tmp_path, convert
     v1 = converted_random_v1
     res = CliRunner().invoke(main, ["evaluate", str(run), "--data", str(v1), "--no-plots"])
     assert res.exit_code == 2 and "migrate" in res.output
+
+
+def test_step_budget_short_runs_resume_and_epoch_override(dataset, tmp_path):
+    """A run shorter than one epoch still validates; --resume with a config extends max_steps;
+    --max-epochs replaces a step budget instead of being ignored."""
+    cfg = tmp_path / "steps.yaml"
+    cfg.write_text(TINY.replace("trainer: {max_epochs: 2,", "trainer: {max_steps: 4, max_epochs: 50,"))
+    run = tmp_path / "run"
+    invoke("train", "--config", cfg, "--data", dataset, "--output", run)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 4 and summary["best_val_loss"] is not None  # validated within the first epoch
+    assert (run / "checkpoints" / "best.ckpt").is_file()
+
+    cfg.write_text(TINY.replace("trainer: {max_epochs: 2,", "trainer: {max_steps: 7, max_epochs: 50,"))
+    invoke("train", "--config", cfg, "--data", dataset, "--output", run, "--resume")
+    assert json.loads((run / "summary.json").read_text())["steps"] == 7
+
+    other = tmp_path / "epochs"
+    invoke("train", "--config", cfg, "--data", dataset, "--output", other, "--max-epochs", "1")
+    summary = json.loads((other / "summary.json").read_text())
+    assert summary["epochs"] == 1 and summary["steps"] > 7  # one whole epoch, not the 7-step budget
+
+
+def test_run_from_before_frame_fields_still_evaluates(dataset, tmp_path):
+    """A checkpoint whose saved config has no frame_fields (older runs) means 'none', not 'all ten'."""
+    import torch
+
+    from pipeline.train.module import RegressionModule
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY + "frame_fields: []\nloss_beta: 1.0\n")
+    run = tmp_path / "run"
+    invoke("train", "--config", cfg, "--data", dataset, "--output", run, "--limit-train-batches", "2",
+           "--max-epochs", "1")
+    for name in ("best.ckpt", "last.ckpt"):  # rewrite the saved config as an older version wrote it
+        path = run / "checkpoints" / name
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        for key in ("frame_fields", "loss_beta"):
+            ckpt["hyper_parameters"]["config"].pop(key)
+        torch.save(ckpt, path)
+    module = RegressionModule.load_from_checkpoint(run / "checkpoints" / "best.ckpt", map_location="cpu")
+    assert module.cfg.frame_fields == [] and module.cfg.loss_beta == 1.0
+    assert "σ(pT)/pT core" in invoke("evaluate", run, "--data", dataset, "--no-plots")

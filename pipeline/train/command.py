@@ -34,14 +34,18 @@ def _require_train_extra() -> None:
               help="Dataset directory written by `muon-pipeline convert`.")
 @click.option("--output", "run_dir", required=True, type=click.Path(file_okay=False),
               help="Run directory: checkpoints, logs, resolved config.")
-@click.option("--max-epochs", type=click.IntRange(min=1), help="Override trainer.max_epochs.")
+@click.option("--max-epochs", type=click.IntRange(min=1),
+              help="Stop after N epochs (overrides trainer.max_epochs and clears trainer.max_steps).")
+@click.option("--max-steps", type=click.IntRange(min=1),
+              help="Stop after N optimiser steps (overrides trainer.max_steps; the lr schedule spans them).")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Override data.batch_size.")
 @click.option("--num-workers", type=click.IntRange(min=0), help="Override data.num_workers.")
 @click.option("--device", "--accelerator", "accelerator", help=_DEVICE_HELP)
 @click.option("--devices", type=click.IntRange(min=1), help="Override trainer.devices (>1 uses DDP).")
 @click.option("--limit-train-batches", type=click.IntRange(min=0), help="Cap batches per epoch (smoke tests).")
 @click.option("--resume", is_flag=True, help="Continue from RUN_DIR/checkpoints/last.ckpt.")
-def train(config_path: str | None, data_dir: str, run_dir: str, max_epochs: int | None, batch_size: int | None,
+def train(config_path: str | None, data_dir: str, run_dir: str, max_epochs: int | None, max_steps: int | None,
+          batch_size: int | None,
           num_workers: int | None, accelerator: str | None, devices: int | None,
           limit_train_batches: int | None, resume: bool) -> None:
     """Train the weighted-pooling muon regression on a converted dataset."""
@@ -50,7 +54,10 @@ def train(config_path: str | None, data_dir: str, run_dir: str, max_epochs: int 
     from .fit import train as run_train
 
     cfg = load_config(config_path) if config_path else None
-    overrides = {"trainer.max_epochs": max_epochs, "data.batch_size": batch_size, "data.num_workers": num_workers,
+    if max_epochs is not None and max_steps is None:
+        max_steps = 0  # an explicit epoch count wins over a step budget from the config
+    overrides = {"trainer.max_epochs": max_epochs, "trainer.max_steps": max_steps,
+                 "data.batch_size": batch_size, "data.num_workers": num_workers,
                  "trainer.accelerator": accelerator, "trainer.devices": devices,
                  "trainer.limit_train_batches": limit_train_batches}
     summary = run_train(cfg, data_dir, run_dir, resume=resume, overrides=overrides)

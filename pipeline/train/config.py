@@ -12,6 +12,7 @@ Only stdlib + pyyaml here: the CLI imports this module without torch.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -190,8 +191,10 @@ def _check_values(cfg: TrainConfig) -> None:
         raise ConfigError("encoder_layers, data.num_workers, trainer.patience, trainer.warmup_steps must be >= 0")
     if cfg.dim % cfg.heads:
         raise ConfigError(f"dim ({cfg.dim}) must be divisible by heads ({cfg.heads})")
-    if not cfg.loss_beta > 0:
-        raise ConfigError(f"loss_beta: must be > 0, got {cfg.loss_beta}")
+    if not (cfg.loss_beta > 0 and math.isfinite(cfg.loss_beta)):
+        raise ConfigError(f"loss_beta: must be a finite number > 0, got {cfg.loss_beta}")
+    if t.threads > 1024:
+        raise ConfigError(f"trainer.threads: {t.threads} is not a thread count for one process (0 = auto)")
     if not 0.0 <= cfg.dropout < 1.0:
         raise ConfigError(f"dropout: must be in [0, 1), got {cfg.dropout}")
     if cfg.hit_weighting not in ("sigmoid", "softmax"):
@@ -241,14 +244,24 @@ def _check_values(cfg: TrainConfig) -> None:
             raise ConfigError(f"hit_fields: duplicate entries in {cfg.hit_fields}")
 
 
-def config_from_dict(raw: Any) -> TrainConfig:
+#: What a config written before a key existed meant by its absence (checkpoints keep their config).
+LEGACY_DEFAULTS = {"frame_fields": [], "loss_beta": 1.0}
+
+
+def config_from_dict(raw: Any, legacy: bool = False) -> TrainConfig:
+    """A checked :class:`TrainConfig`; ``legacy``: a saved run's config, where a missing key means
+    what it meant before the key existed (``LEGACY_DEFAULTS``: no muon-frame inputs, β = 1)."""
+    if legacy and isinstance(raw, dict) and "frame_fields" not in raw:
+        raw = {**LEGACY_DEFAULTS, **raw}
     cfg = _from_dict(TrainConfig, raw, "")
     _check_values(cfg)
     return cfg
 
 
-def load_config(path: str | Path) -> TrainConfig:
-    """Read a YAML training config; every problem is a ``ConfigError`` naming the file and key."""
+def load_config(path: str | Path, legacy: bool = False) -> TrainConfig:
+    """Read a YAML training config; every problem is a ``ConfigError`` naming the file and key.
+
+    ``legacy``: the file is a saved run's ``config.yaml`` (see :func:`config_from_dict`)."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -259,7 +272,7 @@ def load_config(path: str | Path) -> TrainConfig:
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from err
     try:
-        return config_from_dict(raw)
+        return config_from_dict(raw, legacy=legacy)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from err
 
@@ -289,6 +302,12 @@ def check_against_schema(cfg: TrainConfig, schema: Any) -> list[str]:
     for name in cfg.fields:
         if not schema.has(name):
             raise ConfigError(f"fields: {missing_field_message(name, schema)}")
+    if not schema.has(cfg.assignment_field) or schema.field(cfg.assignment_field).level != "hit":
+        raise ConfigError(f"assignment_field: {cfg.assignment_field!r} is not a hit field of schema "
+                          f"{schema.name} v{schema.version}")
+    if not schema.field(cfg.assignment_field).dtype.startswith("int"):
+        raise ConfigError(f"assignment_field: {cfg.assignment_field!r} is {schema.field(cfg.assignment_field).dtype}; "
+                          "an assignment is an integer object index per hit (-1 = none)")
     if cfg.frame_fields:
         needed = ["spacePoint_globEdgeLowX", "spacePoint_globEdgeLowY", "spacePoint_globEdgeLowZ",
                   "spacePoint_globEdgeHighX", "spacePoint_globEdgeHighY", "spacePoint_globEdgeHighZ",

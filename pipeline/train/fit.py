@@ -81,13 +81,15 @@ def train(cfg: TrainConfig | None, data_dir: str | Path, run_dir: str | Path, *,
             raise ConfigError(f"--resume: no {last}; start a new run without --resume")
         from .config import load_config
 
-        saved_cfg = load_config(saved)
+        saved_cfg = load_config(saved, legacy=True)
         if cfg is not None and cfg.hit_fields is None:
             cfg = dataclasses.replace(cfg, hit_fields=saved_cfg.hit_fields)
         if cfg is not None and _without_trainer(cfg) != _without_trainer(saved_cfg):
             raise ConfigError(f"--resume: the config differs from {saved} outside `trainer:`; the checkpoint "
                               "cannot continue a different model or data setup")
-        cfg = saved_cfg
+        # A config given with --resume may change `trainer:` (e.g. more max_steps); the lr schedule keeps
+        # the checkpoint's length, so steps beyond it run at the final 5 % learning rate.
+        cfg = dataclasses.replace(saved_cfg, trainer=cfg.trainer) if cfg is not None else saved_cfg
     else:
         if cfg is None:
             raise ConfigError("--config is required (unless --resume continues a run)")
@@ -160,6 +162,8 @@ def train(cfg: TrainConfig | None, data_dir: str | Path, run_dir: str | Path, *,
         logger=CSVLogger(run_dir, name="logs"), default_root_dir=run_dir,
         limit_train_batches=t.limit_train_batches or 1.0, limit_val_batches=t.limit_val_batches or 1.0,
         log_every_n_steps=max(1, min(50, steps_per_epoch)), num_sanity_val_steps=0,
+        # a run shorter than one epoch still validates (and so writes best.ckpt) at its end
+        val_check_interval=t.max_steps if 0 < t.max_steps < steps_per_epoch else None,
         enable_progress_bar=not quiet and tty, enable_model_summary=not quiet)
     start = time.perf_counter()
     with warnings.catch_warnings():

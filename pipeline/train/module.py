@@ -25,7 +25,7 @@ class RegressionModule(L.LightningModule):
                  total_steps: int = 0) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.cfg = config_from_dict(config)
+        self.cfg = config_from_dict(config, legacy=True)  # runs from before frame_fields still load
         self.model = build_model(self.cfg, hit_fields, muon_fields, centres, scales)
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
