@@ -30,16 +30,18 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-def make_dataset(out: Path, events: int, seed: int = 1, background: int = 300) -> tuple[Path, str]:
+def make_dataset(out: Path, events: int, seed: int = 1, background: int = 300,
+                 pt_max: float | None = None) -> tuple[Path, str]:
     """A converted dataset of ``events`` simulated events in ``out`` (cached); returns (path, how)."""
-    how = f"simulate (background {background}/event) + convert"
+    how = f"simulate (background {background}/event{f', pT up to {pt_max:g} GeV' if pt_max else ''}) + convert"
     if (out / "manifest.json").exists():
         return out, how
     shutil.rmtree(out, ignore_errors=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     raw = out.parent / f"{out.name}.root"
     subprocess.run([str(BIN / "muon-pipeline"), "simulate", str(raw), "--events", str(events), "--seed", str(seed),
-                    "--background-per-event", str(background)], check=True, stdout=subprocess.DEVNULL)
+                    "--background-per-event", str(background), *(["--pt-max", str(pt_max)] if pt_max else [])],
+                   check=True, stdout=subprocess.DEVNULL)
     subprocess.run([str(BIN / "muon-pipeline"), "convert", str(raw), "--output", str(out), "-q",
                     "--row-group-size", "500"], check=True, stdout=subprocess.DEVNULL)
     return out, how

@@ -168,7 +168,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=20000, help="simulated events (default 20000)")
     ap.add_argument("--background", type=int, default=20, help="background hits per event (default 20)")
-    ap.add_argument("--steps", type=int, default=6000, help="optimiser steps per run (default 6000)")
+    ap.add_argument("--pt-max", type=float, help="highest simulated pT in GeV (simulator default 300)")
+    ap.add_argument("--steps", type=int, default=5000, help="optimiser steps per run (default 5000)")
     ap.add_argument("--seeds", type=int, default=3, help="seeds per head (default 3)")
     ap.add_argument("--heads", default=",".join(HEADS), help="comma list of " + ", ".join(HEADS))
     ap.add_argument("--ablation", action="store_true", help="instead: the inverse-pT head with growing muon-frame input sets")
@@ -182,10 +183,11 @@ def main() -> None:
     args = ap.parse_args()
 
     t0 = time.perf_counter()
-    data, how = make_dataset(args.out / f"data-{args.events}-bkg{args.background}", args.events,
-                             background=args.background)
+    suffix = f"-ptmax{args.pt_max:g}" if args.pt_max else ""
+    data, how = make_dataset(args.out / f"data-{args.events}-bkg{args.background}{suffix}", args.events,
+                             background=args.background, pt_max=args.pt_max)
     kind = "ablation" if args.ablation else "heads"
-    out = args.out / f"{kind}-{args.steps}steps"
+    out = args.out / f"{kind}-{args.steps}steps{suffix}"
     out.mkdir(parents=True, exist_ok=True)
     runs: list[tuple[str, str, int, Path]] = []  # (group, head, seed, run dir)
     if args.ablation:
