@@ -23,10 +23,6 @@ import yaml
 
 from ..errors import ConfigError
 
-#: The muon-frame inputs a config gets when it names none (all of ``schemas/frame.yaml``).
-DEFAULT_FRAME_FIELDS = ("frame_u", "frame_v", "frame_v_resolved", "frame_drift", "frame_slope", "frame_residual",
-                        "frame_bending", "frame_curvature", "frame_eta", "frame_phi")
-
 #: Muon-level fields the task knows how to regress and evaluate.
 KNOWN_TARGETS = ("truthMuon_pt", "truthMuon_eta", "truthMuon_phi", "truthMuon_q", "truthMuon_qpt")
 
@@ -87,7 +83,7 @@ class TrainConfig:
     hit_fields: list[str] | None = None
     #: Muon-frame inputs (``schemas/frame.yaml``), computed by the loader for the hits of each object
     #: ``assignment_field`` assigns them to; appended after ``hit_fields``. ``[]`` = global inputs only.
-    frame_fields: list[str] = field(default_factory=lambda: list(DEFAULT_FRAME_FIELDS))
+    frame_fields: list[str] = field(default_factory=lambda: _all_frame_fields())
     #: Hit → object assignment whose objects are pooled and framed (the truth link when training).
     assignment_field: str = "spacePoint_truthLink"
     fields: list[str] = field(default_factory=lambda: ["truthMuon_eta", "truthMuon_phi", "truthMuon_pt",
@@ -112,6 +108,13 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _all_frame_fields() -> list[str]:
+    """Every field of ``schemas/frame.yaml``: what a config gets when it names no ``frame_fields``."""
+    from ..muon_frame import frame_field_names
+
+    return frame_field_names()
 
 
 def _type_name(tp: Any) -> str:
