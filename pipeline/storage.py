@@ -59,8 +59,25 @@ class OutputDir:
         return sorted(posixpath.basename(p.rstrip("/")) for p in self.fs.ls(self.path(rel), detail=False))
 
     def remove(self, rel: str) -> None:
+        """Delete ``rel``, never through a symbolic link: a linked folder on the way raises ConfigError.
+
+        A linked ``shards/`` would otherwise make cleaning up delete ``part-*`` and ``.tmp-*`` files in
+        the link's target, outside the output directory the user named.
+        """
+        self.check_no_links(posixpath.dirname(posixpath.normpath(rel)))
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm(self.path(rel))
+
+    def check_no_links(self, rel: str) -> None:
+        """Raise ConfigError if a folder from the output root down to ``rel`` is a symbolic link (local)."""
+        if not self.local:
+            return
+        parts = [p for p in posixpath.normpath(rel).split("/") if p not in ("", ".")]
+        for i in range(1, len(parts) + 1):
+            folder = self.path("/".join(parts[:i]))
+            if os.path.islink(folder):
+                raise ConfigError(f"refusing to delete through the symbolic link {folder} -> "
+                                  f"{os.readlink(folder)}: replace it by a real folder inside {self.root}")
 
     @contextlib.contextmanager
     def atomic(self, rel: str, native: bool = False) -> Iterator[IO[bytes] | str]:
@@ -107,6 +124,7 @@ class OutputDir:
 
     def clean_temporaries(self, rel: str) -> int:
         """Remove temporaries left by killed writers (call only when no writer runs)."""
+        self.check_no_links(rel)
         removed = 0
         for name in self.listdir(rel):
             if name.startswith(TMP_MARK):

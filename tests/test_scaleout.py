@@ -307,3 +307,22 @@ def test_job_array_task_detects_a_replaced_input(tmp_path):
     write_dump(files[1], random_events(40, seed=99))  # replaced between tasks: new ROOT UUID
     r = CliRunner().invoke(main, [*args, "--task-index", "1"])
     assert r.exit_code == 1 and "file changed since the plan was made" in r.output
+
+
+def test_nothing_is_deleted_through_a_symbolic_link(tmp_path, inputs):
+    """Issue 9, case 2: with DS/shards a link, cleaning up deleted part-* and .tmp-* files in its target."""
+    ds = tmp_path / "ds"
+    r = CliRunner().invoke(main, ["convert", inputs[0], "-o", str(ds), *ARGS])
+    assert r.exit_code == 0, r.output
+    elsewhere = tmp_path / "elsewhere"
+    shutil.move(str(ds / "shards"), str(elsewhere))
+    (ds / "shards").symlink_to(elsewhere, target_is_directory=True)
+    precious = [elsewhere / "part-precious.parquet", elsewhere / ".tmp-precious"]
+    for p in precious:
+        p.write_bytes(b"someone else's work")
+    for args in (["convert", inputs[0], "-o", str(ds), *ARGS],  # resume
+                 ["convert", inputs[0], "-o", str(ds), "--reconfigure", "--min-pt", "7", *ARGS],
+                 ["finalize", str(ds)]):
+        r = CliRunner().invoke(main, args)
+        assert r.exit_code != 0 and "symbolic link" in r.output, (args, r.output)
+        assert all(p.read_bytes() == b"someone else's work" for p in precious), args
