@@ -14,6 +14,7 @@ when they run, so preprocessing never pays for it.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import click
@@ -114,10 +115,13 @@ def main() -> None:
 @click.option("--task-count", type=int, default=None, help="Job arrays: number of tasks; run `finalize` afterwards.")
 @click.option("--skip-bad-files", is_flag=True, help="Skip unreadable inputs, list them in the manifest, exit 3.")
 @click.option("--reconfigure", is_flag=True, help="Accept a changed configuration in an existing output; redo affected units.")
+@click.option("--remote-timeout", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
+              help="Seconds a remote server (http://, root://) may stay silent before the read fails with the "
+                   "file and entry range.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def convert(inputs, output, schema_version, tree, layout_file, step_size, min_pt, max_abs_eta, min_hits,
             technologies, keep_empty_events, on_invalid, compression, row_group_size, shard_events, workers,
-            scheduler, task_index, task_count, skip_bad_files, reconfigure, quiet):
+            scheduler, task_index, task_count, skip_bad_files, reconfigure, remote_timeout, quiet):
     """Convert ROOT hit dumps (files, directories, globs, URLs) to Parquet shards + manifest.
 
     Each input is split into work units of --shard-events entries; finished units are recorded,
@@ -131,6 +135,7 @@ def convert(inputs, output, schema_version, tree, layout_file, step_size, min_pt
     from .source import SourceLayout
     from .transform import TransformConfig
 
+    os.environ["MUON_PIPELINE_REMOTE_TIMEOUT"] = repr(remote_timeout)  # read by pipeline.source, inherited by workers
     version = schema_version or latest_version()
     schema = load_schema(version)
     layout = SourceLayout.from_yaml(layout_file, schema) if layout_file else SourceLayout()

@@ -84,6 +84,26 @@ def _is_local(path: str) -> bool:
     return "://" not in path or path.startswith("file://")
 
 
+#: Seconds a remote server may stay silent before a read fails (``--remote-timeout``; the CLI exports it
+#: as ``MUON_PIPELINE_REMOTE_TIMEOUT`` so forked workers inherit it). Without it a server that stops
+#: answering mid-read hung the conversion forever.
+DEFAULT_REMOTE_TIMEOUT = 60.0
+
+
+def remote_timeout() -> float:
+    try:
+        return float(os.environ.get("MUON_PIPELINE_REMOTE_TIMEOUT", DEFAULT_REMOTE_TIMEOUT))
+    except ValueError:
+        return DEFAULT_REMOTE_TIMEOUT
+
+
+def read_error_text(err: BaseException) -> str:
+    """One line for a read error; a timeout (uproot's fsspec handler wraps it oddly) says so plainly."""
+    if isinstance(err, TimeoutError) or "TimeoutError" in f"{err!r} {err}":
+        return f"no answer from the server within {remote_timeout():g} s (--remote-timeout)"
+    return one_line(err)
+
+
 def open_tree(path: str, layout: SourceLayout):
     """Open ``path`` and return its tree, or raise an InputError that says why not."""
     import uproot
@@ -93,9 +113,12 @@ def open_tree(path: str, layout: SourceLayout):
     try:
         # A local path goes to uproot as a Path: a str is split at ".root:" into file and object
         # (``dump.root:v2.root`` would open ``dump.root``); a Path never is.
-        f = uproot.open(Path(path.removeprefix("file://")) if _is_local(path) else path)
+        if _is_local(path):
+            f = uproot.open(Path(path.removeprefix("file://")))
+        else:
+            f = uproot.open(path, timeout=remote_timeout())
     except Exception as err:  # uproot raises many types for a damaged file
-        raise InputError(f"cannot open as a ROOT file ({one_line(err)})", file=path) from err
+        raise InputError(f"cannot open as a ROOT file ({read_error_text(err)})", file=path) from err
     try:
         obj = f[layout.tree]
     except Exception:
@@ -212,7 +235,7 @@ def read_chunk(tree, path: str, layout: SourceLayout, schema: Schema, entry_star
     try:
         arrays = tree.arrays(branches, entry_start=entry_start, entry_stop=entry_stop, library="ak", how=dict)
     except Exception as err:
-        raise InputError(f"cannot read entries {entry_start}-{entry_stop} ({one_line(err)})",
+        raise InputError(f"cannot read entries {entry_start}-{entry_stop} ({read_error_text(err)})",
                          file=path, entry=entry_start) from err
 
     def level_arrays(level: str) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:

@@ -19,9 +19,9 @@ import numpy as np
 
 from ._version import __version__
 from .config import ConvertConfig
-from .errors import InputError, one_line
+from .errors import InputError
 from .schema import load_schema
-from .source import InputInfo, open_input, open_tree, read_chunk
+from .source import InputInfo, open_input, open_tree, read_chunk, read_error_text
 from .stats import StatsTable, merge_tables, table_to_json
 from .storage import OutputDir
 from .transform import chunk_stats, process_chunk, to_arrow
@@ -108,7 +108,7 @@ def _step_entries(tree, unit: Unit, cfg: ConvertConfig, schema, step_size: int |
         entries = int(tree.num_entries_for(step_size, [cfg.layout.branch(x.source) for x in schema.fields if x.source],
                                            entry_start=unit.entry_start, entry_stop=unit.entry_stop))
     except Exception as err:  # damaged basket index: uproot raises OSError, ValueError, ...
-        raise InputError(f"cannot size entries {unit.entry_start}-{unit.entry_stop} ({one_line(err)})",
+        raise InputError(f"cannot size entries {unit.entry_start}-{unit.entry_stop} ({read_error_text(err)})",
                          file=unit.input, entry=unit.entry_start) from err
     return max(rg, entries // rg * rg)
 

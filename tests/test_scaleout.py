@@ -326,3 +326,35 @@ def test_nothing_is_deleted_through_a_symbolic_link(tmp_path, inputs):
         r = CliRunner().invoke(main, args)
         assert r.exit_code != 0 and "symbolic link" in r.output, (args, r.output)
         assert all(p.read_bytes() == b"someone else's work" for p in precious), args
+
+
+@pytest.mark.parametrize(("stall_after", "stage"), [(4, "cannot open"), (12, "entries 0-")])
+def test_remote_server_that_stops_answering_fails_with_file_and_entries(tmp_path, random_dump, stall_after, stage):
+    """Issue 9, case 7: a server that stops answering mid-read hung the conversion forever."""
+    served = tmp_path / "www"
+    served.mkdir()
+    shutil.copy(random_dump, served / "remote.root")
+    answered = {"n": 0}
+    stop = threading.Event()
+
+    class Stalling(_RangeHandler):
+        def do_GET(self):  # noqa: N802 - answers the opening requests, then goes silent
+            answered["n"] += 1
+            if answered["n"] > stall_after:
+                stop.wait(30)
+                return
+            return super().do_GET()
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a, **kw: Stalling(*a, directory=str(served), **kw))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/remote.root"
+    try:
+        t0 = time.time()
+        r = CliRunner().invoke(main, ["convert", url, "-o", str(tmp_path / "out"), "-q", "--remote-timeout", "2"])
+        took = time.time() - t0
+    finally:
+        stop.set()
+        server.shutdown()
+    assert r.exit_code == 1, r.output
+    assert url in r.output and stage in r.output and "no answer from the server within 2 s" in r.output
+    assert took < 25
