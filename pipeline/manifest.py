@@ -17,7 +17,7 @@ from ._version import __version__
 from .errors import DatasetError
 from .selection import CutFlow
 from .stats import merge_tables, table_from_json, table_to_json
-from .storage import OutputDir
+from .storage import TMP_MARK, OutputDir
 from .units import PLAN, RECORDS, SHARDS, Unit
 
 MANIFEST = "manifest.json"
@@ -107,6 +107,9 @@ def finalize(out: OutputDir) -> dict:
         if name.startswith("part-") and name not in keep:
             out.remove(f"{SHARDS}/{name}")
     out.clean_temporaries(SHARDS)
+    for name in out.listdir("."):  # a manifest write killed before its rename; only finalize writes one
+        if name.startswith(f"{TMP_MARK}{MANIFEST}."):
+            out.remove(name)
     out.write_json(MANIFEST, manifest)
     return manifest
 

@@ -358,3 +358,19 @@ def test_remote_server_that_stops_answering_fails_with_file_and_entries(tmp_path
     assert r.exit_code == 1, r.output
     assert url in r.output and stage in r.output and "no answer from the server within 2 s" in r.output
     assert took < 25
+
+
+def test_finalize_removes_a_manifest_temporary_left_by_a_kill(tmp_path, inputs):
+    """Issue 9, case 11: a kill between the manifest's temporary write and its rename left it for good."""
+    ds = tmp_path / "ds"
+    r = CliRunner().invoke(main, ["convert", inputs[0], "-o", str(ds), *ARGS])
+    assert r.exit_code == 0, r.output
+    leftover = ds / ".tmp-manifest.json.12345.deadbeef"
+    leftover.write_text("{half a manifest")
+    unrelated = ds / "notes.txt"
+    unrelated.write_text("mine")
+    for args in (["finalize", str(ds)], ["convert", inputs[0], "-o", str(ds), *ARGS]):
+        leftover.write_text("{half a manifest")
+        r = CliRunner().invoke(main, args)
+        assert r.exit_code == 0, r.output
+        assert not leftover.exists() and unrelated.read_text() == "mine"
