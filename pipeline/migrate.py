@@ -16,7 +16,7 @@ from .schema import load_schema
 from .shards import iter_row_groups
 from .source import InputInfo
 from .stats import merge_tables, table_to_json
-from .storage import OutputDir
+from .storage import TMP_MARK, OutputDir
 from .transform import LOW_EDGE, table_stats
 from .units import Unit, unit_key
 
@@ -45,12 +45,43 @@ def _upgrade_table(table, old, new):
     return pa.Table.from_arrays(cols, schema=new.arrow_schema())
 
 
+def _check_finite(table, new, added: list[str], shard: str, first_row: int) -> None:
+    """The values a migration computes obey convert's rule: a non-finite η (a hit on the beam axis)
+    is a data defect, refused with the shard, row and field, never written."""
+    import numpy as np
+
+    hits = table.column(new.hit_column).combine_chunks()
+    offsets = np.asarray(hits.offsets)
+    for name in added:
+        x = hits.values.field(name).slice(int(offsets[0]), int(offsets[-1] - offsets[0])).to_numpy()
+        bad = np.flatnonzero(~np.isfinite(x))
+        if len(bad):
+            row = int(np.searchsorted(offsets - offsets[0], bad[0], side="right")) - 1
+            entry = table.column("source_entry")[row].as_py() if "source_entry" in table.column_names else "?"
+            raise DatasetError(f"{shard}, row {first_row + row} (source entry {entry}), field {name}: computed value "
+                               f"{x[bad[0]]} is not finite (a hit on the beam axis?); convert refuses such hits, "
+                               "so migrate does not write them")
+
+
+def _check_output(dst: OutputDir, output: str, planned: set[str]) -> None:
+    """A new or empty output, or the leftovers of an interrupted run of this same migration (its own
+    shards and temporaries, no manifest): re-running resumes it. Anything else is refused by name."""
+    if not (dst.fs.exists(dst.root) and dst.listdir(".")):
+        return
+    if dst.exists(MANIFEST):
+        raise ConfigError(f"output {output} exists and is not empty (it holds a manifest): choose a new directory")
+    foreign = [n for n in dst.listdir(".") if n != "shards"]
+    foreign += [f"shards/{n}" for n in dst.listdir("shards") if n not in planned and not n.startswith(TMP_MARK)]
+    if foreign:
+        raise ConfigError(f"output {output} exists and is not empty ({', '.join(sorted(foreign)[:5])}): "
+                          "choose a new directory")
+    dst.clean_temporaries("shards")
+
+
 def migrate_dataset(source: str, output: str, to_version: int) -> dict:
     import pyarrow.parquet as pq
 
     src, dst = OutputDir(source), OutputDir(output)
-    if dst.fs.exists(dst.root) and dst.listdir("."):
-        raise ConfigError(f"output {output} exists and is not empty: choose a new directory")
     if src.root == dst.root:
         raise ConfigError("--output must differ from the input dataset")
     manifest = read_manifest(src)
@@ -61,18 +92,26 @@ def migrate_dataset(source: str, output: str, to_version: int) -> dict:
     cfg_dict = dict(manifest["config"], schema_version=new.version)
     cfg = ConvertConfig.from_dict(cfg_dict)
     infos = {i["path"]: InputInfo(i["path"], i["size"], i["entries"], i["uuid"]) for i in manifest["inputs"]}
-    shards = []
-    stats: dict = {}
+    plan = []
     for entry in manifest["shards"]:
         u = entry["unit"]
         key = unit_key(infos[u["input"]], u["entry_start"], u["entry_stop"], cfg.hash())
-        unit = Unit(u["index"], u["input"], u["entry_start"], u["entry_stop"], key)
+        plan.append((entry, Unit(u["index"], u["input"], u["entry_start"], u["entry_stop"], key)))
+    _check_output(dst, output, {unit.shard.rsplit("/", 1)[1] for _, unit in plan})
+    added = [f.name for f in new.level("hit") if not old.has(f.name)]
+    shards = []
+    stats: dict = {}
+    for entry, unit in plan:
+        if "sha256" in entry and src.sha256(entry["path"]) != entry["sha256"]:
+            raise DatasetError(f"{source}/{entry['path']}: sha256 differs from the manifest's; the shard changed "
+                               "after it was written, so it is not migrated (run `muon-pipeline validate`)")
         shard_stats: dict = {}
         with dst.atomic(unit.shard, native=True) as fh, pq.ParquetWriter(
                 fh, new.arrow_schema(), use_dictionary=["source_file"], write_statistics=False,
                 **cfg.compression.writer_kwargs()) as writer:
-            for _, table in iter_row_groups(src, entry["path"]):
+            for first_row, table in iter_row_groups(src, entry["path"]):
                 upgraded = _upgrade_table(table, old, new)
+                _check_finite(upgraded, new, added, f"{source}/{entry['path']}", first_row)
                 writer.write_table(upgraded, row_group_size=max(upgraded.num_rows, 1))
                 # per row group, as convert does: the statistics come out bit-identical
                 shard_stats = merge_tables(shard_stats, table_stats(upgraded, new))

@@ -30,10 +30,82 @@ def test_migrate_equals_direct_convert(tmp_path, random_dump):
         assert pq.read_table(tmp_path / "m" / s_mig["path"]).equals(pq.read_table(tmp_path / "v2" / s_direct["path"]))
 
 
-def test_migrate_refuses_bad_requests(tmp_path, converted_random):
+def test_migrate_refuses_bad_requests(tmp_path, converted_random, converted_random_v1):
     r = CliRunner().invoke(main, ["migrate", str(converted_random), "--to-version", "2", "-o", str(tmp_path / "x")])
     assert r.exit_code == 2 and "already at v2" in r.output
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "f").write_text("x")
-    r = CliRunner().invoke(main, ["migrate", str(converted_random), "--to-version", "2", "-o", str(tmp_path / "full")])
-    assert r.exit_code == 2 and "not empty" in r.output
+    r = CliRunner().invoke(main, ["migrate", str(converted_random_v1), "--to-version", "2", "-o", str(tmp_path / "full")])
+    assert r.exit_code == 2 and "not empty" in r.output and "(f)" in r.output
+    assert (tmp_path / "full" / "f").read_text() == "x"
+
+
+def _v1_copy(tmp_path, converted_random_v1):
+    import shutil
+
+    src = tmp_path / "v1"
+    shutil.copytree(converted_random_v1, src)
+    return src, json.loads((src / "manifest.json").read_text())
+
+
+def test_migrate_refuses_a_shard_whose_checksum_changed(tmp_path, converted_random_v1):
+    """Issue 9, case 3: a corrupted v1 shard was migrated and given a fresh checksum."""
+    import pyarrow as pa
+
+    src, manifest = _v1_copy(tmp_path, converted_random_v1)
+    shard = src / manifest["shards"][0]["path"]
+    table = pq.read_table(shard)
+    numbers = table.column("eventNumber").to_numpy().copy()
+    numbers[3] += 1  # a valid-looking file with one value changed after the manifest was written
+    table = table.set_column(0, "eventNumber", pa.array(numbers))
+    pq.write_table(table, shard)
+    r = CliRunner().invoke(main, ["migrate", str(src), "--to-version", "2", "-o", str(tmp_path / "m")])
+    assert r.exit_code == 1 and manifest["shards"][0]["path"] in r.output and "sha256" in r.output
+    assert not (tmp_path / "m" / "manifest.json").exists()
+
+
+def test_migrate_refuses_a_non_finite_eta(tmp_path):
+    """Issue 9, case 3: a hit on the beam axis (accepted at v1, no eta) became eta = +inf at v2."""
+    import awkward as ak
+    import numpy as np
+    from rawdump import random_events, write_dump
+
+    ev = random_events(30, seed=8)
+    hits = ev["spacePoint"]
+    counts = ak.num(hits)
+    first = int(np.sum(ak.to_numpy(counts)[:11]))
+    for c in ("globEdgeLowX", "globEdgeLowY"):
+        x = ak.to_numpy(ak.flatten(hits[c])).copy()
+        x[first] = 0.0
+        hits = ak.with_field(hits, ak.unflatten(x, counts), c)
+    ev["spacePoint"] = hits
+    write_dump(tmp_path / "axis.root", ev)
+    common = ["-q", "--min-pt", "0", "--max-abs-eta", "10", "--min-hits", "0", "--keep-empty-events"]
+    r = CliRunner().invoke(main, ["convert", str(tmp_path / "axis.root"), "-o", str(tmp_path / "v1"),
+                                  "--schema-version", "1", *common])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["migrate", str(tmp_path / "v1"), "--to-version", "2", "-o", str(tmp_path / "m")])
+    assert r.exit_code == 1 and "source entry 11), field eta" in r.output and "not finite" in r.output
+    assert not (tmp_path / "m" / "manifest.json").exists()
+    assert not list((tmp_path / "m").rglob("*.parquet"))  # nothing partial is visible
+
+
+def test_an_interrupted_migration_resumes_by_re_running_it(tmp_path, converted_random_v1):
+    """Issue 9, case 3: a killed migrate left complete shards without a manifest; re-running was refused."""
+    src, _ = _v1_copy(tmp_path, converted_random_v1)
+    ref = tmp_path / "ref"
+    assert CliRunner().invoke(main, ["migrate", str(src), "--to-version", "2", "-o", str(ref)]).exit_code == 0
+    out = tmp_path / "m"
+    assert CliRunner().invoke(main, ["migrate", str(src), "--to-version", "2", "-o", str(out)]).exit_code == 0
+    (out / "manifest.json").unlink()  # as if killed after the shards, before the manifest
+    (out / "shards" / ".tmp-part-x.parquet.1.ab").write_bytes(b"half")
+    r = CliRunner().invoke(main, ["migrate", str(src), "--to-version", "2", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert not [p for p in (out / "shards").iterdir() if p.name.startswith(".tmp-")]
+    a, b = json.loads((out / "manifest.json").read_text()), json.loads((ref / "manifest.json").read_text())
+    assert a["shards"] == b["shards"] and a["statistics"] == b["statistics"]
+    # a foreign file in the output is still refused by name
+    (out / "manifest.json").unlink()
+    (out / "shards" / "part-foreign.parquet").write_bytes(b"not ours")
+    r = CliRunner().invoke(main, ["migrate", str(src), "--to-version", "2", "-o", str(out)])
+    assert r.exit_code == 2 and "part-foreign.parquet" in r.output
