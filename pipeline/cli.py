@@ -114,7 +114,7 @@ def main() -> None:
 @click.option("--task-index", type=int, default=None, help="Job arrays: this task's index (0-based).")
 @click.option("--task-count", type=int, default=None, help="Job arrays: number of tasks; run `finalize` afterwards.")
 @click.option("--skip-bad-files", is_flag=True, help="Skip unreadable inputs, list them in the manifest, exit 3.")
-@click.option("--reconfigure", is_flag=True, help="Accept a changed configuration in an existing output; redo affected units.")
+@click.option("--reconfigure", is_flag=True, help="Accept a changed configuration or input set in an existing output; redo affected units, delete shards no longer planned.")
 @click.option("--remote-timeout", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
               help="Seconds a remote server (http://, root://) may stay silent before the read fails with the "
                    "file and entry range.")

@@ -84,8 +84,21 @@ def _write_plan(out: OutputDir, cfg: ConvertConfig, inputs, skipped, units: list
                               + "\nUse a new --output directory, or --reconfigure to redo what the change affects.")
         if old == plan:
             return
+        # The input set is part of the dataset's identity, like the configuration: a different list
+        # (a late file, an incomplete listing in one job-array task, a second `convert b.root -o DS`)
+        # would make finalize delete finished shards of the inputs not listed now.
+        was, now = _input_paths(old), _input_paths(plan)
+        if was != now and not reconfigure:
+            lines = [f"+ {p}" for p in sorted(now - was)] + [f"- {p}" for p in sorted(was - now)]
+            raise ConfigError(f"{out.url} was planned for other inputs (+ added, - removed):\n  " + "\n  ".join(lines)
+                              + "\nList the same inputs to resume, use a new --output directory, or --reconfigure "
+                              "to make the dataset follow the new list (shards of removed inputs are deleted).")
     out.remove(MANIFEST)  # the plan changes: an old manifest would describe other shards
     out.write_json(PLAN, plan)
+
+
+def _input_paths(plan: dict) -> set[str]:
+    return {i["path"] for i in plan.get("inputs", [])} | {i["path"] for i in plan.get("skipped_inputs", [])}
 
 
 def _reusable_plan(out: OutputDir, cfg: ConvertConfig, paths: list[str]) -> list[Unit] | None:

@@ -374,3 +374,31 @@ def test_finalize_removes_a_manifest_temporary_left_by_a_kill(tmp_path, inputs):
         r = CliRunner().invoke(main, args)
         assert r.exit_code == 0, r.output
         assert not leftover.exists() and unrelated.read_text() == "mine"
+
+
+def test_a_different_input_set_is_refused_not_deleted(tmp_path, inputs):
+    """Issue 9, case 1: `convert b -o DS` after `convert a -o DS` deleted a's shards; so did a job-array
+    task that listed fewer (or more) inputs than the others."""
+    ds = tmp_path / "ds"
+    run = CliRunner().invoke
+    assert run(main, ["convert", inputs[0], "-o", str(ds), *ARGS]).exit_code == 0
+    before = sorted(p.name for p in (ds / "shards").iterdir())
+    r = run(main, ["convert", inputs[1], "-o", str(ds), *ARGS])
+    assert r.exit_code == 2 and f"+ {inputs[1]}" in r.output and f"- {inputs[0]}" in r.output
+    assert sorted(p.name for p in (ds / "shards").iterdir()) == before
+    r = run(main, ["convert", inputs[0], inputs[1], "-o", str(ds), *ARGS])  # adding is a change too
+    assert r.exit_code == 2 and f"+ {inputs[1]}" in r.output
+    # asked for by name: the dataset follows the new list
+    r = run(main, ["convert", inputs[0], inputs[1], "-o", str(ds), "--reconfigure", *ARGS])
+    assert r.exit_code == 0, r.output
+    assert {i["path"] for i in json.loads((ds / "manifest.json").read_text())["inputs"]} == set(inputs[:2])
+
+    # job array: task 0 plans three inputs, task 1 sees a listing without the last one
+    arr = tmp_path / "array"
+    r = run(main, ["convert", *inputs, "-o", str(arr), "--task-index", "0", "--task-count", "2", *ARGS])
+    assert r.exit_code == 0, r.output
+    done = sorted(p.name for p in (arr / "shards").iterdir())
+    r = run(main, ["convert", *inputs[:2], "-o", str(arr), "--task-index", "1", "--task-count", "2", *ARGS])
+    assert r.exit_code == 2 and f"- {inputs[2]}" in r.output
+    r = run(main, ["finalize", str(arr)])
+    assert sorted(p.name for p in (arr / "shards").iterdir()) == done  # nothing of task 0 deleted
