@@ -97,9 +97,13 @@ def remote_timeout() -> float:
         return DEFAULT_REMOTE_TIMEOUT
 
 
+def _is_timeout(err: BaseException) -> bool:
+    return isinstance(err, TimeoutError) or "TimeoutError" in f"{err!r} {err}"  # fsspec wraps it oddly
+
+
 def read_error_text(err: BaseException) -> str:
-    """One line for a read error; a timeout (uproot's fsspec handler wraps it oddly) says so plainly."""
-    if isinstance(err, TimeoutError) or "TimeoutError" in f"{err!r} {err}":
+    """One line for a read error; a remote timeout says so plainly."""
+    if _is_timeout(err):
         return f"no answer from the server within {remote_timeout():g} s (--remote-timeout)"
     return one_line(err)
 
@@ -227,6 +231,17 @@ def _cast(values: np.ndarray, fld, path: str, branch: str, start: int,
     return cast
 
 
+def _failing_branch(tree, branches: list[str], entry_start: int, entry_stop: int) -> str | None:
+    """After a failed multi-branch read: the first branch that fails alone (a damaged basket is one
+    branch's), so the error can name it; None if each reads alone (e.g. a remote timeout)."""
+    for branch in branches:
+        try:
+            tree[branch].array(entry_start=entry_start, entry_stop=entry_stop, library="np")
+        except Exception:  # uproot raises many types for a damaged basket
+            return branch
+    return None
+
+
 def read_chunk(tree, path: str, layout: SourceLayout, schema: Schema, entry_start: int,
                entry_stop: int) -> EventChunk:
     """Read entries [entry_start, entry_stop) into an EventChunk of flat, schema-typed arrays."""
@@ -235,8 +250,11 @@ def read_chunk(tree, path: str, layout: SourceLayout, schema: Schema, entry_star
     try:
         arrays = tree.arrays(branches, entry_start=entry_start, entry_stop=entry_stop, library="ak", how=dict)
     except Exception as err:
-        raise InputError(f"cannot read entries {entry_start}-{entry_stop} ({read_error_text(err)})",
-                         file=path, entry=entry_start) from err
+        # a silent server would time out once per branch: only a local failure is worth the probe
+        branch = None if _is_timeout(err) else _failing_branch(tree, branches, entry_start, entry_stop)
+        where = f" of branch {branch!r}" if branch else ""
+        raise InputError(f"cannot read entries {entry_start}-{entry_stop}{where} ({read_error_text(err)})",
+                         file=path, entry=entry_start, field=branch) from err
 
     def level_arrays(level: str) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
         offsets, out = None, {}

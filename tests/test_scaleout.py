@@ -208,7 +208,7 @@ def bad_inputs(tmp_path_factory) -> dict[str, Path]:
     ("missing", "no such file"),
     ("not_root", "cannot open as a ROOT file"),
     ("truncated", "file is truncated"),
-    ("corrupt_basket", "cannot read entries 0-120"),
+    ("corrupt_basket", "cannot read entries 0-120 of branch 'spacePoint_"),  # names the damaged branch
     ("other_tree", "no tree 'MuonHitDump'; the file has ['Events']"),
     ("no_branch", "missing branch 'spacePoint_driftR'"),
     ("wrong_dtype", "has type float32, expected int32"),
