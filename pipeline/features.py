@@ -14,7 +14,7 @@ Conventions (``../shared/reference/physics.md``):
 
 A hit on the beam axis (r = 0) has η = ±inf (or NaN at the origin). A muon-spectrometer hit
 never sits there, so such values are *returned as they are* and flagged by
-:func:`invalid_mask`; the caller decides (error, drop the hit, drop the event).
+:func:`pipeline.rules.first_violations`; the caller decides (error, drop the hit, drop the event).
 """
 
 from __future__ import annotations
@@ -56,21 +56,3 @@ def hit_features(x: np.ndarray, y: np.ndarray, z: np.ndarray,
     return out
 
 
-def invalid_mask(columns: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Which rows hold a non-finite float value, and the index of the first offending column.
-
-    Returns ``(bad, first_column)``: ``bad[i]`` is True where any float column is NaN/±inf;
-    ``first_column[i]`` indexes ``list(columns)`` for the first such column (−1 if none), so an
-    error can name the field.
-    """
-    names = list(columns)
-    n = len(next(iter(columns.values()))) if columns else 0
-    first = np.full(n, -1, dtype=np.int64)
-    for i, name in enumerate(names):
-        col = columns[name]
-        if col.dtype.kind != "f":
-            continue
-        bad_here = ~np.isfinite(col)
-        if bad_here.any():
-            first[(first < 0) & bad_here] = i
-    return first >= 0, first

@@ -45,22 +45,24 @@ def _upgrade_table(table, old, new):
     return pa.Table.from_arrays(cols, schema=new.arrow_schema())
 
 
-def _check_finite(table, new, added: list[str], shard: str, first_row: int) -> None:
-    """The values a migration computes obey convert's rule: a non-finite η (a hit on the beam axis)
-    is a data defect, refused with the shard, row and field, never written."""
+def _check_values(table, new, added: list[str], shard: str, first_row: int) -> None:
+    """The values a migration computes obey the schema's rules, as convert's and validate's do
+    (``pipeline.rules``): a non-finite η (a hit on the beam axis) or one outside the schema's range
+    is refused with the shard, row and field, never written."""
     import numpy as np
+
+    from .rules import field_violations
 
     hits = table.column(new.hit_column).combine_chunks()
     offsets = np.asarray(hits.offsets)
     for name in added:
         x = hits.values.field(name).slice(int(offsets[0]), int(offsets[-1] - offsets[0])).to_numpy()
-        bad = np.flatnonzero(~np.isfinite(x))
-        if len(bad):
-            row = int(np.searchsorted(offsets - offsets[0], bad[0], side="right")) - 1
+        for _kind, bad, why in field_violations(x, new.field(name)):
+            row = int(np.searchsorted(offsets - offsets[0], np.flatnonzero(bad)[0], side="right")) - 1
             entry = table.column("source_entry")[row].as_py() if "source_entry" in table.column_names else "?"
-            raise DatasetError(f"{shard}, row {first_row + row} (source entry {entry}), field {name}: computed value "
-                               f"{x[bad[0]]} is not finite (a hit on the beam axis?); convert refuses such hits, "
-                               "so migrate does not write them")
+            raise DatasetError(f"{shard}, row {first_row + row} (source entry {entry}), field {name}: computed "
+                               f"{why} (a hit on the beam axis?); convert refuses such hits, so migrate does "
+                               "not write them")
 
 
 def _check_output(dst: OutputDir, output: str, planned: set[str]) -> None:
@@ -111,7 +113,7 @@ def migrate_dataset(source: str, output: str, to_version: int) -> dict:
                 **cfg.compression.writer_kwargs()) as writer:
             for first_row, table in iter_row_groups(src, entry["path"]):
                 upgraded = _upgrade_table(table, old, new)
-                _check_finite(upgraded, new, added, f"{source}/{entry['path']}", first_row)
+                _check_values(upgraded, new, added, f"{source}/{entry['path']}", first_row)
                 writer.write_table(upgraded, row_group_size=max(upgraded.num_rows, 1))
                 # per row group, as convert does: the statistics come out bit-identical
                 shard_stats = merge_tables(shard_stats, table_stats(upgraded, new))

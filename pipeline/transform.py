@@ -12,7 +12,8 @@ import numpy as np
 
 from .chunk import EventChunk
 from .errors import ConfigError, InputError
-from .features import DERIVED, hit_features, invalid_mask
+from .features import DERIVED, hit_features
+from .rules import first_violations
 from .schema import Schema
 from .selection import CutFlow, SelectionConfig, apply_selection
 from .stats import RunningStats, StatsTable
@@ -37,35 +38,38 @@ def add_hit_features(chunk: EventChunk, schema: Schema) -> None:
     chunk.hits.update(hit_features(*(chunk.hits[c] for c in LOW_EDGE), names))
 
 
-def _first_bad(chunk: EventChunk, bad: np.ndarray, first_col: np.ndarray, names: list[str],
-               event_of: np.ndarray, reason: str) -> InputError:
-    i = int(np.flatnonzero(bad)[0])
-    name = names[first_col[i]] if first_col[i] >= 0 else "spacePoint_truthLink"
-    return InputError(reason, file=chunk.source_file, entry=int(chunk.event["source_entry"][event_of[i]]),
-                      field=name)
-
-
-def _handle_invalid(chunk: EventChunk, policy: str, flow: CutFlow) -> EventChunk:
-    hit_bad, hit_first = invalid_mask(chunk.hits)
+def _handle_invalid(chunk: EventChunk, schema: Schema, policy: str, flow: CutFlow) -> EventChunk:
+    """The schema's value rules (``pipeline.rules``, the same ``validate`` applies) plus truth links in
+    range and pT > 0, under the ``--on-invalid`` policy."""
+    hit_bad, hit_fields, hit_why = first_violations(chunk.hits, schema.level("hit"))
     # A truth link must point at one of the event's muons (or be -1 for background).
     link = chunk.hits["spacePoint_truthLink"]
     n_mu = np.diff(chunk.muon_offsets)[chunk.hit_event_index()]
     link_bad = (link < -1) | (link >= n_mu)
-    hit_bad = hit_bad | link_bad
-    mu_bad, mu_first = invalid_mask(chunk.muons)
-    mu_bad = mu_bad | (chunk.muons["truthMuon_pt"] <= 0)
-    if not hit_bad.any() and not mu_bad.any():
+    mu_bad, mu_fields, mu_why = first_violations(chunk.muons, schema.level("muon"))
+    pt_bad = chunk.muons["truthMuon_pt"] <= 0
+    if not hit_bad.any() and not link_bad.any() and not mu_bad.any() and not pt_bad.any():
         return chunk
-    hit_names, mu_names = list(chunk.hits), list(chunk.muons)
     if policy == "error":
+        hint = " (use --on-invalid drop-hit|drop-event to drop and count such data)"
+        candidates = []  # (entry, field, reason) of the first violation of each kind
         if hit_bad.any():
-            err = _first_bad(chunk, hit_bad, np.where(link_bad, -1, hit_first), hit_names,
-                             chunk.hit_event_index(), "non-finite value or truth link out of range "
-                             "(use --on-invalid drop-hit|drop-event to drop and count such data)")
-        else:
-            err = _first_bad(chunk, mu_bad, np.where(mu_first < 0, mu_names.index("truthMuon_pt"), mu_first),
-                             mu_names, chunk.muon_event_index(), "non-finite or non-positive truth value")
-        raise err
+            i = int(np.flatnonzero(hit_bad)[0])
+            candidates.append((chunk.hit_event_index()[i], hit_fields[0], hit_why[0] + hint))
+        if link_bad.any():
+            i = int(np.flatnonzero(link_bad)[0])
+            candidates.append((chunk.hit_event_index()[i], "spacePoint_truthLink",
+                               f"truth link {int(link[i])} out of range" + hint))
+        if mu_bad.any():
+            i = int(np.flatnonzero(mu_bad)[0])
+            candidates.append((chunk.muon_event_index()[i], mu_fields[0], mu_why[0] + " (truth value)"))
+        if pt_bad.any():
+            i = int(np.flatnonzero(pt_bad)[0])
+            candidates.append((chunk.muon_event_index()[i], "truthMuon_pt", "non-positive truth pT"))
+        event, name, why = min(candidates, key=lambda c: c[0])
+        raise InputError(why, file=chunk.source_file, entry=int(chunk.event["source_entry"][event]), field=name)
+    hit_bad = hit_bad | link_bad
+    mu_bad = mu_bad | pt_bad
     # Events with a bad muon are always dropped: a muon cannot be half-kept.
     bad_event = np.zeros(chunk.n_events, bool)
     bad_event[chunk.muon_event_index()[mu_bad]] = True
@@ -84,7 +88,7 @@ def process_chunk(chunk: EventChunk, schema: Schema, cfg: TransformConfig) -> tu
     n_in, mu_in, hits_in = chunk.n_events, chunk.n_muons, chunk.n_hits
     add_hit_features(chunk, schema)
     pre = CutFlow()
-    chunk = _handle_invalid(chunk, cfg.on_invalid, pre)
+    chunk = _handle_invalid(chunk, schema, cfg.on_invalid, pre)
     out, flow = apply_selection(chunk, cfg.selection)
     flow.events_in, flow.muons_in, flow.hits_in = n_in, mu_in, hits_in
     flow.events_invalid, flow.hits_invalid = pre.events_invalid, pre.hits_invalid

@@ -16,6 +16,7 @@ import numpy as np
 from .errors import DatasetError, SchemaError
 from .features import DERIVED, hit_features
 from .manifest import read_manifest
+from .rules import field_violations
 from .schema import load_schema, schema_from_metadata
 from .shards import chunk_from_table, iter_row_groups, open_parquet
 from .storage import TMP_MARK, OutputDir
@@ -71,25 +72,11 @@ def _check_values(chunk, schema, min_hits: int, first_row: int, shard: str, add)
     for level, values, row_of in (("hit", chunk.hits, hit_row), ("muon", chunk.muons, muon_row)):
         column = schema.columns[level]
         for f in schema.level(level):
-            v = values[f.name]
-            if v.dtype.kind == "f":
-                bad = ~np.isfinite(v)
-                if bad.any():
-                    rows, n = _rows(bad, row_of, first_row)
-                    add(Problem("finite", f"{int(bad.sum())} non-finite value(s)", shard, f"{column}.{f.name}", rows, n))
-            if f.range is not None:
-                with np.errstate(invalid="ignore"):
-                    bad = (v < f.range[0]) | (v > f.range[1])
-                if bad.any():
-                    rows, n = _rows(bad, row_of, first_row)
-                    add(Problem("range", f"{int(bad.sum())} value(s) outside [{f.range[0]:g}, {f.range[1]:g}], "
-                                f"e.g. {v[bad][0].item()!r}", shard, f"{column}.{f.name}", rows, n))
-            if f.allowed is not None:
-                bad = ~np.isin(v, f.allowed)
-                if bad.any():
-                    rows, n = _rows(bad, row_of, first_row)
-                    add(Problem("allowed", f"{int(bad.sum())} value(s) not in {list(f.allowed)}, e.g. {v[bad][0].item()!r}",
-                                shard, f"{column}.{f.name}", rows, n))
+            # the same rules convert and migrate apply before writing (pipeline.rules)
+            for kind, bad, why in field_violations(values[f.name], f):
+                rows, n = _rows(bad, row_of, first_row)
+                add(Problem(kind, f"{int(bad.sum())} value(s) breaking the rule, e.g. {why}", shard,
+                            f"{column}.{f.name}", rows, n))
     link = chunk.hits["spacePoint_truthLink"]
     n_mu = np.diff(chunk.muon_offsets)[hit_row]
     bad = (link < -1) | (link >= n_mu)

@@ -327,3 +327,39 @@ def test_unit_where_nothing_passes_gives_a_shard_every_reader_opens(tmp_path, ra
     assert len(ak.concatenate([ak.from_parquet(f) for f in files])) == 0  # the README's awkward recipe
     res = CliRunner().invoke(main, ["validate", str(out)])
     assert res.exit_code == 0, res.output
+
+
+@pytest.mark.parametrize(("group", "field", "value", "name", "why"), [
+    ("truthMuon", "q", 5, "truthMuon_q", "not in [-1, 1]"),
+    ("truthMuon", "q", 0, "truthMuon_q", "not in [-1, 1]"),
+    ("spacePoint", "globEdgeHighX", 3e30, "spacePoint_globEdgeHighX", "outside [-30000, 30000]"),
+    ("spacePoint", "technology", 9, "spacePoint_technology", "not in [0, 1, 2, 3, 4, 5]"),
+])
+def test_convert_never_writes_what_validate_rejects(tmp_path, group, field, value, name, why):
+    """Issue 9, case 4: values outside the schema's ranges and allowed sets were written, then rejected
+    by validate. Now one set of rules (pipeline.rules) serves the writer and validate."""
+    import awkward as ak
+    from rawdump import random_events, write_dump
+
+    ev = random_events(40, seed=12)
+    rec = ev[group]
+    counts = ak.num(rec)
+    x = ak.to_numpy(ak.flatten(rec[field])).copy()
+    entry = int(np.flatnonzero(ak.to_numpy(counts) > 0)[6])
+    x[int(np.sum(ak.to_numpy(counts)[:entry]))] = value
+    ev[group] = ak.with_field(rec, ak.unflatten(x, counts), field)
+    path = tmp_path / "bad.root"
+    write_dump(path, ev)
+    loose = ["--min-pt", "0", "--max-abs-eta", "10", "--min-hits", "0", "--keep-empty-events"]
+    res = CliRunner().invoke(main, ["convert", str(path), "-o", str(tmp_path / "o"), "-q", *loose])
+    assert res.exit_code == 1, res.output
+    assert f"entry {entry}, field {name}" in res.output and why in res.output
+    for policy in ("drop-event", "drop-hit"):
+        out = tmp_path / policy
+        res = CliRunner().invoke(main, ["convert", str(path), "-o", str(out), "-q", "--on-invalid", policy, *loose])
+        assert res.exit_code == 0, res.output
+        cf = json.loads((out / "manifest.json").read_text())["cutflow"]
+        assert cf["events_invalid"] + cf["hits_invalid"] == 1
+        assert cf["entries_in"] == 40 == cf["events_out"] + cf["events_cut"]
+        res = CliRunner().invoke(main, ["validate", str(out)])
+        assert res.exit_code == 0, res.output

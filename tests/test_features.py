@@ -7,7 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.features import hit_features, invalid_mask
+from pipeline.features import hit_features
+from pipeline.rules import first_violations
+from pipeline.schema import load_schema
 
 
 def reference(x: float, y: float, z: float) -> dict[str, np.float32]:
@@ -73,5 +75,7 @@ def test_eta_is_antisymmetric_in_z():
 def test_beam_axis_is_flagged_not_hidden():
     got = hit_features(np.array([0.0, 0.0]), np.array([0.0, 0.0]), np.array([5000.0, 0.0]))
     assert np.isposinf(got["eta"][0]) and np.isnan(got["eta"][1])
-    bad, first = invalid_mask({"x": np.array([1.0, 2.0], np.float32), "eta": got["eta"]})
-    assert bad.tolist() == [True, True] and first.tolist() == [1, 1]
+    schema = load_schema(2)
+    columns = {"r": np.array([1.0, 2.0], np.float32), "eta": got["eta"]}
+    bad, fields, why = first_violations(columns, schema.level("hit"))
+    assert bad.tolist() == [True, True] and fields == ["eta", "eta"] and why == ["non-finite value"] * 2

@@ -85,7 +85,7 @@ def test_migrate_refuses_a_non_finite_eta(tmp_path):
                                   "--schema-version", "1", *common])
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(main, ["migrate", str(tmp_path / "v1"), "--to-version", "2", "-o", str(tmp_path / "m")])
-    assert r.exit_code == 1 and "source entry 11), field eta" in r.output and "not finite" in r.output
+    assert r.exit_code == 1 and "source entry 11), field eta" in r.output and "non-finite value" in r.output
     assert not (tmp_path / "m" / "manifest.json").exists()
     assert not list((tmp_path / "m").rglob("*.parquet"))  # nothing partial is visible
 
