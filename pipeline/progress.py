@@ -7,6 +7,7 @@ terminal the reporter prints one line every ``interval`` seconds instead.
 from __future__ import annotations
 
 import sys
+import threading
 import time
 
 
@@ -22,6 +23,8 @@ class Reporter:
         self._last = self.t0
         self._bar = None
         self._task = None
+        self._beat: threading.Thread | None = None
+        self._stop = threading.Event()
 
     def __enter__(self) -> Reporter:
         if not self.quiet and hasattr(self.stream, "isatty") and self.stream.isatty():
@@ -41,7 +44,21 @@ class Reporter:
                                  console=Console(file=self.stream), transient=False)
             self._bar.start()
             self._task = self._bar.add_task("convert", total=self.total, rate="")
+        elif not self.quiet and self.interval > 0:
+            self._stop = threading.Event()
+            self._beat = threading.Thread(target=self._heartbeat, name="progress-heartbeat", daemon=True)
+            self._beat.start()
         return self
+
+    def _heartbeat(self) -> None:
+        """Batch logs: a line every ``interval`` even while no chunk finishes (a slow or stalled read),
+        so a log that stops growing means a dead job, not a busy one."""
+        while not self._stop.wait(self.interval):
+            if time.perf_counter() - self._last >= self.interval:
+                self._last = time.perf_counter()
+                self.log(f"still working: {self.entries}/{self.total} entries done, "
+                         f"{time.perf_counter() - self.t0:.0f} s elapsed, no chunk finished in the last "
+                         f"{self.interval:g} s")
 
     def advance(self, entries: int, hits: int = 0) -> None:
         self.entries += entries
@@ -66,5 +83,8 @@ class Reporter:
             print(message, file=self.stream, flush=True)
 
     def __exit__(self, *exc) -> None:
+        if self._beat is not None:
+            self._stop.set()
+            self._beat.join()
         if self._bar is not None:
             self._bar.stop()

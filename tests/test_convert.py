@@ -363,3 +363,23 @@ def test_convert_never_writes_what_validate_rejects(tmp_path, group, field, valu
         assert cf["entries_in"] == 40 == cf["events_out"] + cf["events_cut"]
         res = CliRunner().invoke(main, ["validate", str(out)])
         assert res.exit_code == 0, res.output
+
+
+def test_batch_logs_get_a_heartbeat_while_nothing_finishes():
+    """Issue 9, case 7: a stalled read left the batch log silent; a heartbeat line says the job lives."""
+    import io
+    import time
+
+    from pipeline.progress import Reporter
+
+    stream = io.StringIO()
+    with Reporter(1000, interval=0.2, stream=stream) as rep:
+        time.sleep(0.7)  # no chunk finishes
+        rep.advance(1000, 10)
+    lines = stream.getvalue().splitlines()
+    beats = [ln for ln in lines if ln.startswith("still working: 0/1000 entries done")]
+    assert len(beats) >= 2, lines
+    quiet = io.StringIO()
+    with Reporter(10, quiet=True, interval=0.05, stream=quiet):
+        time.sleep(0.2)
+    assert quiet.getvalue() == ""
