@@ -48,18 +48,21 @@ def expand_inputs(specs: list[str]) -> list[str]:
     for spec in specs:
         if "://" in spec and not spec.startswith("file://"):
             out.append(spec)
-        elif os.path.isdir(spec):
-            found = sorted(glob.glob(os.path.join(glob.escape(spec), "*.root")))
+            continue
+        prefix = "file://" if spec.startswith("file://") else ""  # file:// URLs follow the same rules
+        local = spec[len(prefix):]
+        if os.path.isdir(local):
+            found = sorted(glob.glob(os.path.join(glob.escape(local), "*.root")))
             if not found:
                 raise ConfigError(f"input directory {spec} holds no *.root file")
-            out += found
-        elif os.path.exists(spec):
+            out += [prefix + f for f in found]
+        elif os.path.exists(local):
             out.append(spec)
-        elif glob.has_magic(spec):
-            found = sorted(glob.glob(spec))
+        elif glob.has_magic(local):
+            found = sorted(glob.glob(local))
             if not found:
                 raise ConfigError(f"input pattern {spec!r} matches no file")
-            out += found
+            out += [prefix + f for f in found]
         else:
             out.append(spec)
     if not out:

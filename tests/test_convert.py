@@ -304,6 +304,12 @@ def test_file_names_are_names_not_syntax(tmp_path, random_dump):
         got = json.loads(_convert_cli(tmp_path, tmp_path / name, name.replace(":", "_")))
         assert got["cutflow"] == want["cutflow"]
         assert [i["path"] for i in got["inputs"]] == [str(tmp_path / name)]
+    # file:// URLs follow the same rules: literal first, then a glob
+    url = f"file://{tmp_path / 'sample[1].root'}"
+    got = json.loads(_convert_cli(tmp_path, url, "url-literal"))
+    assert [i["path"] for i in got["inputs"]] == [url] and got["cutflow"] == want["cutflow"]
+    got = json.loads(_convert_cli(tmp_path, f"file://{tmp_path / 'sample?.root'}", "url-glob"))
+    assert [i["path"] for i in got["inputs"]] == [f"file://{tmp_path / 'sample1.root'}"]
 
 
 def _convert_cli(tmp_path, path, out_name) -> str:
