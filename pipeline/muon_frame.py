@@ -167,23 +167,23 @@ def fit_parabola(obj: np.ndarray, n_obj: int, u: np.ndarray, y: np.ndarray,
 
 
 def resolve_left_right(obj: np.ndarray, n_obj: int, u: np.ndarray, v: np.ndarray, drift: np.ndarray,
-                       is_mdt: np.ndarray, sigma_other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                       is_mdt: np.ndarray, sigma_other: np.ndarray
+                       ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Step 4: MDT tangent points on the side of the wire the object's parabola passes.
 
     Annealing, as the classical fit: the parabola is first fitted to the wires (σ = ``MDT_SCHEDULE[0]``,
     the tube's size), then each tube's side is taken from it and the parabola refitted to the
     resolved points with the next, smaller σ. Hits are one object's bending hits (``obj`` [n]).
-    Returns ``(v_resolved [n], c [n_obj])``: the resolved positions and the final parabola's c.
+    Returns ``(v_resolved [n], (a, b, c))``: the resolved positions and the final parabola, fitted to
+    them at ``MDT_SCHEDULE[-1]``, each [n_obj].
     """
     y = v.copy()
-    for i, s_mdt in enumerate(MDT_SCHEDULE):
+    for s_mdt in MDT_SCHEDULE[:-1]:
         a, b, c = fit_parabola(obj, n_obj, u, y, np.where(is_mdt, s_mdt, sigma_other))
-        if i == len(MDT_SCHEDULE) - 1:
-            return y, c
         side = np.where(v >= a[obj] + (b[obj] + c[obj] * u) * u, 1.0, -1.0)
         stretch = np.sqrt(1.0 + (b[obj] + 2.0 * c[obj] * u) ** 2)
         y = np.where(is_mdt, v - side * drift * stretch, v)
-    raise AssertionError("unreachable")
+    return y, fit_parabola(obj, n_obj, u, y, np.where(is_mdt, MDT_SCHEDULE[-1], sigma_other))
 
 
 def segment_lines(seg: np.ndarray, n_seg: int, u: np.ndarray, y: np.ndarray,
@@ -246,17 +246,15 @@ def frame_features(assignment: np.ndarray, event: np.ndarray, lo: np.ndarray, hi
     b_idx = np.flatnonzero(f.bending)
     if len(b_idx):
         gb, ub = g[b_idx], f.u[b_idx]
-        y, curvature = resolve_left_right(gb, len(uniq), ub, f.v[b_idx], d[b_idx], is_mdt[b_idx],
-                                          sigma_other[b_idx])
-        v_res[b_idx] = y
+        v_res[b_idx], (_, b, curvature) = resolve_left_right(gb, len(uniq), ub, f.v[b_idx], d[b_idx],
+                                                             is_mdt[b_idx], sigma_other[b_idx])
         # segments: (object, station) of the MDT hits, fitted once to the resolved points
-        a, b, c = fit_parabola(gb, len(uniq), ub, y, np.where(is_mdt[b_idx], MDT_SCHEDULE[-1], sigma_other[b_idx]))
         m = np.flatnonzero(is_mdt)
         if len(m):
             st = np.asarray(station, dtype=np.int64)[sel][m]
             st = st - st.min()
             seg_ids, seg = np.unique(g[m] * (int(st.max()) + 1) + st, return_inverse=True)
-            parabola_slope = b[g[m]] + 2.0 * c[g[m]] * f.u[m]
+            parabola_slope = b[g[m]] + 2.0 * curvature[g[m]] * f.u[m]
             slope[m], resid[m] = segment_lines(seg, len(seg_ids), f.u[m], v_res[m], parabola_slope)
     direction_eta = np.arcsinh(f.uz / np.maximum(f.ur, 1e-12))
     values = {"frame_u": f.u, "frame_v": f.v, "frame_v_resolved": v_res, "frame_drift": np.where(is_mdt, d, 0.0),
