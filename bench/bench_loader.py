@@ -57,9 +57,8 @@ def setup(data: Path, config: Path, batch_size: int, device: str):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
 
     def stream(workers: int):
-        return make_stream(info, hit_fields, norm, "train", cfg.data, shuffle=True, num_workers=workers,
-                           batch_size=batch_size, frame_fields=cfg.frame_fields,
-                           assignment_field=cfg.assignment_field)
+        return make_stream(info, hit_fields, norm, "train", cfg, shuffle=True, num_workers=workers,
+                           batch_size=batch_size)
 
     def step(batch) -> None:
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}

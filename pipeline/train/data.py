@@ -482,17 +482,17 @@ class ShardStream(torch.utils.data.IterableDataset):
             yield {k: torch.from_numpy(v) for k, v in batch.items()}
 
 
-def make_stream(info: DatasetInfo, hit_fields: Sequence[str], norm: Normalisation, split: str, data_cfg: Any,
-                *, shuffle: bool, num_workers: int | None = None, batch_size: int | None = None,
-                frame_fields: Sequence[str] = (), assignment_field: str = LINK_FIELD) -> ShardStream:
-    """A :class:`ShardStream` configured from a ``DataConfig`` (and the config's muon-frame inputs)."""
-    return ShardStream(info, hit_fields, norm, split, batch_size=batch_size or data_cfg.batch_size,
-                       max_muons=data_cfg.max_muons, train_fraction=data_cfg.train_fraction,
-                       val_fraction=data_cfg.val_fraction, split_seed=data_cfg.split_seed, shuffle=shuffle,
-                       shuffle_buffer=data_cfg.shuffle_buffer,
-                       num_workers=data_cfg.num_workers if num_workers is None else num_workers,
-                       frame_fields=frame_fields, assignment_field=assignment_field,
-                       bucket_width=data_cfg.bucket_width)
+def make_stream(info: DatasetInfo, hit_fields: Sequence[str], norm: Normalisation, split: str, cfg: Any,
+                *, shuffle: bool, num_workers: int | None = None, batch_size: int | None = None) -> ShardStream:
+    """A :class:`ShardStream` as a ``TrainConfig`` describes it: its ``data:`` section and its
+    muon-frame inputs (``frame_fields`` for the objects of ``assignment_field``)."""
+    d = cfg.data
+    return ShardStream(info, hit_fields, norm, split, batch_size=batch_size or d.batch_size,
+                       max_muons=d.max_muons, train_fraction=d.train_fraction, val_fraction=d.val_fraction,
+                       split_seed=d.split_seed, shuffle=shuffle, shuffle_buffer=d.shuffle_buffer,
+                       num_workers=d.num_workers if num_workers is None else num_workers,
+                       frame_fields=cfg.frame_fields, assignment_field=cfg.assignment_field,
+                       bucket_width=d.bucket_width)
 
 
 def make_loader(stream: ShardStream) -> torch.utils.data.DataLoader:

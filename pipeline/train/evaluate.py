@@ -48,9 +48,8 @@ def predict(run_dir: str | Path, data_dir: str | Path, split: str = "test", devi
     if list(hp.muon_fields) != info.muon_fields:
         raise DatasetError(f"{data_dir}: truth-muon fields {info.muon_fields} differ from the run's {hp.muon_fields}")
     norm = Normalisation.from_dict(hp.normalisation)
-    stream = make_stream(info, list(hp.hit_fields), norm, split, cfg.data, shuffle=False,
-                         batch_size=batch_size or cfg.data.batch_size, frame_fields=cfg.frame_fields,
-                         assignment_field=cfg.assignment_field)
+    stream = make_stream(info, list(hp.hit_fields), norm, split, cfg, shuffle=False,
+                         batch_size=batch_size or cfg.data.batch_size)
     if stream.events == 0:
         raise DatasetError(f"{data_dir}: the {split} split is empty")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -107,9 +107,8 @@ def train(cfg: TrainConfig | None, data_dir: str | Path, run_dir: str | Path, *,
     centres, scales = fit_target_scaling(targets, cfg.fields, cfg.inverse_fields)
 
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
-    frame = {"frame_fields": cfg.frame_fields, "assignment_field": cfg.assignment_field}
-    train_stream = make_stream(info, hit_fields, norm, "train", cfg.data, shuffle=True, **frame)
-    val_stream = make_stream(info, hit_fields, norm, "val", cfg.data, shuffle=False, **frame)
+    train_stream = make_stream(info, hit_fields, norm, "train", cfg, shuffle=True)
+    val_stream = make_stream(info, hit_fields, norm, "val", cfg, shuffle=False)
     if val_stream.events == 0:
         total = sum(int(s.get("rows", 0)) for s in info.manifest["shards"])
         raise DatasetError(f"{data_dir}: the val split is empty ({total} events, "
