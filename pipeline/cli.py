@@ -106,9 +106,14 @@ def main() -> None:
 @click.option("--on-invalid", type=click.Choice(["error", "drop-hit", "drop-event"]), default="error",
               show_default=True, help="What to do with NaN/inf values or out-of-range truth links.")
 @click.option("--compression", default="zstd", show_default=True, help="Parquet codec[:level]: zstd, lz4, snappy, gzip, brotli, none.")
-@click.option("--row-group-size", type=int, default=2000, show_default=True, help="Events per Parquet row group.")
+@click.option("--row-group-size", type=int, default=2000, show_default=True, help="At most this many input entries per Parquet row group.")
+@click.option("--row-group-bytes", default="64 MB", show_default=True,
+              help="At most this many bytes per row group, estimated from each event's hit and muon counts "
+                   "(raw columns in memory); 'none' for no cap.")
 @click.option("--shard-events", type=int, default=10000, show_default=True,
-              help="Input entries per work unit; each unit writes one shard.")
+              help="At most this many input entries per work unit; each unit writes one shard.")
+@click.option("--shard-bytes", default="256 MB", show_default=True,
+              help="About this many bytes per work unit, estimated from the file's basket sizes; 'none' for no cap.")
 @click.option("-j", "--workers", type=int, default=None, help="Local worker processes [default: number of cores].")
 @click.option("--scheduler", default=None, help="Run units on Dask: tcp://HOST:PORT of a running scheduler, or 'local'.")
 @click.option("--task-index", type=int, default=None, help="Job arrays: this task's index (0-based).")
@@ -120,15 +125,18 @@ def main() -> None:
                    "file and entry range.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def convert(inputs, output, schema_version, tree, layout_file, step_size, min_pt, max_abs_eta, min_hits,
-            technologies, keep_empty_events, on_invalid, compression, row_group_size, shard_events, workers,
+            technologies, keep_empty_events, on_invalid, compression, row_group_size, row_group_bytes, shard_events,
+            shard_bytes, workers,
             scheduler, task_index, task_count, skip_bad_files, reconfigure, remote_timeout, quiet):
     """Convert ROOT hit dumps (files, directories, globs, URLs) to Parquet shards + manifest.
 
-    Each input is split into work units of --shard-events entries; finished units are recorded,
-    so re-running the same command resumes after a crash. Exit codes: 0 ok, 1 bad input,
+    Each input is split into work units (--shard-events entries, --shard-bytes bytes) that each
+    write one shard; finished units are recorded, so re-running the same command resumes after a
+    crash. Row groups and read steps are sized from each event's actual hit count, so peak memory
+    follows --step-size even when event sizes vary within a file. Exit codes: 0 ok, 1 bad input,
     2 usage, 3 done but some inputs were skipped (--skip-bad-files).
     """
-    from .config import Compression, ConvertConfig, parse_step_size
+    from .config import Compression, ConvertConfig, parse_size, parse_step_size
     from .convert import convert as run
     from .schema import latest_version, load_schema
     from .selection import SelectionConfig
@@ -148,7 +156,10 @@ def convert(inputs, output, schema_version, tree, layout_file, step_size, min_pt
                           keep_empty_events=keep_empty_events)
     cfg = ConvertConfig(schema_version=version, layout=layout, transform=TransformConfig(sel, on_invalid),
                         compression=Compression.parse(compression), row_group_size=row_group_size,
-                        shard_events=shard_events)
+                        shard_events=shard_events,
+                        row_group_bytes=None if row_group_bytes.lower() == "none"
+                        else parse_size(row_group_bytes, "--row-group-bytes"),
+                        shard_bytes=None if shard_bytes.lower() == "none" else parse_size(shard_bytes, "--shard-bytes"))
     task = (task_index, task_count) if task_index is not None else None
     res = run(list(inputs), output, cfg, workers=workers, scheduler=scheduler, step_size=parse_step_size(step_size),
               skip_bad=skip_bad_files, task=task, reconfigure=reconfigure, quiet=quiet)

@@ -17,6 +17,12 @@ from .selection import SelectionConfig
 from .source import SourceLayout
 from .transform import TransformConfig
 
+#: Default byte caps of a row group and of a work unit (one shard). Filtered dumps (~60 hits per event)
+#: reach the entry caps first (2,000 events ≈ 10 MB), so these only act on large events such as raw
+#: pile-up dumps (~6,000 hits per event ≈ 0.5 MB each).
+DEFAULT_ROW_GROUP_BYTES = 64 * 10**6
+DEFAULT_SHARD_BYTES = 256 * 10**6
+
 CODECS = ("zstd", "lz4", "snappy", "gzip", "brotli", "none")
 
 
@@ -51,12 +57,19 @@ class ConvertConfig:
     compression: Compression = field(default_factory=Compression)
     row_group_size: int = 2000
     shard_events: int = 10000
+    #: Byte caps (estimated in-memory bytes of the raw columns, see pipeline.sizing); None = no cap,
+    #: which is what configurations written before these keys existed meant.
+    row_group_bytes: int | None = DEFAULT_ROW_GROUP_BYTES
+    shard_bytes: int | None = DEFAULT_SHARD_BYTES
 
     def __post_init__(self) -> None:
         if self.row_group_size < 1:
             raise ConfigError("--row-group-size must be at least 1 event")
         if self.shard_events < 1:
             raise ConfigError("--shard-events must be at least 1 entry")
+        for name, value in (("--row-group-bytes", self.row_group_bytes), ("--shard-bytes", self.shard_bytes)):
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be a positive size")
 
     def to_dict(self) -> dict:
         return {
@@ -67,6 +80,8 @@ class ConvertConfig:
             "compression": str(self.compression),
             "row_group_size": self.row_group_size,
             "shard_events": self.shard_events,
+            "row_group_bytes": self.row_group_bytes,
+            "shard_bytes": self.shard_bytes,
         }
 
     @classmethod
@@ -80,10 +95,16 @@ class ConvertConfig:
             compression=Compression.parse(d["compression"]),
             row_group_size=int(d["row_group_size"]),
             shard_events=int(d["shard_events"]),
+            row_group_bytes=_opt_int(d.get("row_group_bytes")),
+            shard_bytes=_opt_int(d.get("shard_bytes")),
         )
 
     def hash(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+
+
+def _opt_int(value) -> int | None:
+    return None if value is None else int(value)
 
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
@@ -105,6 +126,20 @@ def parse_step_size(text: str | int) -> int | str:
             value = f"{int(float(m.group(1)) * _UNITS[m.group(2)])} B"
     if isinstance(value, int) and value < 1:
         raise ConfigError("--step-size must be at least 1 event")
+    return value
+
+
+def parse_size(text: str | int, option: str) -> int:
+    """A byte size such as ``'64 MB'``, ``'1.5 GiB'`` or a plain number of bytes, as an int."""
+    if isinstance(text, int):
+        value = text
+    else:
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmg]i?b|b)?\s*", str(text).lower())
+        if not m:
+            raise ConfigError(f"{option} {text!r}: give a size such as '64 MB' or '1 GiB'")
+        value = int(float(m.group(1)) * _UNITS[m.group(2) or ""])
+    if value < 1:
+        raise ConfigError(f"{option} must be a positive size")
     return value
 
 

@@ -136,9 +136,16 @@ def open_tree(path: str, layout: SourceLayout):
 
 def open_input(path: str, layout: SourceLayout, schema: Schema) -> InputInfo:
     """Check an input completely enough that reading it can only fail on damaged baskets."""
+    return inspect_input(path, layout, schema)[0]
+
+
+def inspect_input(path: str, layout: SourceLayout, schema: Schema, with_tree=None):
+    """:func:`open_input`, then ``with_tree(tree)`` while the file is still open (the planner sizes
+    work units from the tree's metadata). Returns ``(info, with_tree(tree) or None)``."""
     f, tree = open_tree(path, layout)
     try:
-        return _check_tree(f, tree, path, layout, schema)
+        info = _check_tree(f, tree, path, layout, schema)
+        return info, (with_tree(tree) if with_tree is not None else None)
     except InputError as err:
         err.entries = int(tree.num_entries)  # counted as skipped entries when the file is skipped
         raise

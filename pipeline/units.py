@@ -21,7 +21,17 @@ from ._version import __version__
 from .config import ConvertConfig
 from .errors import InputError
 from .schema import load_schema
-from .source import InputInfo, open_input, open_tree, read_chunk, read_error_text
+from .sizing import (
+    entry_bytes,
+    greedy_edges,
+    group_edges,
+    item_bytes,
+    level_branches,
+    parse_bytes,
+    plan_unit_edges,
+    read_branches,
+)
+from .source import InputInfo, inspect_input, open_tree, read_chunk
 from .stats import StatsTable, merge_tables, table_to_json
 from .storage import OutputDir
 from .transform import chunk_stats, process_chunk, to_arrow
@@ -63,15 +73,22 @@ def plan_units(inputs: list[str], cfg: ConvertConfig, skip_bad: bool,
                on_input=None) -> tuple[list[InputInfo], list[dict], list[Unit]]:
     """Open every input once (identity, entries, branch checks) and cut it into units.
 
+    Units hold at most ``cfg.shard_events`` entries and about ``cfg.shard_bytes`` bytes, estimated
+    from the TTree's basket metadata (nothing is decompressed; see :mod:`pipeline.sizing`).
     Returns (good inputs, skipped inputs with reasons, units). A bad input raises unless
     ``skip_bad``; then it is listed with its reason and the entries it held, when known.
     """
     schema = load_schema(cfg.schema_version)
     good, skipped, units = [], [], []
     chash = cfg.hash()
+    branches = read_branches(schema, cfg.layout)
+
+    def cut(tree):
+        return plan_unit_edges(tree, branches, cfg.shard_events, cfg.shard_bytes)
+
     for path in inputs:
         try:
-            info = open_input(path, cfg.layout, schema)
+            info, edges = inspect_input(path, cfg.layout, schema, cut)
         except InputError as err:
             if not skip_bad:
                 raise
@@ -81,36 +98,39 @@ def plan_units(inputs: list[str], cfg: ConvertConfig, skip_bad: bool,
                 on_input(path, None)
             continue
         good.append(info)
-        for start in range(0, info.entries, cfg.shard_events):
-            stop = min(start + cfg.shard_events, info.entries)
+        for start, stop in zip(edges[:-1].tolist(), edges[1:].tolist()):
             units.append(Unit(len(units), path, start, stop, unit_key(info, start, stop, chash), info.uuid))
         if on_input:
             on_input(path, info)
     return good, skipped, units
 
 
-def _row_groups(chunk, unit: Unit, rows_per_group: int) -> list[tuple[int, int]]:
+def _row_groups(chunk, group_edges: np.ndarray) -> list[tuple[int, int]]:
     """Event ranges of the chunk that form row groups: row group k holds the selected events of
-    input entries [start + k·R, start + (k+1)·R). Reads are aligned to R, so the row groups (and the
-    statistics taken per row group) do not depend on the step size, the workers or a resume."""
-    group = (chunk.event["source_entry"] - unit.entry_start) // rows_per_group
+    input entries [group_edges[k], group_edges[k+1]). The edges come from the data and the
+    configuration only, and reads are aligned to them, so the row groups (and the statistics taken
+    per row group) do not depend on the step size, the workers or a resume."""
+    group = np.searchsorted(group_edges, chunk.event["source_entry"], side="right")
     cuts = np.flatnonzero(np.diff(group)) + 1
     edges = [0, *cuts.tolist(), chunk.n_events]
     return [(lo, hi) for lo, hi in zip(edges[:-1], edges[1:]) if hi > lo]
 
 
-def _step_entries(tree, unit: Unit, cfg: ConvertConfig, schema, step_size: int | str) -> int:
-    """Canonical step: whole row groups of input entries (a memory size becomes an entry count)."""
-    rg = cfg.row_group_size
+def unit_layout(tree, unit: Unit, cfg: ConvertConfig, schema, step_size: int | str) -> tuple[np.ndarray, np.ndarray]:
+    """(row-group edges, read-step edges) of a unit, as absolute entry numbers.
+
+    Row groups: at most ``cfg.row_group_size`` entries and ``cfg.row_group_bytes`` bytes, from the
+    exact hit/muon counts of the unit's entries. Steps: runs of whole row groups of at most
+    ``step_size`` entries (int) or bytes ('N B'), at least one row group each.
+    """
+    sizes = entry_bytes(tree, unit.input, level_branches(schema, cfg.layout), item_bytes(schema),
+                        unit.entry_start, unit.entry_stop)
+    rel = greedy_edges(sizes, cfg.row_group_size, cfg.row_group_bytes)
     if isinstance(step_size, int):
-        return max(rg, step_size // rg * rg)
-    try:
-        entries = int(tree.num_entries_for(step_size, [cfg.layout.branch(x.source) for x in schema.fields if x.source],
-                                           entry_start=unit.entry_start, entry_stop=unit.entry_stop))
-    except Exception as err:  # damaged basket index: uproot raises OSError, ValueError, ...
-        raise InputError(f"cannot size entries {unit.entry_start}-{unit.entry_stop} ({read_error_text(err)})",
-                         file=unit.input, entry=unit.entry_start) from err
-    return max(rg, entries // rg * rg)
+        steps = group_edges(rel, sizes, step_size, None)
+    else:
+        steps = group_edges(rel, sizes, None, parse_bytes(step_size))
+    return rel + unit.entry_start, steps + unit.entry_start
 
 
 def run_unit(unit: Unit | dict, cfg: ConvertConfig | dict, out_url: str, step_size: int | str = "100 MB",
@@ -137,18 +157,17 @@ def run_unit(unit: Unit | dict, cfg: ConvertConfig | dict, out_url: str, step_si
             if unit.uuid and str(f.file.uuid) != unit.uuid:
                 raise InputError(f"file changed since the plan was made (ROOT UUID {f.file.uuid}, planned "
                                  f"{unit.uuid}); re-run without --task-index to re-plan", file=unit.input)
-            step = _step_entries(tree, unit, cfg, schema, step_size)
+            groups, steps = unit_layout(tree, unit, cfg, schema, step_size)
             with out.atomic(unit.shard, native=True) as fh, pq.ParquetWriter(
                     fh, arrow_schema, use_dictionary=["source_file"], write_statistics=False,
                     **cfg.compression.writer_kwargs()) as writer:
-                for start in range(unit.entry_start, unit.entry_stop, step):
-                    stop = min(start + step, unit.entry_stop)
+                for start, stop in zip(steps[:-1].tolist(), steps[1:].tolist()):
                     chunk = read_chunk(tree, unit.input, cfg.layout, schema, start, stop)
                     chunk, chunk_flow = process_chunk(chunk, schema, cfg.transform)
                     flow = chunk_flow if flow is None else flow.add(chunk_flow)
                     rows, hits, muons = rows + chunk.n_events, hits + chunk.n_hits, muons + chunk.n_muons
                     table = to_arrow(chunk, schema)
-                    for lo, hi in _row_groups(chunk, unit, cfg.row_group_size):
+                    for lo, hi in _row_groups(chunk, groups):
                         writer.write_table(table.slice(lo, hi - lo), row_group_size=hi - lo)
                         stats = merge_tables(stats, chunk_stats(chunk, schema, lo, hi))
                     if progress is not None:

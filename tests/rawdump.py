@@ -15,10 +15,11 @@ HIT_FLOAT = ["globEdgeHighX", "globEdgeHighY", "globEdgeHighZ", "globEdgeLowX", 
 HIT_INT = ["readOutSide", "channel", "layer", "stationPhi", "stationEta", "stationIndex", "technology", "truthLink"]
 
 
-def random_events(n: int, seed: int = 0) -> dict[str, ak.Array]:
-    """Random but well-formed events: 0-2 muons, links valid, coordinates away from the axis."""
+def random_events(n: int, seed: int = 0, n_hits=None) -> dict[str, ak.Array]:
+    """Random but well-formed events: 0-2 muons, links valid, coordinates away from the axis.
+    ``n_hits``: hits per event (an array of length n); default 3-39 at random."""
     rng = np.random.default_rng(seed)
-    nh = rng.integers(3, 40, n)
+    nh = rng.integers(3, 40, n) if n_hits is None else np.asarray(n_hits, dtype=np.int64)
     nm = rng.integers(0, 3, n)
     H, M = int(nh.sum()), int(nm.sum())
     hits = {}
@@ -45,7 +46,11 @@ def random_events(n: int, seed: int = 0) -> dict[str, ak.Array]:
     }
 
 
-def write_dump(path, events: dict, tree: str = "MuonHitDump", compression=None) -> None:
+def write_dump(path, events: dict, tree: str = "MuonHitDump", compression=None, basket_entries=None) -> None:
+    """Write ``events`` as one TTree; ``basket_entries``: entries per basket (default: one basket)."""
+    n = len(events["eventNumber"])
+    step = basket_entries or max(n, 1)
     with uproot.recreate(path, compression=compression) as f:
         f.mktree(tree, {k: v.type if isinstance(v, ak.Array) else v.dtype for k, v in events.items()})
-        f[tree].extend(events)
+        for lo in range(0, n, step):
+            f[tree].extend({k: v[lo: lo + step] for k, v in events.items()})

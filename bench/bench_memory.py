@@ -1,0 +1,107 @@
+"""Peak memory of `convert` when event sizes vary, and on a raw pile-up dump (issue 9, case 10).
+
+    .venv/bin/python bench/bench_memory.py [--events 3000] [--pileup-events 2000] [--pileup-hits 6000]
+                                            [--step-size "20 MB"] [--repeat 3] [--out DIR]
+
+1. *Uneven vs even*: two dumps with the same number of events and hits; in the uneven one event sizes
+   vary tenfold (small and large events in clustered blocks, the worst case for a step computed from
+   the average event size), in the even one every event has the mean size. Both are converted with
+   the same ``--step-size`` and ``-j 1``; the ratio of peak RSS (median of ``--repeat`` runs) is the
+   figure (goal: within 1.3x).
+2. *Pile-up dump*: ``--pileup-events`` events of ``--pileup-hits`` hits each converted at the
+   defaults, with ``-j 1`` and ``-j 2``: peak RSS per process (goal: under 1 GB), number of work
+   units, and the wall-time ratio (two units or more let ``-j 2`` work).
+
+Peak RSS is the maximum resident set of the converting process and its workers (``getrusage`` of
+the children of a small wrapper process), so each run is measured in a fresh process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from rawdump import random_events, write_dump  # noqa: E402
+
+BIN = Path(sys.executable).parent
+WRAP = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(r.returncode)")
+
+
+def peak_rss_mb(args: list[str]) -> tuple[float, float]:
+    """(peak RSS in MB of the largest process the command ran, wall seconds)."""
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", WRAP, str(BIN / "muon-pipeline"), *args],
+                         capture_output=True, text=True)
+    took = time.perf_counter() - t0
+    if out.returncode != 0:
+        raise SystemExit(f"convert failed: {out.stderr or out.stdout}")
+    return int(out.stdout.strip().splitlines()[-1]) / 1024, took
+
+
+def write_in_pieces(path: Path, hits: np.ndarray, seed: int, piece: int = 200) -> None:
+    """Write a dump in baskets of ``piece`` events (as a producer flushing regularly would)."""
+    write_dump(path, random_events(len(hits), seed=seed, n_hits=hits), compression=None, basket_entries=piece)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=3000)
+    ap.add_argument("--pileup-events", type=int, default=2000)
+    ap.add_argument("--pileup-hits", type=int, default=6000)
+    ap.add_argument("--step-size", default="20 MB")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    work = args.out or Path(tempfile.mkdtemp(prefix="bench_memory_"))
+    work.mkdir(parents=True, exist_ok=True)
+    results: dict = {}
+
+    n = args.events
+    uneven = np.where((np.arange(n) // (n // 6)) % 2 == 0, 60, 600)  # blocks of 60-hit and 600-hit events
+    even = np.full(n, int(round(uneven.mean())))
+    for name, hits in (("uneven", uneven), ("even", even)):
+        path = work / f"{name}.root"
+        if not path.exists():
+            write_in_pieces(path, hits, seed=5)
+        rss = []
+        for k in range(args.repeat):
+            r, _ = peak_rss_mb(["convert", str(path), "-o", str(work / f"{name}-{k}"), "-q", "-j", "1",
+                                "--step-size", args.step_size])
+            rss.append(r)
+        results[name] = {"events": n, "hits": int(hits.sum()), "peak_rss_mb": statistics.median(rss), "runs": rss}
+    results["uneven_over_even"] = results["uneven"]["peak_rss_mb"] / results["even"]["peak_rss_mb"]
+
+    pile = work / "pileup.root"
+    if not pile.exists():
+        write_in_pieces(pile, np.full(args.pileup_events, args.pileup_hits), seed=6, piece=100)
+    runs = {}
+    for j in (1, 2):
+        ds = work / f"pileup-j{j}"
+        rss, took = peak_rss_mb(["convert", str(pile), "-o", str(ds), "-q", "-j", str(j)])
+        manifest = json.loads((ds / "manifest.json").read_text())
+        runs[j] = {"peak_rss_mb": rss, "seconds": took, "units": len(manifest["shards"])}
+    results["pileup"] = {"events": args.pileup_events, "hits_per_event": args.pileup_hits,
+                         "file_mb": pile.stat().st_size / 1e6, "j1": runs[1], "j2": runs[2],
+                         "speedup_j2": runs[1]["seconds"] / runs[2]["seconds"]}
+    print(json.dumps(results, indent=2))
+    print(f"\nuneven/even peak RSS at --step-size {args.step_size}: {results['uneven_over_even']:.2f}x "
+          f"({results['uneven']['peak_rss_mb']:.0f} vs {results['even']['peak_rss_mb']:.0f} MB, median of "
+          f"{args.repeat}); pile-up {args.pileup_events} x {args.pileup_hits} hits "
+          f"({results['pileup']['file_mb']:.0f} MB file): {runs[1]['units']} units, peak "
+          f"{runs[1]['peak_rss_mb']:.0f} MB (-j 1), {runs[2]['peak_rss_mb']:.0f} MB (-j 2, largest process), "
+          f"-j 2 speed-up {results['pileup']['speedup_j2']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
