@@ -116,6 +116,7 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=4000)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--kinds", default="", help="comma-separated subset of the kinds (default: all)")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     work = args.out or Path(tempfile.mkdtemp(prefix="fault_kill_"))
@@ -147,7 +148,10 @@ def main() -> None:
             lambda ds: run(["finalize", str(ds)])),
     }
     summary, failed = {}, False
+    wanted = [k.strip() for k in args.kinds.split(",") if k.strip()] or list(kinds)
     for name, (prepare, command, finish) in kinds.items():
+        if name not in wanted:
+            continue
         ref = work / f"ref-{name.replace(' ', '_')}"
         prepare(ref)
         t0 = time.perf_counter()
@@ -167,11 +171,14 @@ def main() -> None:
             run(command(ds))  # the resume: the same command again
             finish(ds)
             ok = digest(ds) == want and not leftovers(ds)
-            valid = subprocess.run([CLI, "validate", str(ds)], capture_output=True).returncode == 0
+            check = subprocess.run([CLI, "validate", str(ds)], capture_output=True, text=True)
+            valid = check.returncode == 0
             identical += ok and valid
             if not (ok and valid) or left:
                 problems.append({"trial": trial, "identical": ok, "valid": valid, "orphans": left,
-                                 "leftovers": leftovers(ds)})
+                                 "leftovers": leftovers(ds), "kept": str(ds),
+                                 "validate": (check.stdout + check.stderr)[-2000:]})
+                continue  # kept for inspection
             shutil.rmtree(ds)
         failed |= bool(problems)
         summary[name] = {"trials": args.trials, "killed_while_running": landed, "identical_after_resume": identical,

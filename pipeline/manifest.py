@@ -107,6 +107,7 @@ def finalize(out: OutputDir) -> dict:
         if name.startswith("part-") and name not in keep:
             out.remove(f"{SHARDS}/{name}")
     out.clean_temporaries(SHARDS)
+    out.clean_temporaries(RECORDS)  # a unit record killed between its write and rename
     for name in out.listdir("."):  # a manifest write killed before its rename; only finalize writes one
         if name.startswith(f"{TMP_MARK}{MANIFEST}."):
             out.remove(name)

@@ -65,13 +65,30 @@ def _check_values(table, new, added: list[str], shard: str, first_row: int) -> N
                                "not write them")
 
 
+def _finished(dst: OutputDir, source_digest: str, to_version: int) -> dict | None:
+    """The output's manifest when it is this very migration, finished (a kill after the manifest was
+    written, or a plain re-run): same source manifest (sha256) and target version. None otherwise."""
+    if not dst.exists(MANIFEST):
+        return None
+    try:
+        doc = dst.read_json(MANIFEST)
+    except ValueError:
+        return None
+    origin = doc.get("migrated_from")
+    if (isinstance(origin, dict) and origin.get("manifest_sha256") == source_digest
+            and doc.get("schema", {}).get("version") == to_version):
+        return doc
+    return None
+
+
 def _check_output(dst: OutputDir, output: str, planned: set[str]) -> None:
     """A new or empty output, or the leftovers of an interrupted run of this same migration (its own
     shards and temporaries, no manifest): re-running resumes it. Anything else is refused by name."""
     if not (dst.fs.exists(dst.root) and dst.listdir(".")):
         return
     if dst.exists(MANIFEST):
-        raise ConfigError(f"output {output} exists and is not empty (it holds a manifest): choose a new directory")
+        raise ConfigError(f"output {output} exists and is not empty (it holds the manifest of another dataset): "
+                          "choose a new directory")
     foreign = [n for n in dst.listdir(".") if n != "shards"]
     foreign += [f"shards/{n}" for n in dst.listdir("shards") if n not in planned and not n.startswith(TMP_MARK)]
     if foreign:
@@ -91,6 +108,10 @@ def migrate_dataset(source: str, output: str, to_version: int) -> dict:
     new = load_schema(to_version)
     if new.version <= old.version:
         raise ConfigError(f"dataset is already at v{old.version}; --to-version must be newer")
+    source_digest = src.sha256(MANIFEST)
+    done = _finished(dst, source_digest, new.version)
+    if done is not None:
+        return done  # re-run of a finished migration: nothing to do, nothing rewritten
     cfg_dict = dict(manifest["config"], schema_version=new.version)
     cfg = ConvertConfig.from_dict(cfg_dict)
     infos = {i["path"]: InputInfo(i["path"], i["size"], i["entries"], i["uuid"]) for i in manifest["inputs"]}
@@ -124,6 +145,7 @@ def migrate_dataset(source: str, output: str, to_version: int) -> dict:
     migrated = dict(manifest, schema={"name": new.name, "version": new.version}, config=cfg_dict, shards=shards,
                     statistics=table_to_json(stats),
                     totals=dict(manifest["totals"], bytes=sum(s["bytes"] for s in shards)),
-                    timing=dict(manifest.get("timing", {}), migrated_from=old.version))
+                    timing=dict(manifest.get("timing", {}), migrated_from=old.version),
+                    migrated_from={"path": source, "version": old.version, "manifest_sha256": source_digest})
     dst.write_json(MANIFEST, migrated)
     return migrated

@@ -109,3 +109,23 @@ def test_an_interrupted_migration_resumes_by_re_running_it(tmp_path, converted_r
     (out / "shards" / "part-foreign.parquet").write_bytes(b"not ours")
     r = CliRunner().invoke(main, ["migrate", str(src), "--to-version", "2", "-o", str(out)])
     assert r.exit_code == 2 and "part-foreign.parquet" in r.output
+
+
+def test_re_running_a_finished_migration_is_a_no_op(tmp_path, converted_random_v1, converted_random):
+    """A kill after the manifest's rename (or a plain re-run) was refused as 'not empty'; a different
+    source into the same output still is."""
+    src, _ = _v1_copy(tmp_path, converted_random_v1)
+    out = tmp_path / "m"
+    assert CliRunner().invoke(main, ["migrate", str(src), "--to-version", "2", "-o", str(out)]).exit_code == 0
+    before = {p.name: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    r = CliRunner().invoke(main, ["migrate", str(src), "--to-version", "2", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert {p.name: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before  # nothing rewritten
+    other = tmp_path / "other"
+    import shutil
+
+    shutil.copytree(converted_random_v1, other)
+    m = json.loads((other / "manifest.json").read_text())
+    (other / "manifest.json").write_text(json.dumps(m, indent=1))  # same content re-serialised: another file
+    r = CliRunner().invoke(main, ["migrate", str(other), "--to-version", "2", "-o", str(out)])
+    assert r.exit_code == 2 and "manifest of another dataset" in r.output
