@@ -105,7 +105,7 @@ def _step_entries(tree, unit: Unit, cfg: ConvertConfig, schema, step_size: int |
     if isinstance(step_size, int):
         return max(rg, step_size // rg * rg)
     try:
-        entries = int(tree.num_entries_for(step_size, [cfg.layout.branch(x.source) for x in schema.fields if x.source],
+        entries = int(tree.num_entries_for(step_size, cfg.layout.read_branches(schema),
                                            entry_start=unit.entry_start, entry_stop=unit.entry_stop))
     except Exception as err:  # damaged basket index: uproot raises OSError, ValueError, ...
         raise InputError(f"cannot size entries {unit.entry_start}-{unit.entry_stop} ({read_error_text(err)})",

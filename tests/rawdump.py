@@ -49,3 +49,21 @@ def write_dump(path, events: dict, tree: str = "MuonHitDump", compression=None) 
     with uproot.recreate(path, compression=compression) as f:
         f.mktree(tree, {k: v.type if isinstance(v, ak.Array) else v.dtype for k, v in events.items()})
         f[tree].extend(events)
+
+
+def flat_branches(events: dict) -> dict:
+    """The records of ``random_events`` as one jagged array per branch name (``spacePoint_time`` ...)."""
+    out = {}
+    for group, value in events.items():
+        if isinstance(value, ak.Array) and ak.fields(value):
+            out.update({f"{group}_{k}": value[k] for k in ak.fields(value)})
+        else:
+            out[group] = value
+    return out
+
+
+def write_rntuple(path, events: dict, name: str = "MuonHitDump") -> None:
+    """An RNTuple of ``events``: records give fields ``spacePoint.time``; ``flat_branches`` gives fields
+    named like the TTree branches."""
+    with uproot.recreate(path) as f:
+        f.mkrntuple(name, events)
