@@ -134,8 +134,9 @@ def main() -> None:
                    "file and entry range.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def convert(inputs, output, schema_version, tree, layout_file, step_size, min_pt, max_abs_eta, min_hits,
-            keep_muons_without_hits, technologies, keep_empty_events, on_invalid, precision, compression, row_group_size, shard_events, workers,
-            scheduler, task_index, task_count, skip_bad_files, reconfigure, remote_timeout, quiet):
+            technologies, keep_empty_events, on_invalid, compression, row_group_size, shard_events, workers,
+            scheduler, task_index, task_count, skip_bad_files, reconfigure, remote_timeout, quiet,
+            keep_muons_without_hits=False, precision=None):
     """Convert ROOT hit dumps (files, directories, globs, URLs) to Parquet shards + manifest.
 
     Each input is split into work units of --shard-events entries; finished units are recorded,
@@ -190,6 +191,8 @@ def _print_summary(res, output: str, quiet: bool) -> None:
                    f"fail hits {cf['muons_fail_hits']}, out {cf['muons_out']}")
         click.echo(f"  units: {res.units_run} run, {res.units_reused} reused of {res.units_total}; "
                    f"{res.seconds:.1f} s, {rate / 1e6:.2f} M hits/s in")
+    from .summary import reading_lines
+
     for line in reading_lines(res.manifest):
         click.echo(f"  {line}")
     for s in res.skipped_inputs:
@@ -198,24 +201,6 @@ def _print_summary(res, output: str, quiet: bool) -> None:
         u = r["unit"]
         click.secho(f"  SKIPPED {u['input']} entries {u['entry_start']}-{u['entry_stop']}: {r['reason']}",
                     fg="yellow", err=True)
-
-
-def reading_lines(manifest: dict) -> list[str]:
-    """Summary lines for unknown technology codes, rounded and filled fields (none when not used)."""
-    from .selection import technology_name
-
-    lines = []
-    unknown = manifest["cutflow"].get("hits_unknown_technology") or {}
-    if unknown:
-        lines.append("hits of unnamed technology codes: " + ", ".join(
-            f"{technology_name(int(c))} {n}" for c, n in unknown.items()))
-    reading = manifest.get("reading") or {}
-    if reading.get("rounded"):
-        lines.append("values stored rounded (--precision round): " + ", ".join(
-            f"{k} {n}" for k, n in reading["rounded"].items()))
-    if reading.get("filled"):
-        lines.append("fields filled with a constant: " + ", ".join(f"{k}={v!r}" for k, v in reading["filled"].items()))
-    return lines
 
 
 @main.command()

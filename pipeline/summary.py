@@ -47,6 +47,22 @@ def summarize_dataset(directory: str, scan: bool = True) -> dict:
     return info
 
 
+def reading_lines(manifest: dict) -> list[str]:
+    """Summary lines for unknown technology codes, rounded and filled fields (none when not used)."""
+    lines = []
+    unknown = manifest["cutflow"].get("hits_unknown_technology") or {}
+    if unknown:
+        lines.append("hits of unnamed technology codes: " + ", ".join(
+            f"{technology_name(int(c))} {n}" for c, n in unknown.items()))
+    reading = manifest.get("reading") or {}
+    if reading.get("rounded"):
+        lines.append("values stored rounded (--precision round): " + ", ".join(
+            f"{k} {n}" for k, n in reading["rounded"].items()))
+    if reading.get("filled"):
+        lines.append("fields filled with a constant: " + ", ".join(f"{k}={v!r}" for k, v in reading["filled"].items()))
+    return lines
+
+
 def render(info: dict, console) -> None:
     """Print the summary as rich tables."""
     from rich.table import Table

@@ -210,7 +210,7 @@ def bad_inputs(tmp_path_factory) -> dict[str, Path]:
     ("truncated", "file is truncated"),
     ("corrupt_basket", "cannot read entries 0-120 of branch 'spacePoint_"),  # names the damaged branch
     ("other_tree", "no tree 'MuonHitDump'; the file has ['Events']"),
-    ("no_branch", "missing branch 'spacePoint_driftR'"),
+    ("no_branch", "the layout maps no branch to 'spacePoint_driftR'"),
     ("wrong_dtype", "has type float32, expected int32"),
     ("empty", "is empty (0 entries)"),
 ])
