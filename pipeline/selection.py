@@ -35,7 +35,7 @@ def technology_name(code: int) -> str:
 
 def parse_technologies(text: str) -> tuple[str, ...] | None:
     """``--technologies``: ``all`` (None: every hit, whatever its code) or comma-separated names
-    (``MDT,CSC``, any case) and integer codes (``7``, ``-1``); ConfigError for anything else."""
+    (``MDT,CSC``, any case) and integer codes (``7``, ``-1``); names are checked by SelectionConfig."""
     items = [t.strip().upper() for t in text.split(",") if t.strip()]
     if items == ["ALL"]:
         return None

@@ -125,6 +125,8 @@ def test_rntuple_with_record_fields_reads_through_the_layout(tmp_path, random_du
     res = run("convert", path, "-o", tmp_path / "c", "-q")
     assert res.exit_code == 1 and "the layout maps no branch to 'spacePoint_globEdgeHighX'" in res.output
     assert "nearest: 'spacePoint.globEdgeHighX'" in res.output and "Traceback" not in res.output
+    res = run("convert", path, "-o", tmp_path / "d", "-q", "--tree", "Hits")
+    assert res.exit_code == 1 and "no tree 'Hits'; the file has ['MuonHitDump']" in res.output
 
 
 def test_rntuple_field_uproot_cannot_read_is_named(tmp_path, monkeypatch):
