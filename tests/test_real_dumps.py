@@ -491,3 +491,23 @@ def test_old_manifests_still_load_inspect_validate_and_migrate(tmp_path, random_
     res = run("migrate", out, "--to-version", "2", "-o", tmp_path / "v2")
     assert res.exit_code == 0, res.output
     assert run("validate", tmp_path / "v2").exit_code == 0
+
+
+def test_rntuple_fill_and_rounding_are_the_same_in_worker_processes(tmp_path):
+    """The reading settings travel to pool workers (the configuration as a dict): an RNTuple with float64
+    fields and a missing branch gives the same shards, cut flow and reading section with -j 2 as in-process."""
+    b = flat_branches(random_events(200, seed=31))
+    b.pop("spacePoint_readOutSide")
+    b["spacePoint_time"] = ak.values_astype(b["spacePoint_time"], np.float64) + 1e-5
+    path = tmp_path / "r.root"
+    write_rntuple(path, b)
+    layout = tmp_path / "layout.yaml"
+    layout.write_text("fill: {spacePoint_readOutSide: 1}\nprecision: {spacePoint_time: round}\n")
+    args = ["--layout", layout, "--shard-events", "50", "--technologies", "MDT,CSC,7"]
+    m1 = convert_ok(path, tmp_path / "one", *args)
+    res = run("convert", path, "-o", tmp_path / "two", "-q", "-j", "2", *args)
+    assert res.exit_code == 0, res.output
+    m2 = json.loads((tmp_path / "two" / "manifest.json").read_text())
+    assert len(m1["shards"]) == 4 and [s["sha256"] for s in m1["shards"]] == [s["sha256"] for s in m2["shards"]]
+    assert m1["reading"] == m2["reading"] and m1["reading"]["rounded"]["spacePoint_time"] > 0
+    assert m1["cutflow"] == m2["cutflow"] and m1["inputs"] == m2["inputs"]
