@@ -356,11 +356,9 @@ def _check_tree(f, tree, path: str, layout: SourceLayout, schema: Schema) -> Inp
         if (level != "event") != jagged:
             want = "jagged (one value per hit/muon)" if level != "event" else "one value per event"
             raise InputError(f"branch {branch!r} should be {want}, found {desc}", file=path, field=fld.name)
-        want = np.dtype(fld.dtype)
-        if dtype is None or dtype.kind not in ("iub" if want.kind in "iu" else "fiub"):
-            why = "; floats are never converted to integers" if dtype is not None and dtype.kind == "f" else ""
-            raise InputError(f"branch {branch!r} has type {dtype if dtype is not None else desc}, expected "
-                             f"{fld.dtype}{why}", file=path, field=fld.name)
+        if dtype is None or dtype.kind not in "fiub":
+            raise InputError(f"branch {branch!r} has type {desc}, expected numbers for {fld.dtype}",
+                             file=path, field=fld.name)
         recorded[fld.name] = {"branch": branch, "dtype": str(dtype)}
     if tree.num_entries == 0:
         raise InputError(f"{kind} {layout.tree!r} is empty (0 entries)", file=path)
@@ -411,6 +409,7 @@ def _cast(values: np.ndarray, fld, path: str, branch: str, start: int,
 
     * integers → integer field: exact or refused; the check is by value range, not by a round trip
       (a same-width unsigned → signed cast wraps, uint32 3 000 000 000 → −1 294 967 296, and wraps back);
+    * floats → integer field: whole numbers in range only (a charge stored as ±1.0), never rounded;
     * floats or integers → float field: a value the target holds exactly is stored as is; any other
       is refused unless ``may_round``, then stored correctly rounded (IEEE round-to-nearest-even, what
       numpy's cast does) and counted. A finite value beyond the target's range is always refused
@@ -430,9 +429,18 @@ def _cast(values: np.ndarray, fld, path: str, branch: str, start: int,
                          file=path, entry=entry, field=fld.name)
 
     if want.kind in "iu":
-        if have.kind not in "iub":
-            fail(np.ones(values.shape, bool), lambda i: f"cannot become {want} (floats are never converted to integers)")
         lo, hi = np.iinfo(want).min, np.iinfo(want).max
+        if have.kind == "f":  # whole numbers only (a charge stored as ±1.0): never rounded to an integer
+            v64 = values.astype(np.float64)
+            with np.errstate(invalid="ignore"):
+                fail_mask = ~np.isfinite(v64) | (v64 != np.trunc(v64))
+            if fail_mask.any():
+                fail(fail_mask, lambda i: "is not a whole number; an integer field takes whole numbers only "
+                                          "(never rounded)")
+            outside = (v64 < float(lo)) | (v64 >= float(hi) + 1.0)  # both bounds exact in float64
+            if outside.any():
+                fail(outside, lambda i: f"is outside the {want} range [{lo}, {hi}]")
+            return values.astype(want), 0
         info = np.iinfo(have) if have.kind in "iu" else np.iinfo(np.uint8)
         bad_mask = np.zeros(values.shape, dtype=bool)
         if info.max > hi:

@@ -300,11 +300,22 @@ def test_integer_branch_for_a_float_field_and_float_branch_for_an_integer_field(
     got = hit_column(tmp_path / "b", "spacePoint_covXX")
     assert got.tolist() == [float(v) if v != 2**24 + 1 else 16777216.0 for v in c.tolist()]  # ties to even
     assert m["reading"]["rounded"] == {"spacePoint_covXX": 1}
+    # a float branch fills an integer field with whole numbers only (a charge stored as ±1.0), never rounded
+    b["truthMuon_q"] = ak.values_astype(b["truthMuon_q"], np.float64)
     b["spacePoint_channel"] = ak.values_astype(b["spacePoint_channel"], np.float32)
     write_dump(tmp_path / "c.root", b)
-    res = run("convert", tmp_path / "c.root", "-o", tmp_path / "c", "-q", "--precision", "round")
-    assert res.exit_code == 1 and "field spacePoint_channel: branch 'spacePoint_channel' has type float32, expected " \
-                                  "int32; floats are never converted to integers" in res.output
+    m = convert_ok(tmp_path / "c.root", tmp_path / "c", "--precision", "round", *KEEP_ALL)
+    assert muon_column(tmp_path / "c", "truthMuon_q").tolist() == ak.to_list(ak.flatten(b["truthMuon_q"]))
+    assert hit_column(tmp_path / "c", "spacePoint_channel").dtype == np.int32
+    assert m["inputs"][0]["branches"]["truthMuon_q"]["dtype"] == "float64"
+    for value, why in ((2.5, "is not a whole number"), (np.nan, "is not a whole number"),
+                       (2.0**31, "is outside the int32 range")):
+        ch = ak.to_numpy(ak.flatten(b["spacePoint_channel"])).copy()
+        ch[int(counts[:7].sum())] = value
+        write_dump(tmp_path / "d.root", dict(b, spacePoint_channel=ak.unflatten(ch, counts)))
+        res = run("convert", tmp_path / "d.root", "-o", tmp_path / f"d{value}", "-q", "--precision", "round")
+        assert res.exit_code == 1 and f"entry 7, field spacePoint_channel: branch 'spacePoint_channel' has dtype " \
+                                      f"float32 and value {float(np.float32(value))!r} {why}" in res.output, res.output
 
 
 # ------------------------------------------------------------------------------------------------
