@@ -248,9 +248,26 @@ def open_tree(path: str, layout: SourceLayout):
         trees = [k.split(";")[0] for k, c in f.classnames().items() if c in _TREE_CLASSES + _RNTUPLE_CLASSES]
         hint = f"; the file has {trees}" if trees else "; the file has no TTree or RNTuple"
         raise InputError(f"no tree {layout.tree!r}{hint} (use --tree or a layout file)", file=path) from None
-    if not hasattr(obj, "num_entries") or not hasattr(obj, "arrays"):
+    try:
+        usable = hasattr(obj, "num_entries") and hasattr(obj, "arrays")
+        if usable:
+            obj.keys()  # an RNTuple reads its footer (field list, entry count) here
+    except Exception as err:  # a damaged or cut footer: uproot raises OSError, ValueError, ...
+        raise InputError(_truncated(f, path) or f"cannot read {layout.tree!r} ({read_error_text(err)})",
+                         file=path) from err
+    if not usable:
         raise InputError(f"{layout.tree!r} is a {type(obj).__name__}, not a TTree or RNTuple", file=path)
     return f, obj
+
+
+def _truncated(f, path: str) -> str | None:
+    """The message for a local file shorter than its header says, else None."""
+    if not _is_local(path):
+        return None
+    size = os.path.getsize(path.removeprefix("file://"))
+    if size < int(f.file.fEND):
+        return f"file is truncated: its header says {int(f.file.fEND)} bytes, it has {size}"
+    return None
 
 
 def open_input(path: str, layout: SourceLayout, schema: Schema) -> InputInfo:
@@ -304,9 +321,8 @@ def _read_arrays(tree, branches: list[str], entry_start: int, entry_stop: int) -
 
 def _branch_types(tree, branches: list[str], path: str, fields: dict[str, str]) -> dict[str, tuple]:
     """``{branch: (jagged, numpy dtype or None, description)}`` without reading any entry: from the
-    interpretation of a TTree branch, from the (empty) array type of an RNTuple field."""
-    import awkward as ak
-
+    interpretation of a TTree branch, from the awkward form of an RNTuple field (its C++ type as
+    uproot maps it; a type uproot cannot map is reported by name)."""
     out = {}
     if not is_rntuple(tree):
         for b in branches:
@@ -316,25 +332,35 @@ def _branch_types(tree, branches: list[str], path: str, fields: dict[str, str]) 
         return out
     import uproot
 
-    try:
-        arrays = _read_arrays(tree, branches, 0, 0)
-    except Exception:  # an RNTuple field type this uproot cannot read: find and name it
-        for b in branches:
-            try:
-                _read_arrays(tree, [b], 0, 0)
-            except Exception as err:
-                raise InputError(f"uproot {uproot.__version__} cannot read RNTuple field {b!r} of type "
-                                 f"{getattr(tree[b], 'typename', '?')} ({one_line(err)})", file=path,
-                                 field=fields.get(b)) from err
-        raise
     for b in branches:
-        arr = arrays[b]
-        layout = ak.to_layout(arr)
-        jagged = isinstance(layout, (ak.contents.ListOffsetArray, ak.contents.ListArray))
-        inner = layout.content if jagged else layout
-        dtype = inner.dtype if isinstance(inner, ak.contents.NumpyArray) and inner.inner_shape == () else None
-        out[b] = (jagged, dtype, str(ak.type(arr).content))
+        field_ = tree[b]
+        try:
+            form, names = field_.to_akform()
+            out[b] = _form_type(form, names)
+        except Exception as err:  # an RNTuple field type this uproot cannot read
+            raise InputError(f"uproot {uproot.__version__} cannot read RNTuple field {b!r} of type "
+                             f"{getattr(field_, 'typename', '?')} ({one_line(err)})", file=path,
+                             field=fields.get(b)) from err
     return out
+
+
+def _form_type(form, names: list[str]) -> tuple[bool, np.dtype | None, str]:
+    """(jagged, dtype, description) of the field ``names`` (a path through records: a collection of
+    records ``spacePoint`` with member ``time`` is ``['spacePoint', 'time']``) of an awkward form.
+    One list level is jagged; numbers without a list are one value per entry; anything else has no dtype."""
+    import awkward as ak
+
+    lists = (ak.forms.ListOffsetForm, ak.forms.ListForm)
+    depth, node = 0, form
+    for name in names:
+        while isinstance(node, lists):
+            depth, node = depth + 1, node.content
+        node = node.content(name)
+    desc = "var * " * depth + str(node.type)
+    while isinstance(node, lists):
+        depth, node = depth + 1, node.content
+    numeric = isinstance(node, ak.forms.NumpyForm) and node.inner_shape == () and depth <= 1
+    return depth == 1, np.dtype(node.primitive) if numeric else None, desc
 
 
 def _check_tree(f, tree, path: str, layout: SourceLayout, schema: Schema) -> InputInfo:
@@ -362,13 +388,10 @@ def _check_tree(f, tree, path: str, layout: SourceLayout, schema: Schema) -> Inp
         recorded[fld.name] = {"branch": branch, "dtype": str(dtype)}
     if tree.num_entries == 0:
         raise InputError(f"{kind} {layout.tree!r} is empty (0 entries)", file=path)
-    if _is_local(path):
-        size = os.path.getsize(path.removeprefix("file://"))
-        if size < int(f.file.fEND):
-            raise InputError(f"file is truncated: its header says {int(f.file.fEND)} bytes, it has {size}",
-                             file=path)
-    else:
-        size = int(f.file.fEND)
+    truncated = _truncated(f, path)
+    if truncated:
+        raise InputError(truncated, file=path)
+    size = os.path.getsize(path.removeprefix("file://")) if _is_local(path) else int(f.file.fEND)
     return InputInfo(path=path, size=size, entries=int(tree.num_entries), uuid=str(f.file.uuid),
                      container=kind, branches=recorded)
 

@@ -130,24 +130,49 @@ def test_rntuple_with_record_fields_reads_through_the_layout(tmp_path, random_du
 
 
 def test_rntuple_field_uproot_cannot_read_is_named(tmp_path, monkeypatch):
-    """An RNTuple field type this uproot cannot read gives one line naming the field and its type."""
-    import pipeline.source as source
+    """An RNTuple field type this uproot cannot read gives one line naming the field and its type
+    (the check reads the field's form, no entry; here uproot is made to fail on one field)."""
+    from uproot.models.RNTuple import RField
 
     path = tmp_path / "r.root"
     write_rntuple(path, flat_branches(random_events(10, seed=2)))
-    real = source._read_arrays
+    real = RField.to_akform
 
-    def failing(tree, branches, start, stop):
-        if "spacePoint_driftR" in branches:
+    def failing(self, *args, **kwargs):
+        if self.name == "spacePoint_driftR":
             raise NotImplementedError("unsupported column type")
-        return real(tree, branches, start, stop)
+        return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(source, "_read_arrays", failing)
+    monkeypatch.setattr(RField, "to_akform", failing)
     res = run("convert", path, "-o", tmp_path / "o", "-q")
     assert res.exit_code == 1, res.output
-    line = res.output.strip().splitlines()[-1]
-    assert f"file {path}, field spacePoint_driftR: uproot {uproot.__version__} cannot read RNTuple field " \
-           "'spacePoint_driftR' of type std::vector<float> (NotImplementedError: unsupported column type)" in line
+    assert res.output.strip().splitlines() == [
+        f"Error: file {path}, field spacePoint_driftR: uproot {uproot.__version__} cannot read RNTuple field "
+        "'spacePoint_driftR' of type std::vector<float> (NotImplementedError: unsupported column type)"]
+
+
+def test_damaged_rntuple_gives_the_same_errors_as_a_ttree(tmp_path):
+    """A truncated RNTuple file and one with a damaged page: one line each, like the TTree (a cut
+    footer used to escape as an OSError traceback), and --skip-bad-files converts the rest."""
+    good = tmp_path / "good.root"
+    with uproot.recreate(good, compression=uproot.ZLIB(4)) as f:
+        f.mkrntuple("MuonHitDump", flat_branches(random_events(120, seed=3)))
+    data = good.read_bytes()
+    (tmp_path / "cut.root").write_bytes(data[: len(data) // 2])
+    flipped = bytearray(data)
+    for i in range(len(data) // 3, len(data) // 3 + 64):
+        flipped[i] ^= 0xFF
+    (tmp_path / "flip.root").write_bytes(bytes(flipped))
+    for name, want in (("cut", f"file is truncated: its header says {len(data)} bytes, it has {len(data) // 2}"),
+                       ("flip", "cannot read entries 0-120 of branch 'spacePoint_")):
+        res = run("convert", tmp_path / f"{name}.root", "-o", tmp_path / name, "-q")
+        assert res.exit_code == 1 and len(res.output.strip().splitlines()) == 1, res.output
+        assert f"file {tmp_path / name}.root" in res.output and want in res.output, res.output
+    res = run("convert", good, tmp_path / "cut.root", tmp_path / "flip.root", "-o", tmp_path / "all", "-q",
+              "--skip-bad-files")
+    assert res.exit_code == 3, res.output
+    m = json.loads((tmp_path / "all" / "manifest.json").read_text())
+    assert m["cutflow"]["entries_skipped"] == 120 and m["cutflow"]["entries_in"] == 240  # the cut file has none
 
 
 # ------------------------------------------------------------------------------------------------
