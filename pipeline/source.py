@@ -247,15 +247,18 @@ def open_tree(path: str, layout: SourceLayout):
     except Exception:
         trees = [k.split(";")[0] for k, c in f.classnames().items() if c in _TREE_CLASSES + _RNTUPLE_CLASSES]
         hint = f"; the file has {trees}" if trees else "; the file has no TTree or RNTuple"
+        f.close()
         raise InputError(f"no tree {layout.tree!r}{hint} (use --tree or a layout file)", file=path) from None
     try:
         usable = hasattr(obj, "num_entries") and hasattr(obj, "arrays")
         if usable:
             obj.keys()  # an RNTuple reads its footer (field list, entry count) here
     except Exception as err:  # a damaged or cut footer: uproot raises OSError, ValueError, ...
-        raise InputError(_truncated(f, path) or f"cannot read {layout.tree!r} ({read_error_text(err)})",
-                         file=path) from err
+        why = _truncated(f, path) or f"cannot read {layout.tree!r} ({read_error_text(err)})"
+        f.close()
+        raise InputError(why, file=path) from err
     if not usable:
+        f.close()
         raise InputError(f"{layout.tree!r} is a {type(obj).__name__}, not a TTree or RNTuple", file=path)
     return f, obj
 
