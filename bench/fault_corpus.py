@@ -52,7 +52,7 @@ def value_cases(base: dict) -> dict[str, dict]:
         "charge 0": edit("truthMuon", "q", 0),
         "charge 5": edit("truthMuon", "q", 5),
         "pt negative": edit("truthMuon", "pt", -3.0),
-        "technology 9": edit("spacePoint", "technology", 9),
+        "technology 300": edit("spacePoint", "technology", 300),  # codes -1..255 are kept and counted
         "truth link 7": edit("spacePoint", "truthLink", 7),
         "channel uint32 3e9": edit("spacePoint", "channel", 3_000_000_000, np.uint32),
     }

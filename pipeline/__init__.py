@@ -17,6 +17,7 @@ _LAZY = {
     "apply_selection": "pipeline.selection",
     "SelectionConfig": "pipeline.selection",
     "ConvertConfig": "pipeline.config",
+    "SourceLayout": "pipeline.source",
     "convert": "pipeline.convert",
     "validate_dataset": "pipeline.validate",
     "migrate_dataset": "pipeline.migrate",

@@ -8,7 +8,7 @@ Python code ever runs per event or per hit.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -23,6 +23,7 @@ class EventChunk:
     hits: dict[str, np.ndarray]           # flat per hit
     muon_offsets: np.ndarray              # int64, len n_events + 1, starts at 0
     muons: dict[str, np.ndarray]          # flat per truth muon
+    rounded: dict[str, int] = field(default_factory=dict)  # values stored correctly rounded, per field (as read)
 
     @property
     def n_events(self) -> int:

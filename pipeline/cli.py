@@ -13,6 +13,7 @@ when they run, so preprocessing never pays for it.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 import sys
@@ -99,12 +100,25 @@ def main() -> None:
               help="Entries read at once: an event count (5000) or a memory size ('100 MB'). Sets peak memory.")
 @click.option("--min-pt", type=float, default=5.0, show_default=True, help="Keep truth muons with pT >= this [GeV].")
 @click.option("--max-abs-eta", type=float, default=2.7, show_default=True, help="Keep truth muons with |eta| <= this.")
-@click.option("--min-hits", type=int, default=3, show_default=True, help="Keep truth muons with at least this many hits.")
-@click.option("--technologies", default="MDT,RPC,TGC,STGC,MM", show_default=True,
-              help="Comma-separated technologies whose hits are kept.")
+@click.option("--min-hits", type=int, default=3, show_default=True,
+              help="Keep truth muons with at least this many hits. A muon no hit points to is never kept, "
+                   "even with 0 (as in the reference script, whose tracks come from the hits' links).")
+@click.option("--keep-muons-without-hits", is_flag=True,
+              help="With --min-hits 0: also keep truth muons that no (kept) hit points to.")
+@click.option("--technologies", default="all", show_default=True,
+              help="Hits kept by technology: 'all' (every hit, whatever its code), or comma-separated names "
+                   "MDT, CSC, RPC, TGC, STGC, MM and integer codes. Hits of codes no name covers are counted "
+                   "per code in the cut flow.")
 @click.option("--keep-empty-events", is_flag=True, help="Keep events left without a muon after the selection.")
 @click.option("--on-invalid", type=click.Choice(["error", "drop-hit", "drop-event"]), default="error",
-              show_default=True, help="What to do with NaN/inf values or out-of-range truth links.")
+              show_default=True, help="What to do with a hit or event holding a non-finite value, a value outside "
+                                      "the schema's range, or a truth link to no muon of its event.")
+@click.option("--precision", type=click.Choice(["exact", "round"]), default=None,
+              help="Values whose type differs from the schema's (float64 -> float32 ...). exact (default): "
+                   "refuse any value that is not stored exactly, naming file, entry, field and value, so a "
+                   "dataset never silently differs from its dump; round: store it correctly rounded "
+                   "(nearest even) and count it per field in the manifest. Out-of-range values are always "
+                   "errors. Per field: 'precision:' in a --layout file.")
 @click.option("--compression", default="zstd", show_default=True, help="Parquet codec[:level]: zstd, lz4, snappy, gzip, brotli, none.")
 @click.option("--row-group-size", type=int, default=2000, show_default=True, help="At most this many input entries per Parquet row group.")
 @click.option("--row-group-bytes", default="64 MB", show_default=True,
@@ -126,8 +140,8 @@ def main() -> None:
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def convert(inputs, output, schema_version, tree, layout_file, step_size, min_pt, max_abs_eta, min_hits,
             technologies, keep_empty_events, on_invalid, compression, row_group_size, row_group_bytes, shard_events,
-            shard_bytes, workers,
-            scheduler, task_index, task_count, skip_bad_files, reconfigure, remote_timeout, quiet):
+            shard_bytes, workers, scheduler, task_index, task_count, skip_bad_files, reconfigure, remote_timeout, quiet,
+            keep_muons_without_hits=False, precision=None):
     """Convert ROOT hit dumps (files, directories, globs, URLs) to Parquet shards + manifest.
 
     Each input is split into work units (--shard-events entries, --shard-bytes bytes) that each
@@ -139,7 +153,7 @@ def convert(inputs, output, schema_version, tree, layout_file, step_size, min_pt
     from .config import Compression, ConvertConfig, parse_size, parse_step_size
     from .convert import convert as run
     from .schema import latest_version, load_schema
-    from .selection import SelectionConfig
+    from .selection import SelectionConfig, parse_technologies
     from .source import SourceLayout
     from .transform import TransformConfig
 
@@ -148,12 +162,14 @@ def convert(inputs, output, schema_version, tree, layout_file, step_size, min_pt
     schema = load_schema(version)
     layout = SourceLayout.from_yaml(layout_file, schema) if layout_file else SourceLayout()
     if tree:
-        layout = SourceLayout(tree=tree, branches=layout.branches)
+        layout = dataclasses.replace(layout, tree=tree)
+    if precision:
+        layout = dataclasses.replace(layout, precision=precision)
     if (task_index is None) != (task_count is None):
         raise click.UsageError("--task-index and --task-count go together")
     sel = SelectionConfig(min_pt=min_pt, max_abs_eta=max_abs_eta, min_hits=min_hits,
-                          technologies=tuple(t.strip().upper() for t in technologies.split(",") if t.strip()),
-                          keep_empty_events=keep_empty_events)
+                          technologies=parse_technologies(technologies), keep_empty_events=keep_empty_events,
+                          keep_muons_without_hits=keep_muons_without_hits)
     cfg = ConvertConfig(schema_version=version, layout=layout, transform=TransformConfig(sel, on_invalid),
                         compression=Compression.parse(compression), row_group_size=row_group_size,
                         shard_events=shard_events,
@@ -185,6 +201,10 @@ def _print_summary(res, output: str, quiet: bool) -> None:
                    f"fail hits {cf['muons_fail_hits']}, out {cf['muons_out']}")
         click.echo(f"  units: {res.units_run} run, {res.units_reused} reused of {res.units_total}; "
                    f"{res.seconds:.1f} s, {rate / 1e6:.2f} M hits/s in")
+    from .summary import reading_lines
+
+    for line in reading_lines(res.manifest):
+        click.echo(f"  {line}")
     for s in res.skipped_inputs:
         click.secho(f"  SKIPPED input {s['path']}: {s['reason']}", fg="yellow", err=True)
     for r in res.skipped_units:

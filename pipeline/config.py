@@ -86,12 +86,10 @@ class ConvertConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> ConvertConfig:
-        sel = dict(d["selection"])
-        sel["technologies"] = tuple(sel["technologies"])
         return cls(
             schema_version=int(d["schema_version"]),
-            layout=SourceLayout(tree=d["layout"]["tree"], branches=dict(d["layout"]["branches"])),
-            transform=TransformConfig(SelectionConfig(**sel), on_invalid=d["on_invalid"]),
+            layout=SourceLayout.from_dict(d["layout"]),
+            transform=TransformConfig(SelectionConfig.from_dict(d["selection"]), on_invalid=d["on_invalid"]),
             compression=Compression.parse(d["compression"]),
             row_group_size=int(d["row_group_size"]),
             shard_events=int(d["shard_events"]),

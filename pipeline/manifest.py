@@ -11,6 +11,7 @@ before writing anything.
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 
 from ._version import __version__
@@ -56,7 +57,11 @@ def finalize(out: OutputDir) -> dict:
     flow = CutFlow()
     stats = {}
     shards, skipped_units = [], []
-    per_input: dict[str, dict] = {i["path"]: {**i, "status": "ok", "events_out": 0} for i in plan["inputs"]}
+    per_input: dict[str, dict] = {i["path"]: {**copy.deepcopy(i), "status": "ok", "events_out": 0}
+                                  for i in plan["inputs"]}
+    for info in per_input.values():
+        for entry in info.get("branches", {}).values():
+            entry["rounded"] = 0
     for u in units:
         rec = records[u.key]
         if rec["status"] == "skipped":
@@ -70,14 +75,19 @@ def finalize(out: OutputDir) -> dict:
             raise DatasetError(f"unit {u.index} is recorded as done but its shard {shard['path']} is missing; "
                                f"delete {u.record} and re-run")
         shards.append(shard)
-        flow = flow.add(CutFlow.from_dict(rec["cutflow"]))
+        unit_flow = CutFlow.from_dict(rec["cutflow"])
+        flow = flow.add(unit_flow)
         stats = merge_tables(stats, table_from_json(rec["statistics"]))
         per_input[u.input]["events_out"] += shard["rows"]
+        for name, n in unit_flow.values_rounded.items():
+            entry = per_input[u.input].setdefault("branches", {}).setdefault(name, {})
+            entry["rounded"] = entry.get("rounded", 0) + n
     skipped_inputs = plan.get("skipped_inputs", [])
     entries_skipped = sum(s["entry_stop"] - s["entry_start"] for s in skipped_units) + sum(
         s.get("entries", 0) for s in skipped_inputs)
     entries_in = sum(i["entries"] for i in plan["inputs"]) + sum(s.get("entries", 0) for s in skipped_inputs)
     cutflow = flow.to_dict()
+    rounded = cutflow.pop("values_rounded")
     events_cut = cutflow["events_no_muon"] + cutflow["events_invalid"]
     cutflow.update(entries_in=entries_in, events_cut=events_cut, entries_skipped=entries_skipped)
     if entries_in != cutflow["events_out"] + events_cut + entries_skipped:
@@ -97,6 +107,7 @@ def finalize(out: OutputDir) -> dict:
         "totals": {"events": sum(s["rows"] for s in shards), "hits": sum(s["hits"] for s in shards),
                    "muons": sum(s["muons"] for s in shards), "bytes": sum(s["bytes"] for s in shards)},
         "cutflow": cutflow,
+        "reading": reading_summary(plan["config"].get("layout", {}), rounded),
         "statistics": table_to_json(stats),
         "timing": {"finalized_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                    "finalized_by": __version__,
@@ -113,6 +124,15 @@ def finalize(out: OutputDir) -> dict:
             out.remove(name)
     out.write_json(MANIFEST, manifest)
     return manifest
+
+
+def reading_summary(layout: dict, rounded: dict[str, int]) -> dict:
+    """The manifest's ``reading`` section: the precision policy, the fields filled with a constant
+    (``fill:``) and, per field, how many values were stored correctly rounded. Each input's
+    ``branches`` say which branch and input dtype every field came from (and its rounded count).
+    A manifest written before this section existed has none: exact values, nothing filled."""
+    return {"precision": layout.get("precision", "exact"), "filled": dict(layout.get("fill") or {}),
+            "rounded": dict(rounded)}
 
 
 def read_manifest(out: OutputDir) -> dict:

@@ -2,10 +2,13 @@
 
 Order, as in the existing per-event script:
 
-1. drop hits of technologies not requested (``--technologies``);
+1. drop hits of technologies not requested (``--technologies``; by default none is dropped, whatever
+   its code, and hits of codes no technology name covers are counted per code);
 2. count each truth muon's remaining hits;
 3. keep muons with pT ≥ min_pt, |η| ≤ max_abs_eta, hits ≥ min_hits (counted in that order
-   for the cut flow);
+   for the cut flow). A muon no remaining hit points to is never kept, even with ``min_hits`` 0:
+   the reference script builds its tracks from the hits' truth links, so such a muon does not exist
+   there (``keep_muons_without_hits`` keeps them);
 4. hits of removed muons become background (truthLink −1);
 5. renumber surviving links 0..n−1 per event, truth arrays keep their relative order;
 6. drop events left without a muon (unless ``keep_empty_events``).
@@ -13,14 +16,30 @@ Order, as in the existing per-event script:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from .chunk import EventChunk
 from .errors import ConfigError
 
-TECHNOLOGIES = {"MDT": 0, "RPC": 2, "TGC": 3, "STGC": 4, "MM": 5}
+#: ATLAS MuonStationIndex technology codes (``spacePoint_technology``); CSC hits are in Run 2 dumps.
+TECHNOLOGIES = {"MDT": 0, "CSC": 1, "RPC": 2, "TGC": 3, "STGC": 4, "MM": 5}
+_CODE_NAMES = {v: k for k, v in TECHNOLOGIES.items()}
+
+
+def technology_name(code: int) -> str:
+    """``"MDT"`` for 0 ...; a code no technology name covers is shown as ``"code 7"``."""
+    return _CODE_NAMES.get(int(code), f"code {int(code)}")
+
+
+def parse_technologies(text: str) -> tuple[str, ...] | None:
+    """``--technologies``: ``all`` (None: every hit, whatever its code) or comma-separated names
+    (``MDT,CSC``, any case) and integer codes (``7``, ``-1``); names are checked by SelectionConfig."""
+    items = [t.strip().upper() for t in text.split(",") if t.strip()]
+    if items == ["ALL"]:
+        return None
+    return tuple(items)
 
 
 @dataclass(frozen=True)
@@ -28,22 +47,49 @@ class SelectionConfig:
     min_pt: float = 5.0
     max_abs_eta: float = 2.7
     min_hits: int = 3
-    technologies: tuple[str, ...] = tuple(TECHNOLOGIES)
+    technologies: tuple[str, ...] | None = None  # None: keep every hit, whatever its technology code
     keep_empty_events: bool = False
+    keep_muons_without_hits: bool = False
 
     def __post_init__(self) -> None:
-        unknown = [t for t in self.technologies if t not in TECHNOLOGIES]
-        if unknown:
-            raise ConfigError(f"unknown technolog(y/ies) {unknown}; choose from {', '.join(TECHNOLOGIES)}")
-        if not self.technologies:
-            raise ConfigError("--technologies must name at least one technology")
+        if self.technologies is not None:
+            unknown = [t for t in self.technologies if t not in TECHNOLOGIES and not _is_code(t)]
+            if unknown:
+                raise ConfigError(f"unknown technolog(y/ies) {unknown}; choose from {', '.join(TECHNOLOGIES)}, "
+                                  "integer codes, or 'all'")
+            if not self.technologies:
+                raise ConfigError("--technologies must name at least one technology (or 'all')")
         if self.min_hits < 0 or self.min_pt < 0 or self.max_abs_eta < 0:
             raise ConfigError("--min-pt, --max-abs-eta and --min-hits must be non-negative")
 
+    def codes(self) -> np.ndarray | None:
+        """The technology codes kept (None: all)."""
+        if self.technologies is None:
+            return None
+        return np.array([TECHNOLOGIES[t] if t in TECHNOLOGIES else int(t) for t in self.technologies], dtype=np.int64)
+
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["technologies"] = list(self.technologies)
+        d["technologies"] = "all" if self.technologies is None else list(self.technologies)
         return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SelectionConfig:
+        """Inverse of :meth:`to_dict`. A configuration written before ``keep_muons_without_hits``
+        existed kept such muons (its ``min_hits`` 0 did), so its absence means True."""
+        d = dict(d)
+        tech = d.get("technologies", "all")
+        d["technologies"] = None if tech == "all" else tuple(tech)
+        d.setdefault("keep_muons_without_hits", True)
+        return cls(**d)
+
+
+def _is_code(text: str) -> bool:
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass
@@ -64,20 +110,48 @@ class CutFlow:
     events_out: int = 0
     hits_out: int = 0
     hits_on_muons_out: int = 0
+    #: hits entering the selection whose technology code no name covers, per code (as a string)
+    hits_unknown_technology: dict[str, int] = field(default_factory=dict)
+    #: values stored correctly rounded (``--precision round``), per field; the manifest moves it to "reading"
+    values_rounded: dict[str, int] = field(default_factory=dict)
 
     def add(self, other: CutFlow) -> CutFlow:
-        return CutFlow(**{k: getattr(self, k) + getattr(other, k) for k in self.counters()})
+        out = CutFlow(**{k: getattr(self, k) + getattr(other, k) for k in self.counters()})
+        for k in self.tallies():
+            setattr(out, k, _add_tally(getattr(self, k), getattr(other, k)))
+        return out
 
     @staticmethod
     def counters() -> list[str]:
-        return list(CutFlow.__dataclass_fields__)
+        """The integer counters (the tallies per code / field are :meth:`tallies`)."""
+        return [k for k, f in CutFlow.__dataclass_fields__.items() if f.type in ("int", int)]
+
+    @staticmethod
+    def tallies() -> list[str]:
+        return [k for k in CutFlow.__dataclass_fields__ if k not in CutFlow.counters()]
 
     def to_dict(self) -> dict:
-        return {k: int(getattr(self, k)) for k in self.counters()}
+        d: dict = {k: int(getattr(self, k)) for k in self.counters()}
+        d.update({k: _add_tally(getattr(self, k), {}) for k in self.tallies()})
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> CutFlow:
-        return cls(**{k: int(d.get(k, 0)) for k in cls.counters()})
+        """Tolerant of records written before a counter existed (absent means 0 / empty)."""
+        return cls(**{k: int(d.get(k, 0)) for k in cls.counters()},
+                   **{k: _add_tally(d.get(k) or {}, {}) for k in cls.tallies()})
+
+
+def _add_tally(a: dict, b: dict) -> dict[str, int]:
+    """Sum of two {key: count} tallies, keys sorted (numerically when they are codes)."""
+    out = {str(k): int(v) for k, v in a.items()}
+    for k, v in b.items():
+        out[str(k)] = out.get(str(k), 0) + int(v)
+
+    def order(k: str):
+        return (0, int(k), "") if _is_code(k) else (1, 0, k)
+
+    return {k: out[k] for k in sorted(out, key=order)}
 
 
 def apply_selection(chunk: EventChunk, cfg: SelectionConfig) -> tuple[EventChunk, CutFlow]:
@@ -86,9 +160,13 @@ def apply_selection(chunk: EventChunk, cfg: SelectionConfig) -> tuple[EventChunk
     link = chunk.hits["spacePoint_truthLink"]
     tech = chunk.hits["spacePoint_technology"]
 
-    # 1. technologies
-    allowed = np.array([TECHNOLOGIES[t] for t in cfg.technologies])
-    keep_hit = np.isin(tech, allowed)
+    # 1. technologies; codes no name covers are counted per code
+    unknown = ~np.isin(tech, list(TECHNOLOGIES.values()))
+    if unknown.any():
+        codes, counts = np.unique(tech[unknown], return_counts=True)
+        flow.hits_unknown_technology = _add_tally(dict(zip(codes.tolist(), counts.tolist())), {})
+    allowed = cfg.codes()
+    keep_hit = np.ones(len(tech), bool) if allowed is None else np.isin(tech, allowed)
     flow.hits_removed_technology = int((~keep_hit).sum())
 
     # 2. hits per muon: a hit's global muon index is its event's first muon + its link
@@ -102,7 +180,7 @@ def apply_selection(chunk: EventChunk, cfg: SelectionConfig) -> tuple[EventChunk
     eta = chunk.muons["truthMuon_eta"]
     pass_pt = pt >= cfg.min_pt
     pass_eta = np.abs(eta) <= cfg.max_abs_eta
-    pass_hits = nhits >= cfg.min_hits
+    pass_hits = nhits >= (cfg.min_hits if cfg.keep_muons_without_hits else max(cfg.min_hits, 1))
     flow.muons_fail_pt = int((~pass_pt).sum())
     flow.muons_fail_eta = int((pass_pt & ~pass_eta).sum())
     flow.muons_fail_hits = int((pass_pt & pass_eta & ~pass_hits).sum())

@@ -92,7 +92,7 @@ def entry_bytes(tree, path: str, branches: dict[str, str | None], per_item: dict
     """
     import awkward as ak
 
-    from .source import read_error_text
+    from .source import _read_arrays, read_error_text
 
     n = entry_stop - entry_start
     sizes = np.full(n, float(per_item["event"]))
@@ -101,8 +101,7 @@ def entry_bytes(tree, path: str, branches: dict[str, str | None], per_item: dict
         if branch is None or per_item[level] == 0:
             continue
         try:
-            arr = tree.arrays([branch], entry_start=entry_start, entry_stop=entry_stop, library="ak",
-                              how=dict)[branch]
+            arr = _read_arrays(tree, [branch], entry_start, entry_stop)[branch]  # TTree or RNTuple
             counts = np.asarray(ak.num(arr, axis=1), dtype=np.float64)
         except Exception as err:  # uproot raises many types for a damaged basket or a dead server
             raise InputError(f"cannot read entries {entry_start}-{entry_stop} of branch {branch!r} to size "
@@ -175,14 +174,10 @@ def parse_bytes(value: int | str | None) -> int | None:
 
 
 def level_branches(schema: Schema, layout) -> dict[str, str | None]:
-    """One branch per list level whose counts size the entries (the first raw field of the level)."""
+    """One branch per list level whose counts size the entries: the first raw field of the level read
+    from a branch (fields the layout fills with a constant have none)."""
     out: dict[str, str | None] = {"hit": None, "muon": None}
-    for f in schema.fields:
-        if f.source and f.level in out and out[f.level] is None:
+    for f in layout.read_fields(schema):
+        if f.level in out and out[f.level] is None:
             out[f.level] = layout.branch(f.source)
     return out
-
-
-def read_branches(schema: Schema, layout) -> list[str]:
-    """Every branch a conversion reads (for the basket-metadata estimate)."""
-    return [layout.branch(f.source) for f in schema.fields if f.source]

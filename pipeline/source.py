@@ -1,6 +1,7 @@
 """The raw input side: where branches are (a declarative layout) and reading them with uproot.
 
-Everything that knows about ROOT lives here. ``open_input`` checks a file up front (tree,
+Everything that knows about ROOT lives here. The container is a TTree or an RNTuple (uproot reads
+both; an RNTuple's fields are named like branches). ``open_input`` checks a file up front (tree,
 branches, jaggedness, dtypes) so a bad file fails before any work is done, with a message that
 names the file and what is wrong; ``read_chunk`` turns an entry range into an
 :class:`~pipeline.chunk.EventChunk` of flat numpy arrays.
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,21 +21,69 @@ from .errors import ConfigError, InputError, one_line
 from .schema import Schema
 
 DEFAULT_TREE = "MuonHitDump"
-_LAYOUT_KEYS = {"tree", "branches"}
+_LAYOUT_KEYS = {"tree", "branches", "fill", "precision"}
+#: How a value of another type reaches the schema's type (``--precision``, layout ``precision:``).
+PRECISIONS = ("exact", "round")
 
 
 @dataclass(frozen=True)
 class SourceLayout:
-    """Tree name and raw-field → branch-name mapping; identity mapping is the raw format."""
+    """Where the schema's raw fields come from: a tree (TTree or RNTuple) and, per raw field, a branch
+    (``branches``; identity by default) or a constant (``fill``), plus the float precision policy.
+
+    ``precision`` is ``"exact"`` (every stored value equals the dump's value), ``"round"`` (values
+    that are not exactly representable are stored correctly rounded and counted) or a mapping
+    raw field → one of those (fields not named are exact).
+    """
 
     tree: str = DEFAULT_TREE
     branches: dict[str, str] = field(default_factory=dict)
+    fill: dict[str, int | float] = field(default_factory=dict)
+    precision: str | dict[str, str] = "exact"
 
     def branch(self, raw_name: str) -> str:
         return self.branches.get(raw_name, raw_name)
 
+    def rounds(self, raw_name: str) -> bool:
+        """True if values of ``raw_name`` may be stored correctly rounded."""
+        p = self.precision
+        return (p.get(raw_name, "exact") if isinstance(p, dict) else p) == "round"
+
+    def read_fields(self, schema: Schema) -> list:
+        """The schema's raw fields read from a branch (those not filled with a constant)."""
+        return [f for f in schema.fields if f.source and f.source not in self.fill]
+
+    def read_branches(self, schema: Schema) -> list[str]:
+        """Distinct branch names a conversion reads (what a reader asks uproot for)."""
+        return list(dict.fromkeys(self.branch(f.source) for f in self.read_fields(schema)))
+
+    def check(self, schema: Schema, where: str = "layout") -> SourceLayout:
+        """Raise ConfigError unless every name is a raw field of ``schema``, every ``fill`` constant
+        fits its field (type, range, allowed values), and the hit and muon counts come from a branch.
+        Returns the layout with ``fill`` constants normalised (int for integer fields)."""
+        raw = {f.source: f for f in schema.fields if f.source}
+        for key, names in (("branches", self.branches), ("fill", self.fill),
+                           ("precision", self.precision if isinstance(self.precision, dict) else {})):
+            bad = sorted(set(names) - set(raw))
+            if bad:
+                raise ConfigError(f"{where}: {key}: {bad} are not raw fields of the schema; known: {sorted(raw)}")
+        both = sorted(set(self.branches) & set(self.fill))
+        if both:
+            raise ConfigError(f"{where}: {both} are both mapped to a branch and filled; give one of the two")
+        values = self.precision.values() if isinstance(self.precision, dict) else [self.precision]
+        if any(v not in PRECISIONS for v in values):
+            raise ConfigError(f"{where}: precision must be one of {PRECISIONS} or a mapping raw field -> one "
+                              f"of them, got {self.precision!r}")
+        fill = {name: _fill_value(raw[name], value, where) for name, value in self.fill.items()}
+        for level, counted in (("hit", "hits"), ("muon", "truth muons")):
+            if all(f.source in fill for f in schema.level(level) if f.source):
+                raise ConfigError(f"{where}: every {level} field is filled; at least one must come from a branch "
+                                  f"(it gives the number of {counted} per event)")
+        return replace(self, fill=fill)
+
     @classmethod
     def from_yaml(cls, path: str | os.PathLike, schema: Schema) -> SourceLayout:
+        """Read a layout file (``yaml.safe_load``): keys ``tree``, ``branches``, ``fill``, ``precision``."""
         import yaml
 
         try:
@@ -49,30 +98,85 @@ class SourceLayout:
         branches = doc.get("branches") or {}
         if not isinstance(branches, dict) or not all(isinstance(v, str) for v in branches.values()):
             raise ConfigError(f"layout file {path}: 'branches' must map raw field names to branch names")
-        raw = {f.source for f in schema.fields if f.source}
-        bad = sorted(set(branches) - raw)
-        if bad:
-            raise ConfigError(f"layout file {path}: {bad} are not raw fields of the schema; known: {sorted(raw)}")
+        fill = doc.get("fill") or {}
+        if not isinstance(fill, dict):
+            raise ConfigError(f"layout file {path}: 'fill' must map raw field names to constants")
+        precision = doc.get("precision", "exact")
+        if not isinstance(precision, (str, dict)):
+            raise ConfigError(f"layout file {path}: 'precision' must be {' or '.join(PRECISIONS)} or a mapping "
+                              "raw field -> exact|round")
         tree = doc.get("tree", DEFAULT_TREE)
         if not isinstance(tree, str):
             raise ConfigError(f"layout file {path}: 'tree' must be a string")
-        return cls(tree=tree, branches=dict(branches))
+        return cls(tree=tree, branches=dict(branches), fill=dict(fill), precision=precision).check(
+            schema, f"layout file {path}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SourceLayout:
+        """Inverse of :meth:`to_dict`; a configuration written before ``fill``/``precision`` existed
+        means no constants and exact values."""
+        prec = d.get("precision", "exact")
+        return cls(tree=d["tree"], branches=dict(d["branches"]), fill=dict(d.get("fill") or {}),
+                   precision=dict(prec) if isinstance(prec, dict) else prec)
 
     def to_dict(self) -> dict:
-        return {"tree": self.tree, "branches": dict(self.branches)}
+        # fill / precision only when used: the configuration (and its hash, the resume key) of a
+        # conversion that uses neither is what it was before they existed
+        d: dict = {"tree": self.tree, "branches": dict(self.branches)}
+        if self.fill:
+            d["fill"] = dict(self.fill)
+        if self.precision != "exact":
+            d["precision"] = dict(self.precision) if isinstance(self.precision, dict) else self.precision
+        return d
+
+
+def _fill_value(fld, value, where: str) -> int | float:
+    """A ``fill`` constant checked against its field: a number of the field's kind, within the dtype
+    and the schema's range / allowed values (the same rules ``validate`` applies)."""
+    from .rules import field_violations
+
+    what = f"{where}: fill {fld.source}: {value!r}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{what} is not a number")
+    dtype = np.dtype(fld.dtype)
+    if dtype.kind in "iu":
+        if not float(value).is_integer():
+            raise ConfigError(f"{what} is not an integer (the field is {fld.dtype})")
+        value = int(value)
+        info = np.iinfo(dtype)
+        if not info.min <= value <= info.max:
+            raise ConfigError(f"{what} is outside the {fld.dtype} range [{info.min}, {info.max}]")
+    else:
+        value = float(value)
+        if not np.isfinite(value) or abs(value) > float(np.finfo(dtype).max):
+            raise ConfigError(f"{what} is not a finite {fld.dtype} value")
+    for _kind, _bad, why in field_violations(np.array([value], dtype=dtype), fld):
+        raise ConfigError(f"{what}: {why}")
+    return value
 
 
 @dataclass(frozen=True)
 class InputInfo:
-    """Identity of an input file: what the resume key and the manifest record."""
+    """Identity of an input file: what the resume key and the manifest record.
+
+    ``container`` is ``TTree`` or ``RNTuple``; ``branches`` maps each field read from the file to
+    ``{"branch": name, "dtype": input dtype}`` (the manifest's record of what was converted from what).
+    """
 
     path: str
     size: int
     entries: int
     uuid: str
+    container: str = ""
+    branches: dict[str, dict] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"path": self.path, "size": self.size, "entries": self.entries, "uuid": self.uuid}
+        d = {"path": self.path, "size": self.size, "entries": self.entries, "uuid": self.uuid}
+        if self.container:
+            d["container"] = self.container
+        if self.branches:
+            d["branches"] = {k: dict(v) for k, v in self.branches.items()}
+        return d
 
 
 def raw_fields(schema: Schema) -> dict[str, list]:
@@ -108,8 +212,23 @@ def read_error_text(err: BaseException) -> str:
     return one_line(err)
 
 
+#: ROOT class names of the containers read: both give entries of branches (TTree) or fields (RNTuple).
+_TREE_CLASSES = ("TTree", "TNtuple", "TNtupleD")
+_RNTUPLE_CLASSES = ("ROOT::RNTuple", "ROOT::Experimental::RNTuple")
+
+
+def is_rntuple(obj) -> bool:
+    """True for an uproot RNTuple (its fields are read like TTree branches, by the same names)."""
+    return getattr(obj, "classname", "") in _RNTUPLE_CLASSES
+
+
+def _container(obj) -> str:
+    return "RNTuple" if is_rntuple(obj) else "TTree"
+
+
 def open_tree(path: str, layout: SourceLayout):
-    """Open ``path`` and return its tree, or raise an InputError that says why not."""
+    """Open ``path`` and return (file, its TTree or RNTuple ``layout.tree``), or raise an InputError
+    that says why not."""
     import uproot
 
     if _is_local(path) and not Path(path.removeprefix("file://")).exists():
@@ -126,12 +245,32 @@ def open_tree(path: str, layout: SourceLayout):
     try:
         obj = f[layout.tree]
     except Exception:
-        trees = [k.split(";")[0] for k, c in f.classnames().items() if c in ("TTree", "TNtuple")]
-        hint = f"; the file has {trees}" if trees else "; the file has no TTree"
+        trees = [k.split(";")[0] for k, c in f.classnames().items() if c in _TREE_CLASSES + _RNTUPLE_CLASSES]
+        hint = f"; the file has {trees}" if trees else "; the file has no TTree or RNTuple"
+        f.close()
         raise InputError(f"no tree {layout.tree!r}{hint} (use --tree or a layout file)", file=path) from None
-    if not hasattr(obj, "num_entries") or not hasattr(obj, "arrays"):
-        raise InputError(f"{layout.tree!r} is a {type(obj).__name__}, not a TTree", file=path)
+    try:
+        usable = hasattr(obj, "num_entries") and hasattr(obj, "arrays")
+        if usable:
+            obj.keys()  # an RNTuple reads its footer (field list, entry count) here
+    except Exception as err:  # a damaged or cut footer: uproot raises OSError, ValueError, ...
+        why = _truncated(f, path) or f"cannot read {layout.tree!r} ({read_error_text(err)})"
+        f.close()
+        raise InputError(why, file=path) from err
+    if not usable:
+        f.close()
+        raise InputError(f"{layout.tree!r} is a {type(obj).__name__}, not a TTree or RNTuple", file=path)
     return f, obj
+
+
+def _truncated(f, path: str) -> str | None:
+    """The message for a local file shorter than its header says, else None."""
+    if not _is_local(path):
+        return None
+    size = os.path.getsize(path.removeprefix("file://"))
+    if size < int(f.file.fEND):
+        return f"file is truncated: its header says {int(f.file.fEND)} bytes, it has {size}"
+    return None
 
 
 def open_input(path: str, layout: SourceLayout, schema: Schema) -> InputInfo:
@@ -153,40 +292,118 @@ def inspect_input(path: str, layout: SourceLayout, schema: Schema, with_tree=Non
         f.close()
 
 
+def _nearest(name: str, names: set[str]) -> str:
+    """Up to three existing names closest to ``name`` (case and separators ignored), for messages."""
+    def norm(s: str) -> str:
+        return s.lower().replace("_", "").replace(".", "").replace("/", "")
+
+    by_norm: dict[str, str] = {}
+    for n in sorted(names):
+        by_norm.setdefault(norm(n), n)
+    near = difflib.get_close_matches(norm(name), list(by_norm), n=3, cutoff=0.5)
+    return f"nearest: {', '.join(repr(by_norm[n]) for n in near)}" if near else "no similar name"
+
+
+def _no_branch(raw: str, branch: str, kind: str, names: set[str]) -> str:
+    if branch == raw:
+        return (f"the layout maps no branch to {raw!r}: the {kind} has no branch of that name ({_nearest(raw, names)}); "
+                f"map one under 'branches:' or give a constant under 'fill:' in a --layout file")
+    return f"the layout maps {raw!r} to branch {branch!r}, which the {kind} does not have ({_nearest(branch, names)})"
+
+
+def _pick(arrays: dict, name: str):
+    """``name`` from a ``how=dict`` read: an RNTuple read of ``a.b`` comes back as record ``a``
+    with field ``b``."""
+    if name in arrays:
+        return arrays[name]
+    head, *rest = name.split(".")
+    out = arrays[head]
+    for part in rest:
+        out = out[part]
+    return out
+
+
+def _read_arrays(tree, branches: list[str], entry_start: int, entry_stop: int) -> dict:
+    """``{branch: awkward array}`` of entries [entry_start, entry_stop), for a TTree or an RNTuple."""
+    arrays = tree.arrays(branches, entry_start=entry_start, entry_stop=entry_stop, library="ak", how=dict)
+    return {b: _pick(arrays, b) for b in branches}
+
+
+def _branch_types(tree, branches: list[str], path: str, fields: dict[str, str]) -> dict[str, tuple]:
+    """``{branch: (jagged, numpy dtype or None, description)}`` without reading any entry: from the
+    interpretation of a TTree branch, from the awkward form of an RNTuple field (its C++ type as
+    uproot maps it; a type uproot cannot map is reported by name)."""
+    out = {}
+    if not is_rntuple(tree):
+        for b in branches:
+            interp = tree[b].interpretation
+            dtype = getattr(getattr(interp, "content", interp), "to_dtype", None)
+            out[b] = (type(interp).__name__ == "AsJagged", None if dtype is None else np.dtype(dtype), str(interp))
+        return out
+    import uproot
+
+    for b in branches:
+        field_ = tree[b]
+        try:
+            form, names = field_.to_akform()
+            out[b] = _form_type(form, names)
+        except Exception as err:  # an RNTuple field type this uproot cannot read
+            raise InputError(f"uproot {uproot.__version__} cannot read RNTuple field {b!r} of type "
+                             f"{getattr(field_, 'typename', '?')} ({one_line(err)})", file=path,
+                             field=fields.get(b)) from err
+    return out
+
+
+def _form_type(form, names: list[str]) -> tuple[bool, np.dtype | None, str]:
+    """(jagged, dtype, description) of the field ``names`` (a path through records: a collection of
+    records ``spacePoint`` with member ``time`` is ``['spacePoint', 'time']``) of an awkward form.
+    One list level is jagged; numbers without a list are one value per entry; anything else has no dtype."""
+    import awkward as ak
+
+    lists = (ak.forms.ListOffsetForm, ak.forms.ListForm)
+    depth, node = 0, form
+    for name in names:
+        while isinstance(node, lists):
+            depth, node = depth + 1, node.content
+        node = node.content(name)
+    desc = "var * " * depth + str(node.type)
+    while isinstance(node, lists):
+        depth, node = depth + 1, node.content
+    numeric = isinstance(node, ak.forms.NumpyForm) and node.inner_shape == () and depth <= 1
+    return depth == 1, np.dtype(node.primitive) if numeric else None, desc
+
+
 def _check_tree(f, tree, path: str, layout: SourceLayout, schema: Schema) -> InputInfo:
     """Branches present, jagged where they should be, numeric of the right kind; not truncated."""
+    kind = _container(tree)
     names = set(tree.keys())
     groups = raw_fields(schema)
-    for level, fields in groups.items():
-        for fld in fields:
-            branch = layout.branch(fld.source)
-            if branch not in names:
-                near = difflib.get_close_matches(branch, sorted(names), n=3)
-                hint = f"; did you mean {near}?" if near else ""
-                raise InputError(f"missing branch {branch!r}{hint}", file=path, field=fld.name)
-            interp = tree[branch].interpretation
-            jagged = type(interp).__name__ == "AsJagged"
-            if (level != "event") != jagged:
-                want = "jagged (one value per hit/muon)" if level != "event" else "one value per event"
-                raise InputError(f"branch {branch!r} should be {want}, found {interp}", file=path, field=fld.name)
-            dtype = getattr(getattr(interp, "content", interp), "to_dtype", None)
-            if dtype is None or _kind(np.dtype(dtype)) != _kind(np.dtype(fld.dtype)):
-                raise InputError(f"branch {branch!r} has type {dtype}, expected {fld.dtype}",
-                                 file=path, field=fld.name)
+    read = [(level, fld) for level, fields in groups.items() for fld in fields if fld.source not in layout.fill]
+    for _level, fld in read:
+        branch = layout.branch(fld.source)
+        if branch not in names:
+            raise InputError(_no_branch(fld.source, branch, kind, names), file=path, field=fld.name)
+    fields_of = {layout.branch(fld.source): fld.name for _, fld in read}
+    types = _branch_types(tree, list(fields_of), path, fields_of)
+    recorded = {}
+    for level, fld in read:
+        branch = layout.branch(fld.source)
+        jagged, dtype, desc = types[branch]
+        if (level != "event") != jagged:
+            want = "jagged (one value per hit/muon)" if level != "event" else "one value per event"
+            raise InputError(f"branch {branch!r} should be {want}, found {desc}", file=path, field=fld.name)
+        if dtype is None or dtype.kind not in "fiub":
+            raise InputError(f"branch {branch!r} has type {desc}, expected numbers for {fld.dtype}",
+                             file=path, field=fld.name)
+        recorded[fld.name] = {"branch": branch, "dtype": str(dtype)}
     if tree.num_entries == 0:
-        raise InputError(f"tree {layout.tree!r} is empty (0 entries)", file=path)
-    if _is_local(path):
-        size = os.path.getsize(path.removeprefix("file://"))
-        if size < int(f.file.fEND):
-            raise InputError(f"file is truncated: its header says {int(f.file.fEND)} bytes, it has {size}",
-                             file=path)
-    else:
-        size = int(f.file.fEND)
-    return InputInfo(path=path, size=size, entries=int(tree.num_entries), uuid=str(f.file.uuid))
-
-
-def _kind(dtype: np.dtype) -> str:
-    return {"f": "float", "i": "int", "u": "int", "b": "int"}.get(dtype.kind, dtype.kind)
+        raise InputError(f"{kind} {layout.tree!r} is empty (0 entries)", file=path)
+    truncated = _truncated(f, path)
+    if truncated:
+        raise InputError(truncated, file=path)
+    size = os.path.getsize(path.removeprefix("file://")) if _is_local(path) else int(f.file.fEND)
+    return InputInfo(path=path, size=size, entries=int(tree.num_entries), uuid=str(f.file.uuid),
+                     container=kind, branches=recorded)
 
 
 def _flat(array, path: str, branch: str, start: int) -> tuple[np.ndarray, np.ndarray]:
@@ -204,38 +421,85 @@ def _flat(array, path: str, branch: str, start: int) -> tuple[np.ndarray, np.nda
     raise InputError(f"branch {branch!r} is not a jagged numeric array", file=path, entry=start)
 
 
-def _cast(values: np.ndarray, fld, path: str, branch: str, start: int,
-          offsets: np.ndarray | None = None) -> np.ndarray:
-    """Cast to the schema dtype only when it is exact: a raw value must survive bit-for-bit.
+def _int_to_float_inexact(values: np.ndarray, cast: np.ndarray) -> np.ndarray:
+    """Which integers ``values`` the float array ``cast`` does not hold exactly (|v| > 2**mantissa
+    only; checked through float64, which holds every float32 and every integer the cast produced)."""
+    inexact = np.zeros(values.shape, dtype=bool)
+    limit = 2 ** (np.finfo(cast.dtype).nmant + 1)
+    big = np.flatnonzero((values > limit) | (values < -limit))
+    if len(big):
+        c64 = cast[big].astype(np.float64)
+        info = np.iinfo(values.dtype)
+        inside = (c64 >= float(info.min)) & (c64 < float(info.max) + 1.0)  # 2**63 or 2**64 exactly
+        back = np.where(inside, c64, 0.0).astype(values.dtype)
+        inexact[big] = ~inside | (back != values[big])
+    return inexact
 
-    Integers are checked by value range, not by a round trip: a same-width unsigned → signed cast
-    wraps (uint32 3 000 000 000 → −1 294 967 296) and wraps back, so a round trip cannot see it.
+
+def _cast(values: np.ndarray, fld, path: str, branch: str, start: int,
+          offsets: np.ndarray | None = None, may_round: bool = False) -> tuple[np.ndarray, int]:
+    """Cast to the schema dtype; returns (values, how many were rounded).
+
+    * integers → integer field: exact or refused; the check is by value range, not by a round trip
+      (a same-width unsigned → signed cast wraps, uint32 3 000 000 000 → −1 294 967 296, and wraps back);
+    * floats → integer field: whole numbers in range only (a charge stored as ±1.0), never rounded;
+    * floats or integers → float field: a value the target holds exactly is stored as is; any other
+      is refused unless ``may_round``, then stored correctly rounded (IEEE round-to-nearest-even, what
+      numpy's cast does) and counted. A finite value beyond the target's range is always refused
+      (rounding would make it ±inf); NaN and ±inf pass here (the invalid-data policy decides).
+
     The error names the entry holding the first bad value (``offsets`` maps a flat index to its
-    event for jagged branches).
+    event for jagged branches) and the value.
     """
-    want = np.dtype(fld.dtype)
-    if values.dtype == want:
-        return values
-    if values.dtype.kind in "iub" and want.kind in "iu":
-        lo, hi = np.iinfo(want).min, np.iinfo(want).max
-        have = np.iinfo(values.dtype) if values.dtype.kind in "iu" else np.iinfo(np.uint8)
-        bad_mask = np.zeros(values.shape, dtype=bool)
-        if have.max > hi:
-            bad_mask |= values > np.asarray(hi).astype(values.dtype)
-        if have.min < lo:
-            bad_mask |= values < np.asarray(lo).astype(values.dtype)
-        cast = values.astype(want)
-    else:
-        cast = values.astype(want)
-        back = cast.astype(values.dtype)
-        bad_mask = ~((back == values) | (np.isnan(back) & np.isnan(values)) if values.dtype.kind == "f"
-                     else back == values)
-    if bad_mask.any():
-        bad = int(np.flatnonzero(bad_mask)[0])
+    want, have = np.dtype(fld.dtype), values.dtype
+    if have == want:
+        return values, 0
+
+    def fail(mask: np.ndarray, why: str):
+        bad = int(np.flatnonzero(mask)[0])
         entry = start + (int(np.searchsorted(offsets, bad, side="right")) - 1 if offsets is not None else bad)
-        raise InputError(f"branch {branch!r} has dtype {values.dtype} and value {values[bad]!r} is not "
-                         f"representable as {want}", file=path, entry=entry, field=fld.name)
-    return cast
+        raise InputError(f"branch {branch!r} has dtype {have} and value {values[bad].item()!r} " + why(bad),
+                         file=path, entry=entry, field=fld.name)
+
+    if want.kind in "iu":
+        lo, hi = np.iinfo(want).min, np.iinfo(want).max
+        if have.kind == "f":  # whole numbers only (a charge stored as ±1.0): never rounded to an integer
+            v64 = values.astype(np.float64)
+            with np.errstate(invalid="ignore"):
+                fail_mask = ~np.isfinite(v64) | (v64 != np.trunc(v64))
+            if fail_mask.any():
+                fail(fail_mask, lambda i: "is not a whole number; an integer field takes whole numbers only "
+                                          "(never rounded)")
+            outside = (v64 < float(lo)) | (v64 >= float(hi) + 1.0)  # both bounds exact in float64
+            if outside.any():
+                fail(outside, lambda i: f"is outside the {want} range [{lo}, {hi}]")
+            return values.astype(want), 0
+        info = np.iinfo(have) if have.kind in "iu" else np.iinfo(np.uint8)
+        bad_mask = np.zeros(values.shape, dtype=bool)
+        if info.max > hi:
+            bad_mask |= values > np.asarray(hi).astype(have)
+        if info.min < lo:
+            bad_mask |= values < np.asarray(lo).astype(have)
+        if bad_mask.any():
+            fail(bad_mask, lambda i: f"is outside the {want} range [{lo}, {hi}] (never converted: it is not representable as {want})")
+        return values.astype(want), 0
+    with np.errstate(over="ignore", invalid="ignore"):
+        cast = values.astype(want)
+    if have.kind == "f":
+        finite = np.isfinite(values)
+        overflow = finite & ~np.isfinite(cast)
+        with np.errstate(invalid="ignore"):
+            inexact = finite & (cast.astype(have) != values)
+    else:
+        overflow = np.zeros(values.shape, dtype=bool)  # |int64| < 2**64 < float32 max
+        inexact = _int_to_float_inexact(values, cast)
+    if overflow.any():
+        fail(overflow, lambda i: f"is outside the {want} range ±{np.finfo(want).max.item():g} (never rounded to inf)")
+    n_inexact = int(inexact.sum())
+    if n_inexact and not may_round:
+        fail(inexact, lambda i: (f"is not representable as {want} (nearest {cast[i].item()!r}); store correctly "
+                                 f"rounded values with --precision round or 'precision:' in a --layout file"))
+    return cast, n_inexact
 
 
 def _failing_branch(tree, branches: list[str], entry_start: int, entry_stop: int) -> str | None:
@@ -251,40 +515,55 @@ def _failing_branch(tree, branches: list[str], entry_start: int, entry_stop: int
 
 def read_chunk(tree, path: str, layout: SourceLayout, schema: Schema, entry_start: int,
                entry_stop: int) -> EventChunk:
-    """Read entries [entry_start, entry_stop) into an EventChunk of flat, schema-typed arrays."""
+    """Read entries [entry_start, entry_stop) into an EventChunk of flat, schema-typed arrays.
+
+    ``tree`` is a TTree or an RNTuple. Filled fields (``layout.fill``) become constant columns;
+    ``chunk.rounded`` counts, per field, the values stored correctly rounded (``layout.precision``).
+    """
     groups = raw_fields(schema)
-    branches = [layout.branch(f.source) for fields in groups.values() for f in fields]
+    branches = layout.read_branches(schema)
     try:
-        arrays = tree.arrays(branches, entry_start=entry_start, entry_stop=entry_stop, library="ak", how=dict)
+        arrays = _read_arrays(tree, branches, entry_start, entry_stop)
     except Exception as err:
         # a silent server would time out once per branch: only a local failure is worth the probe
         branch = None if _is_timeout(err) else _failing_branch(tree, branches, entry_start, entry_stop)
         where = f" of branch {branch!r}" if branch else ""
         raise InputError(f"cannot read entries {entry_start}-{entry_stop}{where} ({read_error_text(err)})",
                          file=path, entry=entry_start, field=branch) from err
+    rounded: dict[str, int] = {}
 
     def level_arrays(level: str) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
         offsets, out = None, {}
         for fld in groups[level]:
+            if fld.source in layout.fill:
+                continue
             branch = layout.branch(fld.source)
             if level == "event":
-                out[fld.name] = _cast(np.asarray(arrays[branch]), fld, path, branch, entry_start)
-                continue
-            off, content = _flat(arrays[branch], path, branch, entry_start)
-            if offsets is None:
-                offsets, first = off, branch
-            elif not np.array_equal(off, offsets):
-                counts_a, counts_b = np.diff(offsets), np.diff(off)
-                ev = int(np.flatnonzero(counts_a != counts_b)[0]) if len(counts_a) == len(counts_b) else 0
-                raise InputError(f"branch {branch!r} has {counts_b[ev]} values but {first!r} has "
-                                 f"{counts_a[ev]} in the same event", file=path, entry=entry_start + ev,
-                                 field=fld.name)
-            out[fld.name] = _cast(content, fld, path, branch, entry_start, off)
-        return offsets, out
+                out[fld.name], n = _cast(np.asarray(arrays[branch]), fld, path, branch, entry_start,
+                                         may_round=layout.rounds(fld.source))
+            else:
+                off, content = _flat(arrays[branch], path, branch, entry_start)
+                if offsets is None:
+                    offsets, first = off, branch
+                elif not np.array_equal(off, offsets):
+                    counts_a, counts_b = np.diff(offsets), np.diff(off)
+                    ev = int(np.flatnonzero(counts_a != counts_b)[0]) if len(counts_a) == len(counts_b) else 0
+                    raise InputError(f"branch {branch!r} has {counts_b[ev]} values but {first!r} has "
+                                     f"{counts_a[ev]} in the same event", file=path, entry=entry_start + ev,
+                                     field=fld.name)
+                out[fld.name], n = _cast(content, fld, path, branch, entry_start, off,
+                                         may_round=layout.rounds(fld.source))
+            if n:
+                rounded[fld.name] = n
+        size = entry_stop - entry_start if level == "event" else int(offsets[-1])
+        for fld in groups[level]:  # constants, in schema order after the branches read
+            if fld.source in layout.fill:
+                out[fld.name] = np.full(size, layout.fill[fld.source], dtype=fld.dtype)
+        return offsets, {f.name: out[f.name] for f in groups[level]}
 
     _, event = level_arrays("event")
     hit_offsets, hits = level_arrays("hit")
     muon_offsets, muons = level_arrays("muon")
     event["source_entry"] = np.arange(entry_start, entry_stop, dtype=np.int64)
     return EventChunk(source_file=path, event=event, hit_offsets=hit_offsets, hits=hits,
-                      muon_offsets=muon_offsets, muons=muons)
+                      muon_offsets=muon_offsets, muons=muons, rounded=rounded)

@@ -6,11 +6,9 @@ import numpy as np
 
 from .manifest import read_manifest
 from .schema import load_schema
-from .selection import TECHNOLOGIES
+from .selection import technology_name
 from .shards import iter_row_groups
 from .storage import OutputDir
-
-_TECH_NAMES = {v: k for k, v in TECHNOLOGIES.items()}
 
 
 def summarize_dataset(directory: str, scan: bool = True) -> dict:
@@ -30,21 +28,39 @@ def summarize_dataset(directory: str, scan: bool = True) -> dict:
         "inputs": len(manifest["inputs"]),
         "skipped": manifest["skipped"],
         "cutflow": manifest["cutflow"],
+        "reading": manifest.get("reading", {}),
         "statistics": manifest["statistics"],
         "model_inputs": schema.inputs("hit"),
     }
     if scan:
-        tech = np.zeros(8, np.int64)
+        tech: dict[int, int] = {}  # every code, named or not
         on_muon = 0
         for shard in manifest["shards"]:
             for _, table in iter_row_groups(out, shard["path"]):
                 hits = table.column(schema.hit_column).combine_chunks().values
-                t = hits.field("spacePoint_technology").to_numpy()
-                tech += np.bincount(t[(t >= 0) & (t < 8)], minlength=8)[:8]
+                codes, counts = np.unique(hits.field("spacePoint_technology").to_numpy(), return_counts=True)
+                for c, n in zip(codes.tolist(), counts.tolist()):
+                    tech[c] = tech.get(c, 0) + n
                 on_muon += int((hits.field("spacePoint_truthLink").to_numpy() >= 0).sum())
-        info["technology_hits"] = {_TECH_NAMES.get(i, str(i)): int(n) for i, n in enumerate(tech) if n}
+        info["technology_hits"] = {technology_name(c): tech[c] for c in sorted(tech)}
         info["hits_on_muons"] = on_muon
     return info
+
+
+def reading_lines(manifest: dict) -> list[str]:
+    """Summary lines for unknown technology codes, rounded and filled fields (none when not used)."""
+    lines = []
+    unknown = manifest["cutflow"].get("hits_unknown_technology") or {}
+    if unknown:
+        lines.append("hits of unnamed technology codes: " + ", ".join(
+            f"{technology_name(int(c))} {n}" for c, n in unknown.items()))
+    reading = manifest.get("reading") or {}
+    if reading.get("rounded"):
+        lines.append("values stored rounded (--precision round): " + ", ".join(
+            f"{k} {n}" for k, n in reading["rounded"].items()))
+    if reading.get("filled"):
+        lines.append("fields filled with a constant: " + ", ".join(f"{k}={v!r}" for k, v in reading["filled"].items()))
+    return lines
 
 
 def render(info: dict, console) -> None:
@@ -70,7 +86,16 @@ def render(info: dict, console) -> None:
     cf.add_column("counter")
     cf.add_column("value", justify="right")
     for k, v in info["cutflow"].items():
-        cf.add_row(k, f"{v:,}")
+        if isinstance(v, dict):  # tallies per code: hits_unknown_technology
+            for code, n in v.items():
+                cf.add_row(f"{k} [{code}]", f"{n:,}")
+        else:
+            cf.add_row(k, f"{v:,}")
+    reading = info.get("reading") or {}
+    for k, n in (reading.get("rounded") or {}).items():
+        cf.add_row(f"values rounded [{k}]", f"{n:,}")
+    for k, v in (reading.get("filled") or {}).items():
+        cf.add_row(f"filled [{k}]", repr(v))
     console.print(cf)
     st = Table(title="feature statistics (selected data)")
     for c in ("field", "count", "mean", "std", "min", "max"):

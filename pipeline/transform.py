@@ -55,14 +55,23 @@ def _handle_invalid(chunk: EventChunk, schema: Schema, policy: str, flow: CutFlo
         candidates = []  # (entry, field, reason) of the first violation of each kind
         if hit_bad.any():
             i = int(np.flatnonzero(hit_bad)[0])
-            candidates.append((chunk.hit_event_index()[i], hit_fields[0], hit_why[0] + hint))
+            why = hit_why[0]
+            if why == "non-finite value":  # name it: NaN and ±inf are different defects upstream
+                why = f"non-finite value {chunk.hits[hit_fields[0]][i].item()!r}"
+            candidates.append((chunk.hit_event_index()[i], hit_fields[0], why + hint))
         if link_bad.any():
             i = int(np.flatnonzero(link_bad)[0])
+            n = int(n_mu[i])
+            valid = f"-1..{n - 1}" if n else "only -1 (background)"
             candidates.append((chunk.hit_event_index()[i], "spacePoint_truthLink",
-                               f"truth link {int(link[i])} out of range" + hint))
+                               f"truth link {int(link[i])} points to no truth muon: the event has {n}, so a "
+                               f"link must be {valid}" + hint))
         if mu_bad.any():
             i = int(np.flatnonzero(mu_bad)[0])
-            candidates.append((chunk.muon_event_index()[i], mu_fields[0], mu_why[0] + " (truth value)"))
+            why = mu_why[0]
+            if why == "non-finite value":
+                why = f"non-finite value {chunk.muons[mu_fields[0]][i].item()!r}"
+            candidates.append((chunk.muon_event_index()[i], mu_fields[0], why + " (truth value)"))
         if pt_bad.any():
             i = int(np.flatnonzero(pt_bad)[0])
             candidates.append((chunk.muon_event_index()[i], "truthMuon_pt", "non-positive truth pT"))
@@ -85,13 +94,14 @@ def _handle_invalid(chunk: EventChunk, schema: Schema, policy: str, flow: CutFlo
 
 def process_chunk(chunk: EventChunk, schema: Schema, cfg: TransformConfig) -> tuple[EventChunk, CutFlow]:
     """Derived features, invalid-data policy and the selection for one chunk of raw events."""
-    n_in, mu_in, hits_in = chunk.n_events, chunk.n_muons, chunk.n_hits
+    n_in, mu_in, hits_in, rounded = chunk.n_events, chunk.n_muons, chunk.n_hits, dict(chunk.rounded)
     add_hit_features(chunk, schema)
     pre = CutFlow()
     chunk = _handle_invalid(chunk, schema, cfg.on_invalid, pre)
     out, flow = apply_selection(chunk, cfg.selection)
     flow.events_in, flow.muons_in, flow.hits_in = n_in, mu_in, hits_in
     flow.events_invalid, flow.hits_invalid = pre.events_invalid, pre.hits_invalid
+    flow.values_rounded = rounded
     with np.errstate(divide="ignore"):
         out.muons["truthMuon_qpt"] = (out.muons["truthMuon_q"].astype(np.float64)
                                       / out.muons["truthMuon_pt"].astype(np.float64)).astype(np.float32)

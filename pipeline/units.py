@@ -29,7 +29,6 @@ from .sizing import (
     level_branches,
     parse_bytes,
     plan_unit_edges,
-    read_branches,
 )
 from .source import InputInfo, inspect_input, open_tree, read_chunk
 from .stats import StatsTable, merge_tables, table_to_json
@@ -81,7 +80,7 @@ def plan_units(inputs: list[str], cfg: ConvertConfig, skip_bad: bool,
     schema = load_schema(cfg.schema_version)
     good, skipped, units = [], [], []
     chash = cfg.hash()
-    branches = read_branches(schema, cfg.layout)
+    branches = cfg.layout.read_branches(schema)
 
     def cut(tree):
         return plan_unit_edges(tree, branches, cfg.shard_events, cfg.shard_bytes)

@@ -48,9 +48,27 @@ def random_events(n: int, seed: int = 0, n_hits=None) -> dict[str, ak.Array]:
 
 def write_dump(path, events: dict, tree: str = "MuonHitDump", compression=None, basket_entries=None) -> None:
     """Write ``events`` as one TTree; ``basket_entries``: entries per basket (default: one basket)."""
-    n = len(events["eventNumber"])
+    n = len(next(iter(events.values())))
     step = basket_entries or max(n, 1)
     with uproot.recreate(path, compression=compression) as f:
         f.mktree(tree, {k: v.type if isinstance(v, ak.Array) else v.dtype for k, v in events.items()})
         for lo in range(0, n, step):
             f[tree].extend({k: v[lo: lo + step] for k, v in events.items()})
+
+
+def flat_branches(events: dict) -> dict:
+    """The records of ``random_events`` as one jagged array per branch name (``spacePoint_time`` ...)."""
+    out = {}
+    for group, value in events.items():
+        if isinstance(value, ak.Array) and ak.fields(value):
+            out.update({f"{group}_{k}": value[k] for k in ak.fields(value)})
+        else:
+            out[group] = value
+    return out
+
+
+def write_rntuple(path, events: dict, name: str = "MuonHitDump") -> None:
+    """An RNTuple of ``events``: records give fields ``spacePoint.time``; ``flat_branches`` gives fields
+    named like the TTree branches."""
+    with uproot.recreate(path) as f:
+        f.mkrntuple(name, events)

@@ -196,7 +196,8 @@ def bad_inputs(tmp_path_factory) -> dict[str, Path]:
     ev = random_events(10)
     import awkward as ak
 
-    ev["spacePoint"] = ak.with_field(ev["spacePoint"], ak.values_astype(ev["spacePoint"].truthLink, np.float32), "truthLink")
+    ev["spacePoint"] = ak.with_field(ev["spacePoint"], ak.values_astype(ev["spacePoint"].truthLink, np.float32) + 0.5,
+                                     "truthLink")  # a float branch fills an int field with whole numbers only
     write_dump(d / "wrong_dtype.root", ev)
     files["wrong_dtype"] = d / "wrong_dtype.root"
     write_dump(d / "empty.root", {k: v[:0] for k, v in random_events(5).items()})
@@ -210,8 +211,8 @@ def bad_inputs(tmp_path_factory) -> dict[str, Path]:
     ("truncated", "file is truncated"),
     ("corrupt_basket", "cannot read entries 0-120 of branch 'spacePoint_"),  # names the damaged branch
     ("other_tree", "no tree 'MuonHitDump'; the file has ['Events']"),
-    ("no_branch", "missing branch 'spacePoint_driftR'"),
-    ("wrong_dtype", "has type float32, expected int32"),
+    ("no_branch", "the layout maps no branch to 'spacePoint_driftR'"),
+    ("wrong_dtype", "field spacePoint_truthLink: branch 'spacePoint_truthLink' has dtype float32 and value 0.5 is not a whole number"),
     ("empty", "is empty (0 entries)"),
 ])
 def test_bad_input_message_and_exit_code(tmp_path, bad_inputs, case, message):

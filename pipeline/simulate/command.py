@@ -73,10 +73,12 @@ def _check_writable(path: Path) -> None:
               show_default=True, help="Truth η is uniform in [-max, max].")
 @click.option("--compression", default="zstd", show_default=True,
               help="ROOT compression: zlib, lz4, zstd or lzma, optionally with a level (zstd:5).")
+@click.option("--format", "fmt", type=click.Choice(["ttree", "rntuple"]), default="ttree", show_default=True,
+              help="Container: a TTree (as the dumpers write today) or an RNTuple (Run 4), same branch names.")
 def simulate(output: Path, events: int, seed: int, n_files: int, background_per_event: float,
              muons_per_event: str, pt_min: float, pt_max: float, pt_spectrum: str, max_abs_eta: float,
-             compression: str) -> None:
-    """Simulate muon-spectrometer hit dumps (TTree MuonHitDump) with an ATLAS-like toroid geometry.
+             compression: str, fmt: str) -> None:
+    """Simulate muon-spectrometer hit dumps (TTree or RNTuple MuonHitDump) with an ATLAS-like toroid geometry.
 
     Muons from the origin cross the calorimeter (energy loss, scattering), bend in the toroidal
     field and leave MDT, RPC, TGC, sTGC and MM hits; background hits are added per event.
@@ -105,7 +107,7 @@ def simulate(output: Path, events: int, seed: int, n_files: int, background_per_
     for k, path in enumerate(paths):
         try:
             total.add(write_dump(path, events, seed, cfg, compression=compression, stream=k,
-                                 first_event=k * events))
+                                 first_event=k * events, format=fmt))
         except OSError as err:
             raise PipelineError(f"cannot write {path}: {err.strerror or err}") from None
     seconds = time.perf_counter() - start

@@ -1,10 +1,14 @@
-"""Writing simulated events as an ATLAS-dumper-style ROOT file (TTree ``MuonHitDump``).
+"""Writing simulated events as an ATLAS-dumper-style ROOT file (TTree or RNTuple ``MuonHitDump``).
 
 Why ``mktree`` + ``extend``: uproot 5.7 writes an RNTuple when a dict is assigned to a file key,
 and the converter (like the real dumps) expects a TTree. Hit branches are written as one record
 ``spacePoint`` (uproot names the branches ``spacePoint_<field>`` and adds one shared counter
 ``nspacePoint``), truth branches as ``truthMuon`` (counter ``ntruthMuon``). Events are generated
 and written a batch (``generate.batch_events``, ≤ 2000 events, ~1 M hits) at a time, so memory does not grow with the file size.
+
+``format="rntuple"`` writes the same events as an RNTuple (``mkrntuple`` + ``extend``) whose fields carry
+the branch names of the TTree (``spacePoint_time``: one ``std::vector`` per field, ``eventNumber``), so
+the same layout reads both.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ TREE_NAME = "MuonHitDump"
 COMPRESSIONS = {"zlib": (uproot.ZLIB, 1, 9), "lz4": (uproot.LZ4, 1, 12), "zstd": (uproot.ZSTD, 1, 22),
                 "lzma": (uproot.LZMA, 1, 9)}
 DEFAULT_LEVEL = {"zlib": 6, "lz4": 4, "zstd": 5, "lzma": 6}
+FORMATS = ("ttree", "rntuple")
 
 
 def parse_compression(spec: str):
@@ -76,9 +81,22 @@ def _branches(batch: Batch) -> dict[str, ak.Array | np.ndarray]:
     }
 
 
+def _fields(batch: Batch) -> dict[str, ak.Array | np.ndarray]:
+    """One jagged field per branch name (what ``format="rntuple"`` writes)."""
+    out: dict[str, ak.Array | np.ndarray] = {}
+    for offsets, columns in ((batch.hit_offsets, {k: batch.hits[k] for k in HIT_FIELDS}),
+                             (batch.truth_offsets, batch.truth)):
+        for name, values in columns.items():
+            out[name] = ak.Array(ak.contents.ListOffsetArray(ak.index.Index64(offsets),
+                                                             ak.contents.NumpyArray(values)))
+    out["eventNumber"] = batch.event_number
+    return out
+
+
 def write_dump(path: str | os.PathLike, n_events: int, seed: int = 0, config: SimConfig | None = None, *,
-               compression: str = "zstd", stream: int = 0, first_event: int = 0) -> WriteStats:
-    """Simulate ``n_events`` events and write them to ``path`` as TTree ``MuonHitDump``.
+               compression: str = "zstd", stream: int = 0, first_event: int = 0,
+               format: str = "ttree") -> WriteStats:
+    """Simulate ``n_events`` events and write them to ``path`` as TTree (or RNTuple) ``MuonHitDump``.
 
     ``stream`` selects an independent random stream of ``seed`` (the command uses the file index),
     ``first_event`` the first ``eventNumber``. Raises ValueError for bad settings and OSError when
@@ -86,6 +104,8 @@ def write_dump(path: str | os.PathLike, n_events: int, seed: int = 0, config: Si
     """
     if n_events <= 0:
         raise ValueError(f"n_events must be positive, got {n_events}")
+    if format not in FORMATS:
+        raise ValueError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
     cfg = config or SimConfig()
     comp = parse_compression(compression)
     stats = WriteStats()
@@ -93,13 +113,21 @@ def write_dump(path: str | os.PathLike, n_events: int, seed: int = 0, config: Si
     with uproot.recreate(path, compression=comp) as f:
         tree = None
         for batch in iter_batches(n_events, seed, cfg, stream=stream, first_event=first_event):
-            data = _branches(batch)
-            if tree is None:
-                tree = f.mktree(TREE_NAME, {"spacePoint": data["spacePoint"].type.content,
-                                            "truthMuon": data["truthMuon"].type.content,
-                                            "eventNumber": np.int64},
-                                title="simulated muon-spectrometer hits (muon-pipeline simulate)")
-            tree.extend(data)
+            if format == "rntuple":
+                data = _fields(batch)
+                if tree is None:  # created with the first batch, which it holds
+                    tree = f.mkrntuple(TREE_NAME, data, description="simulated muon-spectrometer hits "
+                                                                    "(muon-pipeline simulate)")
+                else:
+                    tree.extend(data)
+            else:
+                data = _branches(batch)
+                if tree is None:
+                    tree = f.mktree(TREE_NAME, {"spacePoint": data["spacePoint"].type.content,
+                                                "truthMuon": data["truthMuon"].type.content,
+                                                "eventNumber": np.int64},
+                                    title="simulated muon-spectrometer hits (muon-pipeline simulate)")
+                tree.extend(data)
             n_hits = int(batch.hit_offsets[-1])
             stats.add(WriteStats(batch.n_events, n_hits, int((batch.hits["spacePoint_truthLink"] >= 0).sum()),
                                  int(batch.truth_offsets[-1])))
