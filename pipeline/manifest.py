@@ -16,6 +16,7 @@ import datetime as _dt
 from ._version import __version__
 from .errors import DatasetError
 from .selection import CutFlow
+from .shards import dataset_id
 from .stats import merge_tables, table_from_json, table_to_json
 from .storage import TMP_MARK, OutputDir
 from .units import PLAN, RECORDS, SHARDS, Unit
@@ -89,6 +90,7 @@ def finalize(out: OutputDir) -> dict:
         "format_version": 1,
         "schema": plan["schema"],
         "tool_version": plan["tool_version"],
+        "dataset_id": dataset_id(plan["config_hash"], plan["tool_version"]),
         "config": plan["config"],
         "inputs": list(per_input.values()),
         "skipped": {"inputs": skipped_inputs, "units": skipped_units},

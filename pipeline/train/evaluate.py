@@ -41,9 +41,10 @@ def predict(run_dir: str | Path, data_dir: str | Path, split: str = "test", devi
 
     run_dir = Path(run_dir)
     ckpt = find_checkpoint(run_dir)
-    module = RegressionModule.load_from_checkpoint(ckpt, map_location="cpu")
+    # weights_only=True: tensors and plain containers only, whatever the torch version's default
+    module = RegressionModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
     cfg, hp = module.cfg, module.hparams
-    info = open_dataset(data_dir)
+    info = open_dataset(data_dir, verify_checksums=cfg.data.verify_checksums)
     check_against_schema(cfg, info.schema)  # eta on a v1 dataset: the migrate hint, not a KeyError
     if list(hp.muon_fields) != info.muon_fields:
         raise DatasetError(f"{data_dir}: truth-muon fields {info.muon_fields} differ from the run's {hp.muon_fields}")
