@@ -102,7 +102,7 @@ def shard_path_problem(rel: Any) -> str | None:
     if not isinstance(rel, str) or not rel:
         return "shard path is not a non-empty string"
     if rel.startswith(("/", "\\")) or "://" in rel or (len(rel) > 1 and rel[1] == ":"):
-        return "absolute shard path: a manifest may only name files inside the dataset's shards/"
+        return "absolute shard path, outside the dataset: a manifest names files inside its shards/ only"
     parts = rel.split("/")
     if ".." in parts:
         return "shard path with '..' leaves the dataset"
