@@ -204,16 +204,37 @@ def finalize(directory):
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (for machines).")
 @click.option("--no-values", is_flag=True, help="Skip the value checks (structure, metadata and checksums only).")
 @click.option("--no-checksums", is_flag=True, help="Skip the sha256 check of each shard.")
-def validate(directory, as_json, no_values, no_checksums):
-    """Check a dataset: manifest, every shard (checksum, schema, counts) and every value.
+@click.option("--source", default=None, is_flag=False, flag_value="3", metavar="[N|all]",
+              help="Also re-derive N units (default 3, spread over the dataset) or all of them from the raw "
+                   "inputs the manifest names, and compare with the shards bit for bit.")
+def validate(directory, as_json, no_values, no_checksums, source):
+    """Check a dataset: manifest, every shard, every value; optionally against the raw inputs.
 
-    Exit 0 when sound, 1 when any problem is found (all are reported), 2 on usage errors.
+    \b
+    Levels and what each costs:
+      --no-values --no-checksums  manifest + Parquet footers only: paths, sizes, schemas,
+                                  shard identities, unit coverage, counts (about a second)
+      --no-values                 + sha256 of every shard: reads every byte once (disk speed)
+      (default)                   + every value decoded once: rules, cuts, formulas, event
+                                  order and uniqueness, statistics recomputed (about the
+                                  time of one pass of the trainer's loader over the data)
+      --source N                  + N units converted again from the raw ROOT inputs and
+                                  compared byte for byte (the convert cost of N units;
+                                  catches a value edited after writing with every checksum
+                                  and statistic recomputed)
+      --source all                + the whole dataset converted again (a full convert)
+
+    Exit 0 when sound, 1 when any problem is found (all are reported), 2 on usage errors
+    (no such directory, a bad --source).
     """
     import json
 
     from .validate import summarize, validate_dataset
 
-    report = validate_dataset(directory, check_values=not no_values, check_checksums=not no_checksums)
+    if source is not None and source != "all" and not (source.isdigit() and int(source) > 0):
+        raise click.BadParameter(f"expected a positive number of units or 'all', got {source!r}", param_hint="--source")
+    report = validate_dataset(directory, check_values=not no_values, check_checksums=not no_checksums,
+                              source=None if source is None else (source if source == "all" else int(source)))
     click.echo(json.dumps(report.to_dict(), indent=1) if as_json else summarize(report))
     sys.exit(0 if report.ok else 1)
 

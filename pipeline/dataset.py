@@ -132,21 +132,22 @@ def shard_file_problem(out: OutputDir, rel: str) -> str | None:
     return None
 
 
-def shard_schema_problems(arrow_schema, schema: Schema) -> list[tuple[str | None, str]]:
-    """``(column, message)`` where a shard's Arrow schema (with its metadata) differs from ``schema``."""
-    out: list[tuple[str | None, str]] = []
+def shard_schema_problems(arrow_schema, schema: Schema) -> list[tuple[str, str | None, str]]:
+    """``(kind, column, message)`` where a shard's Arrow schema (with its metadata) differs from ``schema``;
+    kinds: ``version`` (the declared schema), ``columns`` (missing/unexpected), ``types``."""
+    out: list[tuple[str, str | None, str]] = []
     try:
         name, version = schema_from_metadata(arrow_schema.metadata)
         if (name, version) != (schema.name, schema.version):
-            out.append((None, f"shard declares {name} v{version}, manifest {schema.name} v{schema.version}"))
+            out.append(("version", None, f"shard declares {name} v{version}, manifest {schema.name} v{schema.version}"))
     except SchemaError as err:
-        out.append((None, str(err)))
+        out.append(("version", None, str(err)))
     expected = schema.arrow_schema()
     exp = {f.name: f for f in expected}
     act = {f.name: f for f in arrow_schema}
     for name, f in exp.items():
         if name not in act:
-            out.append((name, f"missing column (expected {f.type})"))
+            out.append(("columns", name, f"missing column (expected {f.type})"))
         elif not act[name].type.equals(f.type):
             et, at = f.type, act[name].type
             detail = f"type {at}, expected {et}"
@@ -158,9 +159,63 @@ def shard_schema_problems(arrow_schema, schema: Schema) -> list[tuple[str | None
                 parts += [f"{k} unexpected" for k in as_ if k not in es]
                 if parts:
                     detail = "; ".join(parts)
-            out.append((name, detail))
-    out += [(name, "unexpected column") for name in act if name not in exp]
+            out.append(("types", name, detail))
+    out += [("columns", name, "unexpected column") for name in act if name not in exp]
     return out
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What the manifest says every shard's identity must be: the dataset id (from its ``config`` and
+    ``tool_version``) and, per input path, the input identity that unit keys hash."""
+
+    dataset: str
+    config_hash: str
+    tool: str
+    inputs: dict[str, Any]  # path -> source.InputInfo
+
+    @classmethod
+    def of(cls, manifest: dict) -> Identity:
+        """Raises (any exception) when the manifest's config or inputs are malformed: check those first."""
+        from .config import ConvertConfig
+        from .shards import dataset_id
+        from .source import InputInfo
+
+        cfg_hash = ConvertConfig.from_dict(manifest["config"]).hash()
+        tool = manifest["tool_version"]
+        inputs = {i["path"]: InputInfo(i["path"], i["size"], i["entries"], i["uuid"]) for i in manifest["inputs"]}
+        return cls(dataset_id(cfg_hash, tool), cfg_hash, tool, inputs)
+
+    def unit_key(self, unit: dict) -> str | None:
+        """The key a shard of manifest unit ``unit`` must carry (None: its input is not in the manifest)."""
+        from .units import unit_key
+
+        info = self.inputs.get(unit["input"])
+        if info is None:
+            return None
+        return unit_key(info, unit["entry_start"], unit["entry_stop"], self.config_hash, tool=self.tool)
+
+    def problems(self, declared: dict | None, entry: dict) -> list[str]:
+        """Why a shard declaring ``declared`` (``shards.read_identity``) cannot be manifest entry ``entry``."""
+        if declared is None:
+            return ["declares no dataset/unit identity (Parquet metadata muon_pipeline.shard): written by an older "
+                    "tool or by something else; convert again"]
+        out = []
+        if declared.get("dataset") != self.dataset:
+            out.append(f"belongs to dataset {declared.get('dataset')} (its own metadata), not to this one "
+                       f"({self.dataset}, from the manifest's config and tool_version): a shard of another "
+                       "dataset, or an edited manifest configuration")
+        u = entry["unit"]
+        key = self.unit_key(u)
+        if key is None:
+            out.append(f"its unit names input {u['input']!r}, which the manifest's inputs do not list")
+        elif declared.get("unit") != key:
+            out.append(f"holds unit {str(declared.get('unit'))[:16]} (input {declared.get('input')}, entries "
+                       f"{declared.get('entry_start')}-{declared.get('entry_stop')}), but the manifest lists unit "
+                       f"{key[:16]} (input {u['input']}, entries {u['entry_start']}-{u['entry_stop']}) here")
+        if key is not None and posixpath.basename(entry["path"]) != f"part-{key[:16]}.parquet":
+            out.append(f"file name is not part-{key[:16]}.parquet, the name of its unit's key")
+        return out
 
 
 @dataclass
@@ -230,6 +285,13 @@ def open_dataset(directory: str, *, checksums: bool = False, shard_schemas: bool
     if shard_schemas:
         import pyarrow.parquet as pq
 
+        from .shards import read_identity
+
+        try:
+            identity = Identity.of(manifest)
+        except Exception as err:  # noqa: BLE001 - e.g. an input entry of the wrong shape
+            raise DatasetError(f"{where}, key config/inputs: unusable ({type(err).__name__}: {err})") from err
+
         for i, entry in enumerate(entries):
             try:
                 with out.fs.open(ds.path(i), "rb") as fh:
@@ -239,9 +301,12 @@ def open_dataset(directory: str, *, checksums: bool = False, shard_schemas: bool
                                    f"({' '.join(str(err).split())})") from err
             found = shard_schema_problems(arrow_schema, schema)
             if found:
-                column, why = found[0]
+                _kind, column, why = found[0]
                 col = f", column {column}" if column else ""
                 raise DatasetError(f"{directory}: shard {entry['path']}{col}: {why}")
+            found_id = identity.problems(read_identity(arrow_schema.metadata), entry)
+            if found_id:
+                raise DatasetError(f"{directory}: shard {entry['path']}: {found_id[0]}")
     if checksums:
         for i in range(len(entries)):
             ds.verify_checksum(i)
