@@ -124,6 +124,7 @@ def read_manifest(out: OutputDir) -> dict:
         doc = out.read_json(MANIFEST)
     except ValueError as err:
         raise DatasetError(f"{out.url}/{MANIFEST} is not valid JSON: {err}") from err
-    if doc.get("format") != FORMAT:
-        raise DatasetError(f"{out.url}/{MANIFEST} is not a muon-pipeline manifest (format={doc.get('format')!r})")
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise DatasetError(f"{out.url}/{MANIFEST} is not a muon-pipeline manifest (format="
+                           f"{doc.get('format') if isinstance(doc, dict) else type(doc).__name__!r})")
     return doc
