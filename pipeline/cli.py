@@ -110,7 +110,10 @@ def main() -> None:
 @click.option("--shard-events", type=int, default=10000, show_default=True,
               help="Input entries per work unit; each unit writes one shard.")
 @click.option("-j", "--workers", type=int, default=None, help="Local worker processes [default: number of cores].")
-@click.option("--scheduler", default=None, help="Run units on Dask: tcp://HOST:PORT of a running scheduler, or 'local'.")
+@click.option("--scheduler", default=None, help="Run units on Dask: tcp://HOST:PORT of a running scheduler, or 'local' "
+              "(an embedded cluster on loopback that only this run can use: temporary TLS credentials).")
+@click.option("--dashboard", default=None, metavar="ADDRESS",
+              help="With --scheduler local: serve Dask's dashboard at ADDRESS (e.g. 127.0.0.1:8787); off by default.")
 @click.option("--task-index", type=int, default=None, help="Job arrays: this task's index (0-based).")
 @click.option("--task-count", type=int, default=None, help="Job arrays: number of tasks; run `finalize` afterwards.")
 @click.option("--skip-bad-files", is_flag=True, help="Skip unreadable inputs, list them in the manifest, exit 3.")
@@ -121,7 +124,7 @@ def main() -> None:
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def convert(inputs, output, schema_version, tree, layout_file, step_size, min_pt, max_abs_eta, min_hits,
             technologies, keep_empty_events, on_invalid, compression, row_group_size, shard_events, workers,
-            scheduler, task_index, task_count, skip_bad_files, reconfigure, remote_timeout, quiet):
+            scheduler, dashboard, task_index, task_count, skip_bad_files, reconfigure, remote_timeout, quiet):
     """Convert ROOT hit dumps (files, directories, globs, URLs) to Parquet shards + manifest.
 
     Each input is split into work units of --shard-events entries; finished units are recorded,
@@ -141,6 +144,8 @@ def convert(inputs, output, schema_version, tree, layout_file, step_size, min_pt
     layout = SourceLayout.from_yaml(layout_file, schema) if layout_file else SourceLayout()
     if tree:
         layout = SourceLayout(tree=tree, branches=layout.branches)
+    if dashboard and scheduler != "local":
+        raise click.UsageError("--dashboard goes with --scheduler local (a running cluster has its own)")
     if (task_index is None) != (task_count is None):
         raise click.UsageError("--task-index and --task-count go together")
     sel = SelectionConfig(min_pt=min_pt, max_abs_eta=max_abs_eta, min_hits=min_hits,
@@ -151,7 +156,7 @@ def convert(inputs, output, schema_version, tree, layout_file, step_size, min_pt
                         shard_events=shard_events)
     task = (task_index, task_count) if task_index is not None else None
     res = run(list(inputs), output, cfg, workers=workers, scheduler=scheduler, step_size=parse_step_size(step_size),
-              skip_bad=skip_bad_files, task=task, reconfigure=reconfigure, quiet=quiet)
+              skip_bad=skip_bad_files, task=task, reconfigure=reconfigure, quiet=quiet, dashboard=dashboard)
     _print_summary(res, output, quiet)
     if res.skipped_anything:
         sys.exit(3)
