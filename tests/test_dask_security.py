@@ -74,3 +74,20 @@ def test_dashboard_needs_local_scheduler(tmp_path):
 
     r = CliRunner().invoke(main, ["convert", "x.root", "-o", str(tmp_path / "o"), "--dashboard", ":8787"])
     assert r.exit_code == 2 and "--scheduler local" in r.output
+
+
+def test_convert_on_the_embedded_cluster_is_identical(tmp_path, random_dump, converted_random):
+    """`convert --scheduler local` (TLS) writes the same shards as a serial run."""
+    import json
+
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    out = tmp_path / "dask"
+    r = CliRunner().invoke(main, ["convert", str(random_dump), "-o", str(out), "--scheduler", "local", "-j", "2",
+                                  "--shard-events", "200", "--row-group-size", "50", "-q"])
+    assert r.exit_code == 0, r.output
+    shards = [(s["path"], s["sha256"]) for s in json.loads((out / "manifest.json").read_text())["shards"]]
+    ref = [(s["path"], s["sha256"]) for s in json.loads((converted_random / "manifest.json").read_text())["shards"]]
+    assert shards == ref
