@@ -221,3 +221,33 @@ def test_inspect_missing_shard_is_one_line(converted_random, tmp_path):
     (d / rel).unlink()
     r = CliRunner().invoke(main, ["inspect", str(d)])
     assert r.exit_code == 1 and r.output.count("\n") == 1 and rel in r.output and "does not exist" in r.output
+
+
+def test_lightning_ddp_two_cpu_ranks_trains_on_every_event(uneven, tmp_path):
+    """`train --devices 2` on CPU (Lightning DDP, gloo, 2 workers per rank), with an odd number of train
+    events: every epoch runs the planned batches on each rank and sees every event plus the padding;
+    run.json says so."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    m = json.loads((uneven / "manifest.json").read_text())
+    ev = np.concatenate([pq.read_table(uneven / s["path"], columns=["eventNumber"]).column(0).to_numpy()
+                         for s in m["shards"]])
+    seed = next(s for s in range(100) if (split_codes(ev, 0.7, 0.15, s) == 0).sum() % 2 == 1)
+    n_train = int((split_codes(ev, 0.7, 0.15, seed) == 0).sum())
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY.replace("data: {batch_size: 32, num_workers: 0, shuffle_buffer: 64}",
+                                "data: {batch_size: 16, num_workers: 2, shuffle_buffer: 64, train_fraction: 0.7, "
+                                f"val_fraction: 0.15, split_seed: {seed}}}")
+                   .replace("trainer: {max_steps: 1}", "trainer: {max_epochs: 2, patience: 0, accelerator: cpu}"))
+    run = tmp_path / "run"
+    exe = Path(sys.executable).parent / "muon-pipeline"
+    r = subprocess.run([str(exe), "train", "--config", str(cfg), "--data", str(uneven), "--output", str(run),
+                        "--devices", "2"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    info = json.loads((run / "run.json").read_text())
+    plan, trained = info["train_epoch_plan"], info["trained"]
+    assert plan["world_size"] == 2 and plan["events"] == n_train and plan["padding"] == 1
+    assert trained["epochs_completed_events"] == [n_train + 1, n_train + 1]
+    assert trained["steps"] == 2 * plan["batches_per_rank"] and trained["batches_seen"] == 2 * trained["steps"]
