@@ -175,6 +175,8 @@ def _plant(tmp_path, dataset, how: str):
         outside = tmp_path / "elsewhere.parquet"
         shutil.move(shard, outside)
         shard.symlink_to(outside)
+    elif how == "manifest_sha256":
+        m["shards"][0]["sha256"] = "0" * 64
     elif how == "checksum":
         data = bytearray(shard.read_bytes())
         data[len(data) // 2] ^= 0x01  # same size, one bit changed
@@ -183,7 +185,7 @@ def _plant(tmp_path, dataset, how: str):
     return d, m["shards"][0]["path"]
 
 
-@pytest.mark.parametrize("how", ["absolute", "dotdot", "symlink", "checksum"])
+@pytest.mark.parametrize("how", ["absolute", "dotdot", "symlink", "checksum", "manifest_sha256"])
 def test_trainer_refuses_outside_paths_and_bad_checksums(converted_random, tmp_path, how):
     d, rel = _plant(tmp_path, converted_random, how)
     cfg = tmp_path / "tiny.yaml"
@@ -192,9 +194,16 @@ def test_trainer_refuses_outside_paths_and_bad_checksums(converted_random, tmp_p
     assert r.exit_code == 1, r.output
     line = r.output.strip().splitlines()[-1]
     assert "Traceback" not in r.output and rel in line
-    assert ("sha256" in line) if how == "checksum" else ("outside" in line or "leaves the dataset" in line)
+    sums = how in ("checksum", "manifest_sha256")
+    assert ("sha256" in line) if sums else ("outside" in line or "leaves the dataset" in line)
     assert not (tmp_path / "run" / "checkpoints").exists()
-    if how == "checksum":  # skipping the sha256 pass (the option) opens it; the other checks stay
+    if how == "manifest_sha256":  # --no-verify-checksums skips the sha256 pass (the file itself is intact)
+        r = CliRunner().invoke(main, ["train", "--config", str(cfg), "--data", str(d), "--output",
+                                      str(tmp_path / "run2"), "--no-verify-checksums"])
+        assert r.exit_code == 0, r.output
+        info = json.loads((tmp_path / "run2" / "run.json").read_text())
+        assert info["dataset"]["checksums_verified"] is False and info["trained"]["steps"] == 1
+    elif sums:  # skipping the sha256 pass opens it; the other checks stay
         assert open_dataset(d, verify_checksums=False).shards
     else:
         with pytest.raises(DatasetError):
