@@ -32,8 +32,9 @@ def dataset_id(config_hash: str, tool_version: str) -> str:
 
 
 def identity_metadata(dataset: str, unit: dict) -> dict[bytes, bytes]:
-    """``{IDENTITY_KEY: json}`` for a shard: the dataset id and the unit (key, index, input, entry range)."""
-    doc = {"dataset": dataset, "unit": unit["key"], "index": unit["index"], "input": unit["input"],
+    """``{IDENTITY_KEY: json}`` for a shard: the dataset id and the unit (key, input, entry range). Not the
+    unit's index in the plan: it moves when ``--reconfigure`` adds an input, while the shard is reused."""
+    doc = {"dataset": dataset, "unit": unit["key"], "input": unit["input"],
            "entry_start": unit["entry_start"], "entry_stop": unit["entry_stop"]}
     return {IDENTITY_KEY: json.dumps(doc, sort_keys=True).encode()}
 
