@@ -392,6 +392,11 @@ def _validate(out: OutputDir, report: Report, check_values: bool, check_checksum
     good = [i for i in range(len(entries)) if i not in bad_shards]
     if identity is not None:
         _check_coverage(manifest, identity, good, add)
+        for k, doc in enumerate(manifest["inputs"]):
+            rows = sum(entries[i]["rows"] for i in good if entries[i]["unit"]["input"] == doc["path"])
+            if isinstance(doc.get("events_out"), int) and doc["events_out"] != rows:
+                add(Problem("counts", f"input {doc['path']} says {doc['events_out']} events out, its shards list "
+                            f"{rows}", column=f"inputs[{k}].events_out"))
     listed: dict[str, int] = {}
     stats: dict = {}
     per_input: dict[str, list[tuple[str, _ShardContext]]] = defaultdict(list)

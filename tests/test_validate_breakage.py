@@ -64,6 +64,8 @@ def recompute(d, statistics: bool = True) -> None:
     cf["events_cut"] = cf["entries_in"] - cf["events_out"] - cf["entries_skipped"]
     cf["events_no_muon"] = cf["events_cut"] - cf["events_invalid"]
     cf["muons_in"] = cf["muons_fail_pt"] + cf["muons_fail_eta"] + cf["muons_fail_hits"] + cf["muons_out"]
+    for doc in m["inputs"]:
+        doc["events_out"] = sum(s["rows"] for s in m["shards"] if s["unit"]["input"] == doc["path"])
     if statistics:
         m["statistics"] = table_to_json(stats)
     write_manifest(d, m)
