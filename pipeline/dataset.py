@@ -124,7 +124,7 @@ def shard_file_problem(out: OutputDir, rel: str) -> str | None:
         return "shard path is a directory, not a file"
     if out.local:
         real = os.path.realpath(path)
-        inside = os.path.realpath(out.path(SHARDS)) + os.sep
+        inside = os.path.join(os.path.realpath(out.root), SHARDS) + os.sep  # a linked shards/ leads out too
         if not real.startswith(inside):
             return f"shard is a link to {real}, outside the dataset's {SHARDS}/"
         if not os.path.isfile(real):
