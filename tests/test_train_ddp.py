@@ -260,3 +260,30 @@ def test_lightning_ddp_two_cpu_ranks_trains_on_every_event(uneven, tmp_path):
     assert plan["world_size"] == 2 and plan["events"] == n_train and plan["padding"] == 1
     assert trained["epochs_completed_events"] == [n_train + 1, n_train + 1]
     assert trained["steps"] == 2 * plan["batches_per_rank"] and trained["batches_seen"] == 2 * trained["steps"]
+
+
+class _Plant:
+    """A pickled object whose unpickling would write a file (what an unsafe torch.load runs)."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("command", ["evaluate", "resume"])
+def test_checkpoints_load_with_weights_only(tmp_path, converted_random, command):
+    marker = tmp_path / "code-ran"
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    for name in ("best.ckpt", "last.ckpt"):
+        torch.save({"state_dict": {}, "hyper_parameters": {"x": _Plant(str(marker))}}, run / "checkpoints" / name)
+    if command == "evaluate":
+        args = ["evaluate", str(run), "--data", str(tmp_path)]
+    else:
+        (run / "config.yaml").write_text(TINY)
+        args = ["train", "--data", str(converted_random), "--output", str(run), "--resume"]
+    r = CliRunner().invoke(main, args)
+    assert not marker.exists()
+    assert r.exit_code == 2 and "weights_only" in r.output and "Traceback" not in r.output, r.output

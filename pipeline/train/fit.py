@@ -137,8 +137,9 @@ def train(cfg: TrainConfig | None, data_dir: str | Path, run_dir: str | Path, *,
     (run_dir / "run.json").write_text(json.dumps(run_info, indent=2))
 
     if resume:
-        # weights_only=True: tensors and plain containers only, whatever the torch version's default
-        module = RegressionModule.load_from_checkpoint(last, map_location="cpu", weights_only=True)
+        from .evaluate import load_module
+
+        module = load_module(last)  # weights_only=True, whatever the torch version's default
     else:
         module = RegressionModule(cfg.to_dict(), hit_fields, info.muon_fields, norm.to_dict(), centres, scales,
                                   total_steps)
