@@ -22,6 +22,7 @@ _LAZY = {
     "validate_dataset": "pipeline.validate",
     "migrate_dataset": "pipeline.migrate",
     "read_dataset": "pipeline.shards",
+    "open_dataset": "pipeline.dataset",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -122,7 +122,7 @@ def _reusable_plan(out: OutputDir, cfg: ConvertConfig, paths: list[str]) -> list
 def convert(inputs: list[str], output: str, cfg: ConvertConfig, *, workers: int | None = None,
             scheduler: str | None = None, step_size: int | str = "100 MB", skip_bad: bool = False,
             task: tuple[int, int] | None = None, reconfigure: bool = False,
-            quiet: bool = False) -> ConvertResult:
+            quiet: bool = False, dashboard: str | None = None) -> ConvertResult:
     """Convert ROOT dumps to a Parquet dataset in ``output``; resumable and idempotent."""
     t0 = time.perf_counter()
     workers = workers or os.cpu_count() or 1
@@ -161,7 +161,7 @@ def convert(inputs: list[str], output: str, cfg: ConvertConfig, *, workers: int 
                 rep.advance(rec["entries"], rec.get("shard", {}).get("hits", 0))
 
         if scheduler:
-            run_dask(todo, job, scheduler, workers, on_record)
+            run_dask(todo, job, scheduler, workers, on_record, dashboard=dashboard)
         elif workers <= 1 or len(todo) <= 1:
             run_serial(todo, job, lambda r: on_record(r, chunked=True), progress=rep.advance)
         else:

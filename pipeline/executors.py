@@ -45,16 +45,48 @@ def run_processes(units: list[Unit], job: dict, workers: int, on_record: OnRecor
                 on_record(fut.result())
 
 
-def run_dask(units: list[Unit], job: dict, scheduler: str, workers: int, on_record: OnRecord) -> None:
+def local_cluster(workers: int, dashboard: str | None = None):
+    """An embedded Dask ``LocalCluster`` that only this process can use: scheduler, workers and client
+    authenticate each other with temporary TLS credentials (``Security.temporary()``: a fresh key and
+    self-signed certificate held in memory, never written to disk), so another local user, or any
+    process without them, cannot connect and submit code. Listens on loopback only. The dashboard (an
+    HTTP server without authentication) is off unless ``dashboard`` gives an address (e.g. ``:8787``).
+
+    Returns ``(cluster, security)``; connect with ``Client(cluster)`` or ``Client(addr, security=security)``.
+    """
+    from distributed import LocalCluster
+    from distributed.security import Security
+
     try:
-        from distributed import Client, LocalCluster, as_completed
+        security = Security.temporary()
+    except ImportError as err:
+        raise ConfigError("--scheduler local needs the 'cryptography' package for its TLS credentials: "
+                          "pip install 'muon-pipeline[dask]'") from err
+    import dask
+
+    # The scheduler always runs an HTTP server (LocalCluster's dashboard_address=None does not stop it; it
+    # binds :8787 and serves cluster info): without a dashboard asked for, it gets a random loopback port
+    # and the health route only; workers likewise.
+    quiet = {} if dashboard else {"distributed.scheduler.http.routes": ["distributed.http.health"],
+                                  "distributed.worker.http.routes": ["distributed.http.health"]}
+    with dask.config.set(quiet):
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                               protocol="tls://", security=security,
+                               dashboard_address=dashboard or "127.0.0.1:0",
+                               scheduler_kwargs={"dashboard": bool(dashboard)})
+    return cluster, security
+
+
+def run_dask(units: list[Unit], job: dict, scheduler: str, workers: int, on_record: OnRecord,
+             dashboard: str | None = None) -> None:
+    try:
+        from distributed import Client, as_completed
     except ImportError as err:
         raise ConfigError("--scheduler needs Dask: pip install 'muon-pipeline[dask]'") from err
     cluster = None
     if scheduler == "local":
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None)
-        client = Client(cluster)
+        cluster, security = local_cluster(workers, dashboard)
+        client = Client(cluster, security=security)
     else:
         try:
             client = Client(scheduler, timeout="30s")

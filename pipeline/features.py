@@ -66,3 +66,9 @@ def _hit_features(x: np.ndarray, y: np.ndarray, z: np.ndarray, names) -> dict[st
     return out
 
 
+
+
+def truth_qpt(q: np.ndarray, pt: np.ndarray) -> np.ndarray:
+    """q/pT [1/GeV] of truth muons (q in e, pT in GeV): computed in float64, stored as float32."""
+    with np.errstate(divide="ignore"):
+        return (np.asarray(q).astype(np.float64) / np.asarray(pt).astype(np.float64)).astype(np.float32)

@@ -17,6 +17,7 @@ import datetime as _dt
 from ._version import __version__
 from .errors import DatasetError
 from .selection import CutFlow
+from .shards import dataset_id
 from .stats import merge_tables, table_from_json, table_to_json
 from .storage import TMP_MARK, OutputDir
 from .units import PLAN, RECORDS, SHARDS, Unit
@@ -99,6 +100,7 @@ def finalize(out: OutputDir) -> dict:
         "format_version": 1,
         "schema": plan["schema"],
         "tool_version": plan["tool_version"],
+        "dataset_id": dataset_id(plan["config_hash"], plan["tool_version"]),
         "config": plan["config"],
         "inputs": list(per_input.values()),
         "skipped": {"inputs": skipped_inputs, "units": skipped_units},
@@ -143,6 +145,7 @@ def read_manifest(out: OutputDir) -> dict:
         doc = out.read_json(MANIFEST)
     except ValueError as err:
         raise DatasetError(f"{out.url}/{MANIFEST} is not valid JSON: {err}") from err
-    if doc.get("format") != FORMAT:
-        raise DatasetError(f"{out.url}/{MANIFEST} is not a muon-pipeline manifest (format={doc.get('format')!r})")
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise DatasetError(f"{out.url}/{MANIFEST} is not a muon-pipeline manifest (format="
+                           f"{doc.get('format') if isinstance(doc, dict) else type(doc).__name__!r})")
     return doc

@@ -8,12 +8,14 @@ the new configuration), same values, same manifest apart from timing.
 
 from __future__ import annotations
 
+from ._version import __version__
 from .config import ConvertConfig
+from .dataset import open_dataset
 from .errors import ConfigError, DatasetError
 from .features import DERIVED, hit_features
-from .manifest import MANIFEST, read_manifest
+from .manifest import MANIFEST
 from .schema import load_schema
-from .shards import iter_row_groups
+from .shards import dataset_id, identity_metadata, iter_row_groups
 from .source import InputInfo
 from .stats import merge_tables, table_to_json
 from .storage import TMP_MARK, OutputDir
@@ -103,8 +105,11 @@ def migrate_dataset(source: str, output: str, to_version: int) -> dict:
     src, dst = OutputDir(source), OutputDir(output)
     if src.root == dst.root:
         raise ConfigError("--output must differ from the input dataset")
-    manifest = read_manifest(src)
-    old = load_schema(int(manifest["schema"]["version"]))
+    # the shared opener: manifest shape, shard path rules, shard schemas, and every sha256 (a shard
+    # changed after it was written is never migrated)
+    dataset = open_dataset(source, checksums=True)
+    manifest = dataset.manifest
+    old = dataset.schema
     new = load_schema(to_version)
     if new.version <= old.version:
         raise ConfigError(f"dataset is already at v{old.version}; --to-version must be newer")
@@ -118,19 +123,23 @@ def migrate_dataset(source: str, output: str, to_version: int) -> dict:
     plan = []
     for entry in manifest["shards"]:
         u = entry["unit"]
+        if u["input"] not in infos:
+            raise DatasetError(f"{source}/{MANIFEST}: shard {entry['path']} names input {u['input']!r}, which the "
+                               "manifest's inputs do not list (run `muon-pipeline validate`)")
         key = unit_key(infos[u["input"]], u["entry_start"], u["entry_stop"], cfg.hash())
         plan.append((entry, Unit(u["index"], u["input"], u["entry_start"], u["entry_stop"], key)))
     _check_output(dst, output, {unit.shard.rsplit("/", 1)[1] for _, unit in plan})
     added = [f.name for f in new.level("hit") if not old.has(f.name)]
     shards = []
     stats: dict = {}
+    new_id = dataset_id(cfg.hash(), __version__)
     for entry, unit in plan:
-        if "sha256" in entry and src.sha256(entry["path"]) != entry["sha256"]:
-            raise DatasetError(f"{source}/{entry['path']}: sha256 differs from the manifest's; the shard changed "
-                               "after it was written, so it is not migrated (run `muon-pipeline validate`)")
         shard_stats: dict = {}
+        arrow_schema = new.arrow_schema()
+        arrow_schema = arrow_schema.with_metadata({**arrow_schema.metadata,
+                                                   **identity_metadata(new_id, unit.to_dict())})
         with dst.atomic(unit.shard, native=True) as fh, pq.ParquetWriter(
-                fh, new.arrow_schema(), use_dictionary=["source_file"], write_statistics=False,
+                fh, arrow_schema, use_dictionary=["source_file"], write_statistics=False,
                 **cfg.compression.writer_kwargs()) as writer:
             for first_row, table in iter_row_groups(src, entry["path"]):
                 upgraded = _upgrade_table(table, old, new)
@@ -142,7 +151,8 @@ def migrate_dataset(source: str, output: str, to_version: int) -> dict:
         shards.append({**entry, "path": unit.shard, "bytes": dst.size(unit.shard), "sha256": dst.sha256(unit.shard)})
     if not shards and new.level("hit"):
         raise DatasetError(f"{source} has no shards to migrate")
-    migrated = dict(manifest, schema={"name": new.name, "version": new.version}, config=cfg_dict, shards=shards,
+    migrated = dict(manifest, schema={"name": new.name, "version": new.version}, tool_version=__version__,
+                    dataset_id=new_id, config=cfg_dict, shards=shards,
                     statistics=table_to_json(stats),
                     totals=dict(manifest["totals"], bytes=sum(s["bytes"] for s in shards)),
                     timing=dict(manifest.get("timing", {}), migrated_from=old.version),

@@ -1,11 +1,15 @@
-"""Reading shards back: Arrow tables to flat numpy (the inverse of ``transform.to_arrow``).
+"""Reading shards back: Arrow tables to flat numpy (the inverse of ``transform.to_arrow``), and
+each shard's identity (the dataset and unit it belongs to, in its own Parquet metadata).
 
 Used by ``validate``, ``inspect`` and ``migrate``; the training stage has its own zero-copy
-loader tuned for batches, and readers outside this tool need nothing but pyarrow (see README).
+loader tuned for batches; every reader opens datasets through ``pipeline.dataset``. Readers
+outside this tool need nothing but pyarrow (see README).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterator
 
 import numpy as np
@@ -13,6 +17,37 @@ import numpy as np
 from .chunk import EventChunk
 from .schema import Schema
 from .storage import OutputDir
+
+#: Parquet key-value metadata key under which every shard names the dataset and the unit it belongs to.
+IDENTITY_KEY = b"muon_pipeline.shard"
+
+
+def dataset_id(config_hash: str, tool_version: str) -> str:
+    """The identity of the dataset a shard belongs to: its conversion configuration (schema version,
+    selection, layout, codec, sizes) and tool version, hashed. Every shard of a dataset carries it,
+    and so does the manifest (``dataset_id``); the input set is not part of it, so ``--reconfigure``
+    after adding an input keeps the finished shards of the others."""
+    doc = {"config": config_hash, "tool": tool_version}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def identity_metadata(dataset: str, unit: dict) -> dict[bytes, bytes]:
+    """``{IDENTITY_KEY: json}`` for a shard: the dataset id and the unit (key, input, entry range). Not the
+    unit's index in the plan: it moves when ``--reconfigure`` adds an input, while the shard is reused."""
+    doc = {"dataset": dataset, "unit": unit["key"], "input": unit["input"],
+           "entry_start": unit["entry_start"], "entry_stop": unit["entry_stop"]}
+    return {IDENTITY_KEY: json.dumps(doc, sort_keys=True).encode()}
+
+
+def read_identity(metadata: dict[bytes, bytes] | None) -> dict | None:
+    """The identity a shard declares (see ``identity_metadata``), or None when it declares none."""
+    if not metadata or IDENTITY_KEY not in metadata:
+        return None
+    try:
+        doc = json.loads(metadata[IDENTITY_KEY])
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) else None
 
 
 def list_column(column) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -60,14 +95,17 @@ def iter_row_groups(out: OutputDir, rel: str) -> Iterator[tuple[int, object]]:
         first += table.num_rows
 
 
-def read_dataset(directory: str, columns: list[str] | None = None):
-    """The whole dataset as one Arrow table, shards in manifest order (for small datasets)."""
+def read_dataset(directory: str, columns: list[str] | None = None, verify_checksums: bool = True):
+    """The whole dataset as one Arrow table, shards in manifest order (for small datasets).
+
+    Opened with :func:`pipeline.dataset.open_dataset` (path rules, schema checks, and the sha256 of
+    every shard unless ``verify_checksums`` is false); raises ``DatasetError`` naming the shard.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from .manifest import read_manifest
+    from .dataset import open_dataset
 
-    out = OutputDir(directory)
-    manifest = read_manifest(out)
-    tables = [pq.read_table(out.fs.open(out.path(s["path"]), "rb"), columns=columns) for s in manifest["shards"]]
+    ds = open_dataset(directory, checksums=verify_checksums)
+    tables = [pq.read_table(ds.out.fs.open(ds.path(i), "rb"), columns=columns) for i in range(len(ds.entries))]
     return pa.concat_tables(tables)

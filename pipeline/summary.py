@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from .manifest import read_manifest
-from .schema import load_schema
+from .dataset import open_dataset
 from .selection import technology_name
 from .shards import iter_row_groups
-from .storage import OutputDir
 
 
 def summarize_dataset(directory: str, scan: bool = True) -> dict:
     """Manifest facts plus, with ``scan``, counts read from the shards (technology mix, hits/muon)."""
-    out = OutputDir(directory)
-    manifest = read_manifest(out)
-    schema = load_schema(int(manifest["schema"]["version"]))
+    dataset = open_dataset(directory)  # the shared opener: one-line errors for missing or foreign shards
+    out, manifest, schema = dataset.out, dataset.manifest, dataset.schema
     info = {
         "directory": directory,
         "schema": manifest["schema"],

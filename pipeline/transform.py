@@ -12,7 +12,7 @@ import numpy as np
 
 from .chunk import EventChunk
 from .errors import ConfigError, InputError
-from .features import DERIVED, hit_features
+from .features import DERIVED, hit_features, truth_qpt
 from .rules import first_violations
 from .schema import Schema
 from .selection import CutFlow, SelectionConfig, apply_selection
@@ -102,9 +102,7 @@ def process_chunk(chunk: EventChunk, schema: Schema, cfg: TransformConfig) -> tu
     flow.events_in, flow.muons_in, flow.hits_in = n_in, mu_in, hits_in
     flow.events_invalid, flow.hits_invalid = pre.events_invalid, pre.hits_invalid
     flow.values_rounded = rounded
-    with np.errstate(divide="ignore"):
-        out.muons["truthMuon_qpt"] = (out.muons["truthMuon_q"].astype(np.float64)
-                                      / out.muons["truthMuon_pt"].astype(np.float64)).astype(np.float32)
+    out.muons["truthMuon_qpt"] = truth_qpt(out.muons["truthMuon_q"], out.muons["truthMuon_pt"])
     return out, flow
 
 

@@ -21,6 +21,7 @@ from ._version import __version__
 from .config import ConvertConfig
 from .errors import InputError
 from .schema import load_schema
+from .shards import dataset_id, identity_metadata
 from .sizing import (
     entry_bytes,
     greedy_edges,
@@ -62,9 +63,9 @@ class Unit:
         return asdict(self)
 
 
-def unit_key(info: InputInfo, start: int, stop: int, config_hash: str) -> str:
+def unit_key(info: InputInfo, start: int, stop: int, config_hash: str, tool: str = __version__) -> str:
     doc = {"uuid": info.uuid, "size": info.size, "path": info.path, "entry_start": start,
-           "entry_stop": stop, "config": config_hash, "tool": __version__}
+           "entry_stop": stop, "config": config_hash, "tool": tool}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
@@ -146,6 +147,10 @@ def run_unit(unit: Unit | dict, cfg: ConvertConfig | dict, out_url: str, step_si
     out = OutputDir(out_url)
     schema = load_schema(cfg.schema_version)
     arrow_schema = schema.arrow_schema()
+    # the shard names its dataset and unit in its own metadata: validate catches a shard of another
+    # dataset or unit even when the manifest's checksum was recomputed to match it
+    arrow_schema = arrow_schema.with_metadata({**arrow_schema.metadata, **identity_metadata(
+        dataset_id(cfg.hash(), __version__), unit.to_dict())})
     t0 = time.perf_counter()
     flow = None
     stats: StatsTable = {}

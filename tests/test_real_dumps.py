@@ -8,6 +8,7 @@ from fractions import Fraction
 
 import awkward as ak
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import uproot
 from click.testing import CliRunner
@@ -100,7 +101,13 @@ def test_rntuple_dump_converts_to_the_same_shards_as_the_ttree(tmp_path, monkeyp
                                     "--step-size", "100 kB")
     t, r = manifests["ttree"], manifests["rntuple"]
     assert len(t["shards"]) == 3 and t["cutflow"]["events_out"] > 0
-    assert [s["sha256"] for s in r["shards"]] == [s["sha256"] for s in t["shards"]]
+    # the same data, row group by row group (the files differ only in the identity metadata each shard
+    # carries: its unit's key hashes the input's ROOT UUID)
+    for s_r, s_t in zip(r["shards"], t["shards"], strict=True):
+        f_r, f_t = (pq.ParquetFile(tmp_path / fmt / "out" / s["path"]) for fmt, s in (("rntuple", s_r), ("ttree", s_t)))
+        assert f_r.num_row_groups == f_t.num_row_groups
+        for k in range(f_t.num_row_groups):
+            assert f_r.read_row_group(k).equals(f_t.read_row_group(k))
     assert r["cutflow"] == t["cutflow"] and r["statistics"] == t["statistics"]
     assert (r["inputs"][0]["container"], t["inputs"][0]["container"]) == ("RNTuple", "TTree")
     assert r["inputs"][0]["branches"] == t["inputs"][0]["branches"]
@@ -513,10 +520,13 @@ def test_old_manifests_still_load_inspect_validate_and_migrate(tmp_path, random_
     del old["reading"], old["cutflow"]["hits_unknown_technology"]
     for i in old["inputs"]:
         del i["container"], i["branches"]
-    del old["config"]["selection"]["keep_muons_without_hits"]
-    old["config"]["selection"]["technologies"] = ["MDT", "RPC", "TGC", "STGC", "MM"]
     (out / "manifest.json").write_text(json.dumps(old))
-    cfg = ConvertConfig.from_dict(old["config"])
+    # an old configuration loads as what it meant (the dataset itself is refused by validate's shard
+    # identity check once its configuration is edited, so this part is checked on the dict alone)
+    old_config = json.loads(json.dumps(old["config"]))
+    del old_config["selection"]["keep_muons_without_hits"]
+    old_config["selection"]["technologies"] = ["MDT", "RPC", "TGC", "STGC", "MM"]
+    cfg = ConvertConfig.from_dict(old_config)
     assert cfg.transform.selection.technologies == ("MDT", "RPC", "TGC", "STGC", "MM")
     assert cfg.transform.selection.keep_muons_without_hits  # what min_hits 0 meant then
     assert cfg.layout.fill == {} and cfg.layout.precision == "exact"

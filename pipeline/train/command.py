@@ -44,10 +44,13 @@ def _require_train_extra() -> None:
 @click.option("--devices", type=click.IntRange(min=1), help="Override trainer.devices (>1 uses DDP).")
 @click.option("--limit-train-batches", type=click.IntRange(min=0), help="Cap batches per epoch (smoke tests).")
 @click.option("--resume", is_flag=True, help="Continue from RUN_DIR/checkpoints/last.ckpt.")
+@click.option("--no-verify-checksums", is_flag=True,
+              help="Skip the sha256 check of every shard before training (data.verify_checksums: false); "
+                   "path, size and schema checks still run.")
 def train(config_path: str | None, data_dir: str, run_dir: str, max_epochs: int | None, max_steps: int | None,
           batch_size: int | None,
           num_workers: int | None, accelerator: str | None, devices: int | None,
-          limit_train_batches: int | None, resume: bool) -> None:
+          limit_train_batches: int | None, resume: bool, no_verify_checksums: bool) -> None:
     """Train the weighted-pooling muon regression on a converted dataset."""
     _require_train_extra()
     from .config import load_config
@@ -59,7 +62,8 @@ def train(config_path: str | None, data_dir: str, run_dir: str, max_epochs: int 
     overrides = {"trainer.max_epochs": max_epochs, "trainer.max_steps": max_steps,
                  "data.batch_size": batch_size, "data.num_workers": num_workers,
                  "trainer.accelerator": accelerator, "trainer.devices": devices,
-                 "trainer.limit_train_batches": limit_train_batches}
+                 "trainer.limit_train_batches": limit_train_batches,
+                 "data.verify_checksums": False if no_verify_checksums else None}
     summary = run_train(cfg, data_dir, run_dir, resume=resume, overrides=overrides)
     click.echo(json.dumps(summary, indent=2))
 

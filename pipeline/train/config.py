@@ -44,6 +44,8 @@ class DataConfig:
     split_seed: int = 0
     #: Length bucketing within random groups of this many batches (0 = sort the whole buffer).
     bucket_width: int = 4
+    #: Verify every shard's sha256 against the manifest before reading (reads each byte once more).
+    verify_checksums: bool = True
 
 
 @dataclass

@@ -21,7 +21,6 @@ reproducible across re-conversions, shard layouts and worker counts.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ import numpy as np
 import torch
 
 from ..errors import DatasetError
-from ..schema import Schema, load_schema, schema_from_metadata
+from ..schema import Schema
 
 SPLITS = {"train": 0, "val": 1, "test": 2}
 LINK_FIELD = "spacePoint_truthLink"
@@ -58,40 +57,23 @@ class DatasetInfo:
         return self.schema.names("muon")
 
 
-def open_dataset(root: str | Path) -> DatasetInfo:
-    """Read ``manifest.json``, check the schema the dataset declares, and list its shards."""
-    root = Path(root)
-    manifest_path = root / "manifest.json"
-    if not manifest_path.is_file():
-        raise DatasetError(f"{root}: no manifest.json; expected a directory written by `muon-pipeline convert`")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except ValueError as err:
-        raise DatasetError(f"{manifest_path}: not valid JSON: {err}") from err
-    try:
-        declared = manifest["schema"]
-        name, version = str(declared["name"]), int(declared["version"])
-        shard_entries = manifest["shards"]
-    except (KeyError, TypeError, ValueError) as err:
-        raise DatasetError(f"{manifest_path}: missing or malformed 'schema' / 'shards' entry ({err})") from err
-    schema = load_schema(version)
-    if schema.name != name:
-        raise DatasetError(f"{manifest_path}: schema {name!r} is not {schema.name!r}")
-    shards = tuple(root / s["path"] for s in shard_entries)
-    missing = [str(p) for p in shards if not p.is_file()]
-    if missing:
-        raise DatasetError(f"{root}: {len(missing)} shard(s) listed in the manifest are missing, e.g. {missing[0]}")
-    if not shards:
-        raise DatasetError(f"{root}: the manifest lists no shards")
-    import pyarrow.parquet as pq
+def open_dataset(root: str | Path, verify_checksums: bool = True) -> DatasetInfo:
+    """Open a dataset with the shared opener (:func:`pipeline.dataset.open_dataset`): the manifest's shape,
+    the shard path rules (nothing outside the dataset's ``shards/``), every shard's schema, and by default
+    every shard's sha256, so the trainer reads only what ``validate`` would accept of the files.
 
-    # The shard itself says which schema it holds; a mismatch means a hand-assembled directory.
-    shard_name, shard_version = schema_from_metadata(pq.read_schema(shards[0]).metadata)
-    if (shard_name, shard_version) != (name, version):
-        raise DatasetError(f"{shards[0]}: declares schema {shard_name} v{shard_version}, "
-                           f"the manifest says {name} v{version}")
-    return DatasetInfo(root=root, schema=schema, shards=shards,
-                       statistics=manifest.get("statistics") or {}, manifest=manifest)
+    ``verify_checksums=False`` skips the sha256 pass (it reads every byte once; see README for its cost).
+    Raises ``DatasetError`` with one line naming the dataset, the shard or manifest key, and why.
+    """
+    from ..dataset import open_dataset as open_checked
+
+    root = Path(root)
+    if not (root / "manifest.json").is_file():
+        raise DatasetError(f"{root}: no manifest.json; expected a directory written by `muon-pipeline convert`")
+    ds = open_checked(str(root), checksums=verify_checksums)
+    shards = tuple(Path(p) for p in ds.local_paths())
+    return DatasetInfo(root=root, schema=ds.schema, shards=shards,
+                       statistics=ds.manifest.get("statistics") or {}, manifest=ds.manifest)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -362,19 +344,69 @@ def _rank_world() -> tuple[int, int]:
     return 0, 1
 
 
+#: One slot's share: ``(unit index, lo, hi)`` = split events ``[lo, hi)`` of that unit (row group).
+Segment = tuple[int, int, int]
+
+
+def deal_events(counts: Sequence[int], world: int, workers: int) -> tuple[list[list[list[Segment]]], int]:
+    """Deal the events of units with ``counts`` split events each to ``world`` ranks × ``workers`` workers.
+
+    The units' events, in the order given, form one sequence of ``N = sum(counts)`` positions; it is padded
+    to ``ceil(N / world) · world`` by repeating its first events (as ``torch``'s ``DistributedSampler``
+    does, wrapping as often as needed), rank ``r`` takes the ``r``-th contiguous block of ``ceil(N / world)``
+    positions and splits it into ``workers`` contiguous blocks whose sizes differ by at most one (the
+    first ``n % workers`` get one more). Every rank thus has the same per-worker event counts, hence the
+    same number of batches (DDP's requirement), and every event appears exactly once per epoch plus the
+    padding. Contiguous blocks keep reads whole: a row group is read by at most the slots at its ends.
+
+    Returns ``(slots[rank][worker] = [(unit, lo, hi), ...], padding)``. Loops run over units, not events.
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    n = int(counts.sum())
+    per_rank = -(-n // world) if n else 0
+    padding = per_rank * world - n
+    starts = np.concatenate([[0], np.cumsum(counts)])  # [U + 1] first position of each unit
+
+    def segments(a: int, b: int) -> list[Segment]:
+        out: list[Segment] = []
+        while a < b:
+            p = a % n  # padding wraps to the start of the sequence
+            stop = p + min(b - a, n - p)
+            i = int(np.searchsorted(starts, p, side="right")) - 1
+            q = p
+            while q < stop:
+                hi = min(stop, int(starts[i + 1]))
+                out.append((i, q - int(starts[i]), hi - int(starts[i])))
+                q, i = hi, i + 1
+            a += stop - p
+        return out
+
+    slots = []
+    for r in range(world):
+        sizes = [per_rank // workers + (w < per_rank % workers) for w in range(workers)]
+        edges = r * per_rank + np.concatenate([[0], np.cumsum(sizes)])
+        slots.append([segments(int(edges[w]), int(edges[w + 1])) for w in range(workers)])
+    return slots, padding
+
+
 class ShardStream(torch.utils.data.IterableDataset):
     """An ``IterableDataset`` of ready-made batches from one split of a dataset.
 
-    Units are dealt round-robin to (DDP rank, DataLoader worker) pairs. Use it with
-    ``DataLoader(stream, batch_size=None, num_workers=...)``: batching happens here, where the
-    length bucketing can see a whole buffer of events.
+    The split's events are dealt to (DDP rank, DataLoader worker) slots by :func:`deal_events`: each event
+    once per epoch across all ranks and workers, padded with repeated events to equal per-rank counts
+    (``padding``, recorded in ``run.json``). The deal is fixed for a run (units in an order drawn from
+    ``deal_seed`` when shuffling); each slot re-shuffles its row groups and events every epoch. Use it with
+    ``DataLoader(stream, batch_size=None, num_workers=...)``: batching happens here, where the length
+    bucketing can see a whole buffer of events. ``rank``/``world_size`` override ``torch.distributed``
+    (which is used when initialised: Lightning's DDP).
     """
 
     def __init__(self, info: DatasetInfo, hit_fields: Sequence[str], norm: Normalisation, split: str, *,
                  batch_size: int, max_muons: int, train_fraction: float, val_fraction: float,
                  split_seed: int = 0, shuffle: bool = False, shuffle_buffer: int = 8192,
                  num_workers: int = 0, frame_fields: Sequence[str] = (),
-                 assignment_field: str = LINK_FIELD, bucket_width: int = 0) -> None:
+                 assignment_field: str = LINK_FIELD, bucket_width: int = 0, deal_seed: int = 0,
+                 rank: int | None = None, world_size: int | None = None) -> None:
         import pyarrow.parquet as pq
 
         if split not in SPLITS and split != "all":
@@ -386,6 +418,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         self.fractions = (train_fraction, val_fraction, split_seed)
         self.shuffle, self.shuffle_buffer, self.num_workers = shuffle, max(shuffle_buffer, batch_size), num_workers
         self.columns = ["eventNumber", info.schema.hit_column, info.schema.muon_column]
+        self.rank_override = (rank, world_size) if world_size is not None else None
         # Reading eventNumber of every row group up front is cheap (8 bytes per event) and gives exact
         # per-unit event counts, hence an exact len() and equal batch counts across DDP ranks.
         units = []
@@ -396,7 +429,10 @@ class ShardStream(torch.utils.data.IterableDataset):
                 ev = pf.read_row_group(rg, columns=["eventNumber"]).column(0).to_numpy()
                 units.append(Unit(si, str(path), rg, start, int(self._keep(ev).sum())))
                 start += pf.metadata.row_group(rg).num_rows
-        self.units = [u for u in units if u.events > 0]
+        units = [u for u in units if u.events > 0]
+        if shuffle:  # a fixed deal for the run (the same on every rank and worker); epochs reshuffle within slots
+            units = [units[i] for i in np.random.default_rng(deal_seed).permutation(len(units))]
+        self.units = units
         self.epoch_seed: int | None = None
 
     def _keep(self, event_numbers: np.ndarray) -> np.ndarray:
@@ -407,20 +443,31 @@ class ShardStream(torch.utils.data.IterableDataset):
 
     @property
     def events(self) -> int:
+        """Distinct events of the split (each is trained on once per epoch)."""
         return sum(u.events for u in self.units)
 
-    def _assignment(self, rank: int, world: int, worker: int, workers: int) -> list[Unit]:
-        return self.units[rank * workers + worker:: world * workers]
+    def _rank_world(self) -> tuple[int, int]:
+        if self.rank_override is not None:
+            rank, world = self.rank_override
+            return (rank or 0), world
+        return _rank_world()
 
-    def _quota(self, world: int, worker: int, workers: int) -> int:
-        """Batches that worker ``worker`` of every rank yields: the smallest over ranks (DDP needs equal counts)."""
-        counts = [sum(u.events for u in self._assignment(r, world, worker, workers)) for r in range(world)]
-        return min(math.ceil(c / self.batch_size) for c in counts)
+    def _workers(self) -> int:
+        return max(self.num_workers, 1)
+
+    def plan(self, world: int | None = None) -> dict[str, int]:
+        """What one epoch holds with ``world`` ranks (default: the current one): distinct events, padding
+        (repeated events), events per rank, per-worker event counts and batches per rank."""
+        world = self._rank_world()[1] if world is None else world
+        slots, padding = deal_events([u.events for u in self.units], world, self._workers())
+        per_worker = [sum(hi - lo for _, lo, hi in seg) for seg in slots[0]]
+        return {"world_size": world, "workers": self._workers(), "events": self.events, "padding": padding,
+                "events_per_epoch": self.events + padding, "events_per_rank": sum(per_worker),
+                "batches_per_rank": sum(math.ceil(n / self.batch_size) for n in per_worker)}
 
     def __len__(self) -> int:
-        _, world = _rank_world()
-        workers = max(self.num_workers, 1)
-        return sum(self._quota(world, w, workers) for w in range(workers))
+        """Batches per epoch on this rank (equal on every rank)."""
+        return self.plan()["batches_per_rank"]
 
     def _read(self, unit: Unit, cache: dict[str, Any]) -> Chunk:
         import pyarrow.parquet as pq
@@ -436,30 +483,33 @@ class ShardStream(torch.utils.data.IterableDataset):
         return chunk if keep.all() else take_events(chunk, np.flatnonzero(keep))
 
     def iter_numpy(self) -> Iterator[dict[str, np.ndarray]]:
-        """Yield numpy batches for this (rank, worker)."""
-        rank, world = _rank_world()
+        """Yield numpy batches for this (rank, worker): ``ceil(its events / batch_size)`` of them."""
+        rank, world = self._rank_world()
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         if info is None and self.num_workers > 1:
-            workers = 1  # iterated directly, without a DataLoader: one process reads everything
-        units = self._assignment(rank, world, worker, workers)
-        quota = self._quota(world, worker, workers)
+            workers = 1  # iterated directly, without a DataLoader: one process reads everything of its rank
+        if info is not None and workers != self._workers():
+            raise DatasetError(f"the stream was made for {self._workers()} worker(s) but runs in {workers}")
+        slots, _ = deal_events([u.events for u in self.units], world, workers)
+        segments = slots[rank][worker]
         rng = None
         if self.shuffle:
             # In a worker the torch RNG is seeded with base_seed + worker id, and base_seed is drawn anew
             # each epoch from the main process's RNG: a fresh, reproducible order every epoch.
             seed = int(torch.randint(0, 2**62, (1,)).item()) if self.epoch_seed is None else self.epoch_seed
             rng = np.random.default_rng(seed)
-            units = [units[i] for i in rng.permutation(len(units))]
+            segments = [segments[i] for i in rng.permutation(len(segments))]
         cache: dict[str, Any] = {}
         pending: list[Chunk] = []
         held = 0
-        yielded = 0
-        for i, unit in enumerate(units):
-            chunk = self._read(unit, cache)
+        for i, (u, lo, hi) in enumerate(segments):
+            chunk = self._read(self.units[u], cache)
+            if (lo, hi) != (0, len(chunk)):
+                chunk = take_events(chunk, np.arange(lo, hi))
             pending.append(chunk)
             held += len(chunk)
-            last = i == len(units) - 1
+            last = i == len(segments) - 1
             if held < self.shuffle_buffer and not last:
                 continue
             buf = concat_chunks(pending)
@@ -470,10 +520,7 @@ class ShardStream(torch.utils.data.IterableDataset):
             else:
                 use, carry = np.arange(n_full), np.arange(n_full, len(buf))
             for b in bucket_batches(buf.n_hits[use], self.batch_size, rng, self.bucket_width):
-                if yielded >= quota:
-                    return
                 yield collate(buf, use[b], self.max_muons)
-                yielded += 1
             pending = [take_events(buf, carry)] if len(carry) else []
             held = len(carry)
 
@@ -492,7 +539,7 @@ def make_stream(info: DatasetInfo, hit_fields: Sequence[str], norm: Normalisatio
                        split_seed=d.split_seed, shuffle=shuffle, shuffle_buffer=d.shuffle_buffer,
                        num_workers=d.num_workers if num_workers is None else num_workers,
                        frame_fields=cfg.frame_fields, assignment_field=cfg.assignment_field,
-                       bucket_width=d.bucket_width)
+                       bucket_width=d.bucket_width, deal_seed=cfg.trainer.seed)
 
 
 def make_loader(stream: ShardStream) -> torch.utils.data.DataLoader:

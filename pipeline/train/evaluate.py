@@ -30,6 +30,21 @@ def find_checkpoint(run_dir: Path) -> Path:
     raise ConfigError(f"{run_dir}: no checkpoints/best.ckpt or last.ckpt; is this a `muon-pipeline train` output?")
 
 
+def load_module(ckpt: Path) -> Any:
+    """The ``RegressionModule`` of a checkpoint, loaded with ``weights_only=True`` (tensors and plain
+    containers only, whatever the torch version's default): a checkpoint carrying other pickled objects
+    is refused with one line instead of running their code."""
+    import pickle
+
+    from .module import RegressionModule
+
+    try:
+        return RegressionModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ConfigError(f"{ckpt}: refusing to load a checkpoint that holds objects other than tensors and "
+                          f"plain containers (weights_only): {' '.join(str(err).split())[:200]}") from err
+
+
 def predict(run_dir: str | Path, data_dir: str | Path, split: str = "test", device: str | None = None,
             batch_size: int | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Per-muon truth and prediction columns for one split (numpy, one entry per truth muon)."""
@@ -37,13 +52,12 @@ def predict(run_dir: str | Path, data_dir: str | Path, split: str = "test", devi
 
     from .config import check_against_schema
     from .data import Normalisation, make_loader, make_stream, open_dataset
-    from .module import RegressionModule
 
     run_dir = Path(run_dir)
     ckpt = find_checkpoint(run_dir)
-    module = RegressionModule.load_from_checkpoint(ckpt, map_location="cpu")
+    module = load_module(ckpt)
     cfg, hp = module.cfg, module.hparams
-    info = open_dataset(data_dir)
+    info = open_dataset(data_dir, verify_checksums=cfg.data.verify_checksums)
     check_against_schema(cfg, info.schema)  # eta on a v1 dataset: the migrate hint, not a KeyError
     if list(hp.muon_fields) != info.muon_fields:
         raise DatasetError(f"{data_dir}: truth-muon fields {info.muon_fields} differ from the run's {hp.muon_fields}")

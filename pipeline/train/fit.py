@@ -97,7 +97,7 @@ def train(cfg: TrainConfig | None, data_dir: str | Path, run_dir: str | Path, *,
             raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or pick another --output")
     cfg = _apply_overrides(cfg, overrides or {})
 
-    info = open_dataset(data_dir)
+    info = open_dataset(data_dir, verify_checksums=cfg.data.verify_checksums)
     hit_fields = check_against_schema(cfg, info.schema)
     cfg = dataclasses.replace(cfg, hit_fields=hit_fields)
     norm = normalisation_for(info, hit_fields)
@@ -113,7 +113,9 @@ def train(cfg: TrainConfig | None, data_dir: str | Path, run_dir: str | Path, *,
         total = sum(int(s.get("rows", 0)) for s in info.manifest["shards"])
         raise DatasetError(f"{data_dir}: the val split is empty ({total} events, "
                            f"val_fraction={cfg.data.val_fraction}); use more events or a larger data.val_fraction")
-    steps_per_epoch = len(train_stream)
+    world = cfg.trainer.devices  # DDP ranks (one node); the process group does not exist yet
+    train_plan = train_stream.plan(world)
+    steps_per_epoch = train_plan["batches_per_rank"]
     if cfg.trainer.limit_train_batches:
         steps_per_epoch = min(steps_per_epoch, cfg.trainer.limit_train_batches)
     total_steps = cfg.trainer.max_steps or steps_per_epoch * cfg.trainer.max_epochs
@@ -126,12 +128,18 @@ def train(cfg: TrainConfig | None, data_dir: str | Path, run_dir: str | Path, *,
                                        else "natural"} for f, c, s in zip(cfg.fields, centres, scales, strict=True)},
                 "dataset": {"path": str(Path(data_dir).resolve()), "schema": info.manifest["schema"],
                             "shards": len(info.shards), "train_events": train_stream.events,
-                            "val_events": val_stream.events},
+                            "val_events": val_stream.events,
+                            "checksums_verified": cfg.data.verify_checksums},
+                # the deal of the train split to ranks and workers: every event once per epoch, plus
+                # `padding` repeated events so that every rank runs the same number of batches
+                "train_epoch_plan": train_plan,
                 "versions": versions(), "command": sys.argv}
     (run_dir / "run.json").write_text(json.dumps(run_info, indent=2))
 
     if resume:
-        module = RegressionModule.load_from_checkpoint(last, map_location="cpu")
+        from .evaluate import load_module
+
+        module = load_module(last)  # weights_only=True, whatever the torch version's default
     else:
         module = RegressionModule(cfg.to_dict(), hit_fields, info.muon_fields, norm.to_dict(), centres, scales,
                                   total_steps)
@@ -139,7 +147,8 @@ def train(cfg: TrainConfig | None, data_dir: str | Path, run_dir: str | Path, *,
     t = cfg.trainer
     checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/loss", mode="min",
                                  save_top_k=1, save_last=True, enable_version_counter=False)
-    callbacks: list[Any] = [checkpoint]
+    counter = trained_events_counter()
+    callbacks: list[Any] = [checkpoint, counter]
     if t.patience:
         callbacks.append(EarlyStopping(monitor="val/loss", mode="min", patience=t.patience))
     tty = sys.stderr.isatty()
@@ -173,21 +182,55 @@ def train(cfg: TrainConfig | None, data_dir: str | Path, run_dir: str | Path, *,
         if resume:  # resuming writes into the run's own checkpoint directory, on purpose
             warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
         trainer.fit(module, train_dataloaders=make_loader(train_stream), val_dataloaders=make_loader(val_stream),
-                    ckpt_path=str(last) if resume else None)
+                    ckpt_path=str(last) if resume else None, weights_only=True)
     seconds = time.perf_counter() - start
     best = checkpoint.best_model_score
     summary = {"run_dir": str(run_dir), "best_checkpoint": checkpoint.best_model_path,
                "best_val_loss": float(best) if best is not None else None, "epochs": trainer.current_epoch,
                "steps": trainer.global_step, "seconds": seconds, "precision": precision, "threads": threads,
-               "train_events": train_stream.events, "events_seen": trainer.global_step * cfg.data.batch_size}
+               "train_events": train_stream.events, **counter.totals(trainer)}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    if trainer.is_global_zero:  # what was actually trained on, summed over ranks
+        run_info["trained"] = {k: summary[k] for k in ("epochs", "steps", "events_seen", "batches_seen",
+                                                       "epochs_completed_events")}
+        (run_dir / "run.json").write_text(json.dumps(run_info, indent=2))
     return summary
+
+
+def trained_events_counter() -> Any:
+    """A Lightning callback counting the training events and batches each rank actually ran (padding
+    repeats included), per epoch; its ``totals(trainer)`` sums them over ranks."""
+    from lightning.pytorch.callbacks import Callback
+
+    class TrainedEvents(Callback):
+        def __init__(self) -> None:
+            self.events = self.batches = self.epoch_events = 0
+            self.per_epoch: list[int] = []
+
+        def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+            n = int(batch["event"].shape[0])
+            self.events, self.batches, self.epoch_events = self.events + n, self.batches + 1, self.epoch_events + n
+
+        def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+            self.per_epoch.append(self.epoch_events)
+            self.epoch_events = 0
+
+        def totals(self, trainer: Any) -> dict[str, Any]:
+            import torch
+
+            local = torch.tensor([self.events, self.batches, *self.per_epoch], dtype=torch.float64,
+                                 device=trainer.strategy.root_device)
+            summed = trainer.strategy.reduce(local, reduce_op="sum") if trainer.world_size > 1 else local
+            values = [int(v) for v in summed.tolist()]
+            return {"events_seen": values[0], "batches_seen": values[1], "epochs_completed_events": values[2:]}
+
+    return TrainedEvents()
 
 
 def _without_trainer(cfg: TrainConfig) -> dict[str, Any]:
     d = cfg.to_dict()
     d.pop("trainer")
-    d["data"] = {k: v for k, v in d["data"].items() if k not in ("num_workers", "batch_size")}
+    d["data"] = {k: v for k, v in d["data"].items() if k not in ("num_workers", "batch_size", "verify_checksums")}
     return d
 
 
