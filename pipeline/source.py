@@ -9,6 +9,7 @@ names the file and what is wrong; ``read_chunk`` turns an entry range into an
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,7 +99,9 @@ def remote_timeout() -> float:
 
 
 def _is_timeout(err: BaseException) -> bool:
-    return isinstance(err, TimeoutError) or "TimeoutError" in f"{err!r} {err}"  # fsspec wraps it oddly
+    text = f"{err!r} {err}"  # fsspec wraps it oddly; the XRootD client says one of the last two
+    return isinstance(err, TimeoutError) or any(m in text for m in ("TimeoutError", "Operation expired",
+                                                                    "Socket timeout"))
 
 
 def read_error_text(err: BaseException) -> str:
@@ -108,19 +111,33 @@ def read_error_text(err: BaseException) -> str:
     return one_line(err)
 
 
+def _prepare_remote(path: str) -> float | int:
+    """The timeout to open ``path`` with. root://: the [grid] packages must be there (else a ConfigError
+    with the install hint), the XRootD client gets the remote timeout for every request, and the open
+    takes it in whole seconds (the XRootD client refuses a float)."""
+    from . import grid
+
+    if not grid.is_xrootd(path):
+        return remote_timeout()
+    grid.require_xrootd(path)
+    grid.configure_timeout(remote_timeout())
+    return max(1, math.ceil(remote_timeout()))
+
+
 def open_tree(path: str, layout: SourceLayout):
     """Open ``path`` and return its tree, or raise an InputError that says why not."""
     import uproot
 
     if _is_local(path) and not Path(path.removeprefix("file://")).exists():
         raise InputError("no such file", file=path)
+    timeout = None if _is_local(path) else _prepare_remote(path)
     try:
         # A local path goes to uproot as a Path: a str is split at ".root:" into file and object
         # (``dump.root:v2.root`` would open ``dump.root``); a Path never is.
         if _is_local(path):
             f = uproot.open(Path(path.removeprefix("file://")))
         else:
-            f = uproot.open(path, timeout=remote_timeout())
+            f = uproot.open(path, timeout=timeout)
     except Exception as err:  # uproot raises many types for a damaged file
         raise InputError(f"cannot open as a ROOT file ({read_error_text(err)})", file=path) from err
     try:

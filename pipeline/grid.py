@@ -1,0 +1,115 @@
+"""Grid storage: XRootD (``root://``) inputs and outputs, and the ``[grid]`` install hint.
+
+uproot reads ``root://`` through fsspec-xrootd, which calls the XRootD client. Three things make it
+behave like a local read here:
+
+* the client's request, stream and connection timeouts are the tool's ``--remote-timeout`` (the
+  ``XRD_*`` environment variables, checked every second): a server that stops answering is
+  an "Operation expired" error naming the file and entry range, not a hang;
+* a directory or a glob on the server expands like a local one (:func:`expand`): an existing path is
+  taken literally, a directory gives its ``*.root`` sorted, a pattern its sorted matches;
+* an output written to ``root://`` is renamed into place with the XRootD ``mv`` (``kXR_mv``), which the
+  data server performs with ``rename(2)`` on its file system: atomic, so no partial shard is ever
+  visible under its final name (:mod:`pipeline.storage`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import sys
+
+from .errors import ConfigError
+
+GRID_HINT = "pip install 'muon-pipeline[grid]'"
+SCHEMES = ("root://",)
+
+
+def is_xrootd(url: str) -> bool:
+    """True for a ``root://`` URL."""
+    return str(url).startswith(SCHEMES)
+
+
+def require_xrootd(url: str) -> None:
+    """Raise ConfigError with the install hint when the XRootD client or fsspec-xrootd is missing."""
+    missing = [m for m, mod in (("xrootd", "XRootD"), ("fsspec-xrootd", "fsspec_xrootd"))
+               if importlib.util.find_spec(mod) is None]
+    if missing:
+        raise ConfigError(f"{url}: root:// needs {' and '.join(missing)}, which are not installed: {GRID_HINT}")
+
+
+def configure_timeout(seconds: float) -> None:
+    """Make every XRootD request of this process (and of the processes it starts) give up after
+    ``seconds`` of silence, checked every second.
+
+    The XRootD client reads ``XRD_*`` variables when it starts; once started, ``EnvPutInt`` changes
+    them. Timeouts are whole seconds, so a fraction is rounded up.
+    """
+    whole = max(1, math.ceil(seconds))
+    values = {"RequestTimeout": whole, "StreamTimeout": whole, "ConnectionWindow": whole, "ConnectionRetry": 1,
+              "TimeoutResolution": 1}
+    for name, value in values.items():
+        os.environ[f"XRD_{name.upper()}"] = str(value)
+    if "XRootD.client" in sys.modules:
+        from XRootD.client import EnvPutInt
+
+        for name, value in values.items():
+            EnvPutInt(name, value)
+
+
+def filesystem(url: str):
+    """(fsspec XRootD filesystem, path on the server) for ``url``, with the remote timeout set."""
+    import fsspec
+
+    from .source import remote_timeout
+
+    require_xrootd(url)
+    configure_timeout(remote_timeout())
+    return fsspec.core.url_to_fs(url)
+
+
+def _host_prefix(url: str) -> str:
+    """``root://host:port/`` of a URL (the path that follows starts with ``/``)."""
+    head = url[len("root://"):]
+    return "root://" + head.split("/", 1)[0] + "/"
+
+
+def expand(spec: str) -> list[str]:
+    """A ``root://`` file, directory (its ``*.root``, sorted) or glob, as a list of ``root://`` URLs.
+
+    Same rules as local inputs: an existing path is taken literally even when it looks like a pattern;
+    only a path that does not exist is expanded as a glob. Raises ConfigError for a directory without
+    ``*.root`` or a pattern that matches nothing, InputError naming the URL when the server fails or
+    stays silent longer than the remote timeout; a missing plain file is returned as given and fails
+    when opened, naming the file.
+    """
+    import glob as _glob
+
+    from .errors import InputError
+    from .source import read_error_text
+
+    fs, path = filesystem(spec)
+    prefix = _host_prefix(spec)
+
+    def url(p: str) -> str:
+        return prefix + "/" + p.lstrip("/")
+
+    try:
+        if fs.exists(path):  # raises on a silent server (fsspec's isdir would answer False)
+            if fs.info(path)["type"] != "directory":
+                return [spec]
+            found = sorted(p for p in fs.glob(path.rstrip("/") + "/*.root") if fs.isfile(p))
+            if not found:
+                raise ConfigError(f"input directory {spec} holds no *.root file")
+            return [url(p) for p in found]
+        if not _glob.has_magic(path):
+            return [spec]  # fails when opened, naming the file
+        found = sorted(fs.glob(path))
+    except (ConfigError, InputError):
+        raise
+    except Exception as err:  # the XRootD client raises OSError with the server's message
+        raise InputError(f"cannot list ({read_error_text(err)})", file=spec) from err
+    if not found:
+        raise ConfigError(f"input pattern {spec!r} matches no file")
+    return [url(p) for p in found]
