@@ -3,8 +3,8 @@
 uproot reads ``root://`` through fsspec-xrootd, which calls the XRootD client. Three things make it
 behave like a local read here:
 
-* the client's request, stream and connection timeouts are the tool's ``--remote-timeout`` (the
-  ``XRD_*`` environment variables, checked every second): a server that stops answering is
+* the client's request, stream and connection timeouts are the tool's ``--remote-timeout`` (set
+  with the client's ``EnvPutInt``, checked every second): a server that stops answering is
   an "Operation expired" error naming the file and entry range, not a hang;
 * a directory or a glob on the server expands like a local one (:func:`expand`): an existing path is
   taken literally, a directory gives its ``*.root`` sorted, a pattern its sorted matches;
@@ -18,7 +18,6 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
-import sys
 
 from .errors import ConfigError
 
@@ -39,23 +38,23 @@ def require_xrootd(url: str) -> None:
         raise ConfigError(f"{url}: root:// needs {' and '.join(missing)}, which are not installed: {GRID_HINT}")
 
 
-def configure_timeout(seconds: float) -> None:
-    """Make every XRootD request of this process (and of the processes it starts) give up after
-    ``seconds`` of silence, checked every second.
+def configure_timeout(seconds: float) -> int:
+    """Make every XRootD request of this process give up after ``seconds`` of silence (whole seconds,
+    rounded up; returned), checked every second.
 
-    The XRootD client reads ``XRD_*`` variables when it starts; once started, ``EnvPutInt`` changes
-    them. Timeouts are whole seconds, so a fraction is rounded up.
+    Set through the client's ``EnvPutInt``, so that a later call with another value takes effect (the
+    client never lets ``EnvPutInt`` override a value it imported from an ``XRD_*`` environment
+    variable: a user's own ``XRD_REQUESTTIMEOUT`` wins). Only the check interval is an environment
+    variable, as the client reads it once, when it starts.
     """
     whole = max(1, math.ceil(seconds))
-    values = {"RequestTimeout": whole, "StreamTimeout": whole, "ConnectionWindow": whole, "ConnectionRetry": 1,
-              "TimeoutResolution": 1}
-    for name, value in values.items():
-        os.environ[f"XRD_{name.upper()}"] = str(value)
-    if "XRootD.client" in sys.modules:
-        from XRootD.client import EnvPutInt
+    os.environ.setdefault("XRD_TIMEOUTRESOLUTION", "1")
+    from XRootD.client import EnvPutInt
 
-        for name, value in values.items():
-            EnvPutInt(name, value)
+    for name in ("RequestTimeout", "StreamTimeout", "ConnectionWindow"):
+        EnvPutInt(name, whole)
+    EnvPutInt("ConnectionRetry", 1)
+    return whole
 
 
 def filesystem(url: str):
@@ -65,8 +64,7 @@ def filesystem(url: str):
     from .source import remote_timeout
 
     require_xrootd(url)
-    configure_timeout(remote_timeout())
-    return fsspec.core.url_to_fs(url)
+    return fsspec.core.url_to_fs(url, timeout=configure_timeout(remote_timeout()))
 
 
 def _host_prefix(url: str) -> str:

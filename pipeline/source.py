@@ -9,7 +9,6 @@ names the file and what is wrong; ``read_chunk`` turns an entry range into an
 from __future__ import annotations
 
 import difflib
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,17 +110,19 @@ def read_error_text(err: BaseException) -> str:
     return one_line(err)
 
 
-def _prepare_remote(path: str) -> float | int:
-    """The timeout to open ``path`` with. root://: the [grid] packages must be there (else a ConfigError
-    with the install hint), the XRootD client gets the remote timeout for every request, and the open
-    takes it in whole seconds (the XRootD client refuses a float)."""
+def _remote_options(path: str) -> dict:
+    """uproot.open options for a remote ``path``. root://: the [grid] packages must be there (else a
+    ConfigError with the install hint), the XRootD client gets the remote timeout for every request,
+    and uproot's own XRootD source reads (fsspec-xrootd refuses the numpy offsets that sizing a
+    '100 MB' step passes); its timeout is in whole seconds."""
     from . import grid
 
     if not grid.is_xrootd(path):
-        return remote_timeout()
+        return {"timeout": remote_timeout()}
+    import uproot
+
     grid.require_xrootd(path)
-    grid.configure_timeout(remote_timeout())
-    return max(1, math.ceil(remote_timeout()))
+    return {"timeout": grid.configure_timeout(remote_timeout()), "handler": uproot.XRootDSource}
 
 
 def open_tree(path: str, layout: SourceLayout):
@@ -130,14 +131,14 @@ def open_tree(path: str, layout: SourceLayout):
 
     if _is_local(path) and not Path(path.removeprefix("file://")).exists():
         raise InputError("no such file", file=path)
-    timeout = None if _is_local(path) else _prepare_remote(path)
+    options = {} if _is_local(path) else _remote_options(path)
     try:
         # A local path goes to uproot as a Path: a str is split at ".root:" into file and object
         # (``dump.root:v2.root`` would open ``dump.root``); a Path never is.
         if _is_local(path):
             f = uproot.open(Path(path.removeprefix("file://")))
         else:
-            f = uproot.open(path, timeout=timeout)
+            f = uproot.open(path, **options)
     except Exception as err:  # uproot raises many types for a damaged file
         raise InputError(f"cannot open as a ROOT file ({read_error_text(err)})", file=path) from err
     try:

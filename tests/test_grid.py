@@ -64,12 +64,13 @@ def reference(tmp_path_factory, inputs) -> Path:
 # XRootD: root:// in and out
 # --------------------------------------------------------------------------------------------
 
-def test_root_input_converts_to_the_same_shards_as_the_local_file(tmp_path, xrootd_server, inputs):
-    served = xrootd_server.data / "convert"
+@pytest.mark.parametrize("step", ["100 MB", "50"])  # a memory step is sized from the basket index
+def test_root_input_converts_to_the_same_shards_as_the_local_file(tmp_path, xrootd_server, inputs, step):
+    served = xrootd_server.data / f"convert{step[:2]}"
     served.mkdir()
     shutil.copy(inputs[0], served / "in0.root")
-    url = xrootd_server.url("convert/in0.root")
-    r = CliRunner().invoke(main, ["convert", url, "-o", str(tmp_path / "remote"), "-j", "1", "--step-size", "50", *ARGS])
+    url = xrootd_server.url(f"{served.name}/in0.root")
+    r = CliRunner().invoke(main, ["convert", url, "-o", str(tmp_path / "remote"), "-j", "1", "--step-size", step, *ARGS])
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(main, ["convert", inputs[0], "-o", str(tmp_path / "local"), "-j", "1", *ARGS])
     assert r.exit_code == 0, r.output
