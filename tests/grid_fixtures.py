@@ -97,7 +97,8 @@ def xrootd_missing() -> str | None:
 def start_xrootd() -> XRootDServer:
     """Start xrootd on a free loopback port serving a new folder; as root it runs as ``nobody`` (-R),
     since xrootd refuses to run as root."""
-    base = Path(tempfile.mkdtemp(prefix="muon-xrootd-"))
+    # as root the server runs as nobody, who must reach the folder: not under a private TMPDIR
+    base = Path(tempfile.mkdtemp(prefix="muon-xrootd-", dir="/tmp" if os.geteuid() == 0 else None))
     data, run = base / "data", base / "run"
     data.mkdir()
     run.mkdir()

@@ -207,6 +207,10 @@ def test_missing_grid_packages_give_the_install_hint(tmp_path, monkeypatch, inpu
         r = CliRunner().invoke(main, [*args, *ARGS])
         assert r.exit_code == 2, r.output
         assert "root:// needs xrootd and fsspec-xrootd" in r.output and "pip install 'muon-pipeline[grid]'" in r.output
+    if importlib.util.find_spec("dask_jobqueue") is not None:  # installed, but no SLURM on PATH
+        monkeypatch.setattr(shutil, "which", lambda name, *a, **kw: None)
+        r = CliRunner().invoke(main, ["convert", inputs[0], "-o", str(tmp_path / "c"), "--scheduler", "slurm", *ARGS])
+        assert r.exit_code == 2 and "sbatch, which is not on PATH" in r.output, r.output
     monkeypatch.setitem(sys.modules, "dask_jobqueue", None)  # import fails
     r = CliRunner().invoke(main, ["convert", inputs[0], "-o", str(tmp_path / "b"), "--scheduler", "slurm", *ARGS])
     assert r.exit_code == 2 and "--scheduler slurm needs dask-jobqueue" in r.output and "[grid]" in r.output
