@@ -1,7 +1,7 @@
 """Grid storage: XRootD (``root://``) inputs and outputs, and the ``[grid]`` install hint.
 
-uproot reads ``root://`` through fsspec-xrootd, which calls the XRootD client. Three things make it
-behave like a local read here:
+uproot reads ``root://`` with its own XRootD source; listing and writing go through fsspec-xrootd. Both
+call the XRootD client. Three things make it behave like local storage here:
 
 * the client's request, stream and connection timeouts are the tool's ``--remote-timeout`` (set
   with the client's ``EnvPutInt``, checked every second): a server that stops answering is
@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+import posixpath
 
 from .errors import ConfigError
 
@@ -97,10 +98,11 @@ def expand(spec: str) -> list[str]:
         if fs.exists(path):  # raises on a silent server (fsspec's isdir would answer False)
             if fs.info(path)["type"] != "directory":
                 return [spec]
-            found = sorted(p for p in fs.glob(path.rstrip("/") + "/*.root") if fs.isfile(p))
-            if not found:
+            names = sorted(posixpath.basename(e["name"].rstrip("/")) for e in fs.ls(path, detail=True)
+                           if e["type"] == "file" and e["name"].endswith(".root"))
+            if not names:
                 raise ConfigError(f"input directory {spec} holds no *.root file")
-            return [url(p) for p in found]
+            return [url(f"{path.rstrip('/')}/{n}") for n in names]  # listed, not globbed: x[1]/ is a name
         if not _glob.has_magic(path):
             return [spec]  # fails when opened, naming the file
         found = sorted(fs.glob(path))

@@ -94,7 +94,8 @@ def test_root_directory_and_glob_list_the_same_files_as_local(tmp_path, xrootd_s
     local = tmp_path / "listing"
     for d in (served, local):
         (d / "sub").mkdir(parents=True)
-        for name in ("b.root", "a.root", "x[1].root", "notes.txt", "sub/c.root"):
+        for name in ("b.root", "a.root", "x[1].root", "notes.txt", "sub/c.root", "d[1]/e.root", "d1/f.root"):
+            (d / name).parent.mkdir(exist_ok=True)
             shutil.copy(inputs[0], d / name)
     (served / "empty").mkdir()
     host = xrootd_server.url()
@@ -103,7 +104,7 @@ def test_root_directory_and_glob_list_the_same_files_as_local(tmp_path, xrootd_s
         return [p[len(base):] for p in paths]
 
     for spec in ("listing", "listing/", "listing/*.root", "listing/[ab].root", "listing/*/*.root",
-                 "listing/x[1].root"):
+                 "listing/x[1].root", "listing/d[1]", "listing/d[1]/e.root"):
         remote = expand_inputs([host + spec])
         here = expand_inputs([str(tmp_path / spec)])
         assert rel(remote, host) == rel(here, str(tmp_path) + "/"), spec
