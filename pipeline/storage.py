@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from typing import IO
 
 from . import grid
-from .errors import ConfigError
+from .errors import ConfigError, StorageError
 
 TMP_MARK = ".tmp-"
 
@@ -129,9 +129,13 @@ class OutputDir:
                 os.replace(tmp, final)
             else:  # XRootD: kXR_mv, the server's rename(2), replaces an existing file atomically
                 self.fs.mv(tmp, final)
-        except BaseException:
+        except BaseException as err:
             with contextlib.suppress(Exception):
                 self.fs.rm(tmp)
+            if isinstance(err, OSError):  # one line naming the file, also for a silent root:// server
+                from .source import read_error_text
+
+                raise StorageError(f"cannot write {self.url.rstrip('/')}/{rel} ({read_error_text(err)})") from err
             raise
 
     def write_json(self, rel: str, doc) -> None:

@@ -199,6 +199,39 @@ def test_stalled_xrootd_server_is_a_named_error_within_the_timeout(tmp_path, inp
         shutil.rmtree(server.base, ignore_errors=True)
 
 
+def test_stalled_output_server_is_a_named_error_and_leaves_no_shard(tmp_path, inputs, monkeypatch):
+    """SIGSTOP the XRootD server that receives the output while a shard is being written."""
+    reason = xrootd_missing()
+    if reason:
+        pytest.skip(reason)
+    server = start_xrootd()
+    try:
+        import pipeline.units as units
+
+        real = units.read_chunk
+
+        def pause_then_read(*args, **kwargs):
+            server.pause()  # the shard's temporary is open on the server by now
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(units, "read_chunk", pause_then_read)
+        t0 = time.monotonic()
+        r = CliRunner().invoke(main, ["convert", inputs[0], "-o", server.url("ds"), "-j", "1", "--remote-timeout", "2",
+                                      *ARGS])
+        took = time.monotonic() - t0
+        server.resume()
+        assert r.exit_code == 1, r.output
+        assert r.output.startswith(f"Error: cannot write {server.url('ds')}/shards/part-")
+        assert "(no answer from the server within 2 s" in r.output and len(r.output.strip().splitlines()) == 1
+        assert took < 20
+        assert not [p for p in (server.data / "ds" / "shards").iterdir() if p.name.startswith("part-")]
+    finally:
+        from grid_fixtures import _stop
+
+        _stop(server.pidfile)
+        shutil.rmtree(server.base, ignore_errors=True)
+
+
 def test_missing_grid_packages_give_the_install_hint(tmp_path, monkeypatch, inputs):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
