@@ -277,7 +277,7 @@ def test_sbatch_array_of_4_tasks_plus_finalize_equals_one_local_worker(tmp_path,
 def test_generated_slurm_script_runs_as_submitted(tmp_path, slurm, inputs, reference, monkeypatch):
     monkeypatch.chdir(tmp_path)
     r = CliRunner().invoke(main, ["submit-script", "--system", "slurm", "--tasks", "4", "--script", "convert.sh",
-                                  "--", *inputs, "-o", "ds", *ARGS])
+                                  "--", *inputs, "-o", "my 'ds'", *ARGS])  # quoting survives bash and --wrap
     assert r.exit_code == 0, r.output
     script = (tmp_path / "convert.sh").read_text()
     assert "#SBATCH --array=0-3" in script and "--task-count 4" in script
@@ -286,8 +286,8 @@ def test_generated_slurm_script_runs_as_submitted(tmp_path, slurm, inputs, refer
     logs = {p.name: p.read_text() for p in (tmp_path / "logs").iterdir()}
     assert slurm.exit_codes(job) == ["0:0"] * 4, logs
     assert len([n for n in logs if "finalize" in n]) == 1, logs
-    assert comparable(tmp_path / "ds") == comparable(reference)
-    assert shard_bytes(tmp_path / "ds") == shard_bytes(reference)
+    assert comparable(tmp_path / "my 'ds'") == comparable(reference)
+    assert shard_bytes(tmp_path / "my 'ds'") == shard_bytes(reference)
 
 
 @pytest.mark.slow
