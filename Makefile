@@ -18,7 +18,7 @@ venv: $(BIN)/python
 
 venv-test: $(BIN)/python
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -e ".[dask,remote,train,test]"
+	$(BIN)/pip install -q -e ".[dask,remote,grid,train,test]"
 
 demo: venv
 	rm -rf $(DEMO)

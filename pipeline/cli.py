@@ -129,8 +129,9 @@ def main() -> None:
 @click.option("--shard-bytes", default="256 MB", show_default=True,
               help="About this many bytes per work unit, estimated from the file's basket sizes; 'none' for no cap.")
 @click.option("-j", "--workers", type=int, default=None, help="Local worker processes [default: number of cores].")
-@click.option("--scheduler", default=None, help="Run units on Dask: tcp://HOST:PORT of a running scheduler, or 'local' "
-              "(an embedded cluster on loopback that only this run can use: temporary TLS credentials).")
+@click.option("--scheduler", default=None, help="Run units on Dask: tcp://HOST:PORT of a running scheduler, 'local' "
+              "(an embedded cluster on loopback that only this run can use: temporary TLS credentials), "
+              "or 'slurm' (--workers SLURM jobs of one Dask worker each, via dask-jobqueue; needs [grid]).")
 @click.option("--dashboard", default=None, metavar="ADDRESS",
               help="With --scheduler local: serve Dask's dashboard at ADDRESS (e.g. 127.0.0.1:8787); off by default.")
 @click.option("--task-index", type=int, default=None, help="Job arrays: this task's index (0-based).")
@@ -216,6 +217,48 @@ def _print_summary(res, output: str, quiet: bool) -> None:
         u = r["unit"]
         click.secho(f"  SKIPPED {u['input']} entries {u['entry_start']}-{u['entry_stop']}: {r['reason']}",
                     fg="yellow", err=True)
+
+
+@main.command("submit-script", context_settings={"ignore_unknown_options": True})
+@click.option("--system", type=click.Choice(["slurm", "htcondor"]), required=True, help="Batch system.")
+@click.option("--tasks", type=click.IntRange(min=1), required=True, help="Number of job-array tasks.")
+@click.option("--script", "script_file", type=click.Path(dir_okay=False), default=None,
+              help="Write the script here [default: print it].")
+@click.option("--job-name", default="muon-convert", show_default=True, help="Job name (and log file prefix).")
+@click.option("--cpus", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Cores per task; convert runs with -j CPUS unless the arguments set -j.")
+@click.option("--memory", default=None, help="Memory per task, e.g. 4G (SLURM --mem, HTCondor request_memory).")
+@click.option("--time", "walltime", default=None, help="SLURM time limit per task, e.g. 02:00:00.")
+@click.option("--partition", default=None, help="SLURM partition.")
+@click.option("--log-dir", default="logs", show_default=True, help="Folder for the job logs (created now).")
+@click.argument("convert_args", nargs=-1, type=click.UNPROCESSED, required=True)
+def submit_script(system, tasks, script_file, job_name, cpus, memory, walltime, partition, log_dir, convert_args):
+    """Write a job-array script that runs `convert CONVERT_ARGS` as TASKS tasks, then `finalize`.
+
+    \b
+    muon-pipeline submit-script --system slurm --tasks 100 --script convert.sh -- /data/*.root -o /shared/ds
+    sbatch convert.sh         # task 0 also submits finalize, to run after the whole array
+    The convert arguments are checked now (a typo fails here, not in 100 jobs).
+    """
+    from pathlib import Path
+
+    from .batch import submit_script as make
+
+    args = list(convert_args)
+    try:
+        ctx = convert.make_context("convert", list(args))
+    except click.ClickException as err:
+        raise click.UsageError(f"convert arguments: {err.format_message()}") from err
+    text = make(system, tasks, args, ctx.params, job_name=job_name, cpus=cpus, memory=memory, time=walltime,
+                partition=partition, log_dir=log_dir)
+    Path(log_dir).mkdir(parents=True, exist_ok=True)  # SLURM and HTCondor do not create it
+    if script_file:
+        Path(script_file).write_text(text)
+        Path(script_file).chmod(0o755)
+        submit = "sbatch" if system == "slurm" else "condor_submit"
+        click.echo(f"{script_file}: {tasks} task(s); submit with: {submit} {script_file}", err=True)
+    else:
+        click.echo(text, nl=False)
 
 
 @main.command()

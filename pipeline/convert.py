@@ -11,7 +11,9 @@ import os
 import time
 from dataclasses import dataclass, field
 
+from . import grid
 from ._version import __version__
+from .batch import slurm_cluster
 from .config import ConvertConfig, config_diff
 from .errors import ConfigError
 from .executors import run_dask, run_processes, run_serial
@@ -39,13 +41,17 @@ class ConvertResult:
 
 
 def expand_inputs(specs: list[str]) -> list[str]:
-    """Files, directories (their ``*.root``, sorted) and globs, in the order given; URLs as-is.
+    """Files, directories (their ``*.root``, sorted) and globs, in the order given, locally and on
+    ``root://`` servers; other URLs as-is.
 
     An existing path is taken literally even when it looks like a pattern (``sample[1].root`` is that
     file, not ``sample1.root``); only a spec that names no existing path is expanded as a glob.
     """
     out: list[str] = []
     for spec in specs:
+        if grid.is_xrootd(spec):  # directories and globs on an XRootD server, same rules
+            out += grid.expand(spec)
+            continue
         if "://" in spec and not spec.startswith("file://"):
             out.append(spec)
             continue
@@ -160,7 +166,11 @@ def convert(inputs: list[str], output: str, cfg: ConvertConfig, *, workers: int 
             if not chunked:
                 rep.advance(rec["entries"], rec.get("shard", {}).get("hits", 0))
 
-        if scheduler:
+        if scheduler == "slurm":  # Dask workers as SLURM jobs (dask-jobqueue), one per --workers
+            if todo:
+                with slurm_cluster(min(workers, len(todo))) as address:
+                    run_dask(todo, job, address, workers, on_record)
+        elif scheduler:
             run_dask(todo, job, scheduler, workers, on_record, dashboard=dashboard)
         elif workers <= 1 or len(todo) <= 1:
             run_serial(todo, job, lambda r: on_record(r, chunked=True), progress=rep.advance)

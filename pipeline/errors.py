@@ -50,6 +50,10 @@ class DatasetError(PipelineError):
     """An output dataset is in a state the requested operation cannot work with."""
 
 
+class StorageError(PipelineError):
+    """Writing an output failed (a server that stopped answering, a full disk): names the file."""
+
+
 def one_line(err: BaseException) -> str:
     """``Type: message`` on one line: library errors often span several, batch logs want one."""
     return f"{type(err).__name__}: {' '.join(str(err).split())}"

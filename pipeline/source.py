@@ -202,7 +202,9 @@ def remote_timeout() -> float:
 
 
 def _is_timeout(err: BaseException) -> bool:
-    return isinstance(err, TimeoutError) or "TimeoutError" in f"{err!r} {err}"  # fsspec wraps it oddly
+    text = f"{err!r} {err}"  # fsspec wraps it oddly; the XRootD client says one of the last two
+    return isinstance(err, TimeoutError) or any(m in text for m in ("TimeoutError", "Operation expired",
+                                                                    "Socket timeout"))
 
 
 def read_error_text(err: BaseException) -> str:
@@ -226,6 +228,21 @@ def _container(obj) -> str:
     return "RNTuple" if is_rntuple(obj) else "TTree"
 
 
+def _remote_options(path: str) -> dict:
+    """uproot.open options for a remote ``path``. root://: the [grid] packages must be there (else a
+    ConfigError with the install hint), the XRootD client gets the remote timeout for every request,
+    and uproot's own XRootD source reads (fsspec-xrootd refuses the numpy offsets that sizing a
+    '100 MB' step passes); its timeout is in whole seconds."""
+    from . import grid
+
+    if not grid.is_xrootd(path):
+        return {"timeout": remote_timeout()}
+    import uproot
+
+    grid.require_xrootd(path)
+    return {"timeout": grid.configure_timeout(remote_timeout()), "handler": uproot.XRootDSource}
+
+
 def open_tree(path: str, layout: SourceLayout):
     """Open ``path`` and return (file, its TTree or RNTuple ``layout.tree``), or raise an InputError
     that says why not."""
@@ -233,13 +250,14 @@ def open_tree(path: str, layout: SourceLayout):
 
     if _is_local(path) and not Path(path.removeprefix("file://")).exists():
         raise InputError("no such file", file=path)
+    options = {} if _is_local(path) else _remote_options(path)
     try:
         # A local path goes to uproot as a Path: a str is split at ".root:" into file and object
         # (``dump.root:v2.root`` would open ``dump.root``); a Path never is.
         if _is_local(path):
             f = uproot.open(Path(path.removeprefix("file://")))
         else:
-            f = uproot.open(path, timeout=remote_timeout())
+            f = uproot.open(path, **options)
     except Exception as err:  # uproot raises many types for a damaged file
         raise InputError(f"cannot open as a ROOT file ({read_error_text(err)})", file=path) from err
     try:

@@ -3,7 +3,8 @@
 Every file the tool produces goes through :class:`OutputDir`, which only accepts paths relative
 to the directory the user named (no ``..``, no absolute paths), and writes each file under a
 temporary hidden name first, renaming it into place when complete. A killed job therefore
-never leaves a partial shard, record or manifest under its final name.
+never leaves a partial shard, record or manifest under its final name. Only storages whose rename
+is atomic are written to: local folders and ``root://`` (XRootD) servers; others are refused.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import uuid
 from collections.abc import Iterator
 from typing import IO
 
-from .errors import ConfigError
+from . import grid
+from .errors import ConfigError, StorageError
 
 TMP_MARK = ".tmp-"
 
@@ -27,9 +29,25 @@ class OutputDir:
         import fsspec
 
         self.url = str(url)
-        self.fs, root = fsspec.core.url_to_fs(self.url)
+        if grid.is_xrootd(self.url):
+            self.fs, root = grid.filesystem(self.url)
+        else:
+            self.fs, root = fsspec.core.url_to_fs(self.url)
         self.root = root.rstrip("/") or "/"
         self.local = type(self.fs).__name__ == "LocalFileSystem"
+        self.xrootd = grid.is_xrootd(self.url)
+
+    def check_writable(self) -> None:
+        """Raise ConfigError unless this storage renames atomically (see :meth:`atomic`).
+
+        Local folders (``os.replace``) and XRootD servers (``mv``: the data server's ``rename(2)``)
+        do. Object stores and other fsspec filesystems copy then delete, so a partial shard could be
+        seen under its final name: they are refused for writing (reading works).
+        """
+        if not (self.local or self.xrootd):
+            raise ConfigError(f"cannot write to {self.url}: {type(self.fs).__name__} has no atomic rename, so a "
+                              f"partial shard could be visible under its final name; write to a local or shared "
+                              f"folder or a root:// server, then copy the finished dataset")
 
     def path(self, rel: str) -> str:
         norm = posixpath.normpath(rel)
@@ -65,8 +83,13 @@ class OutputDir:
         the link's target, outside the output directory the user named.
         """
         self.check_no_links(posixpath.dirname(posixpath.normpath(rel)))
-        with contextlib.suppress(FileNotFoundError):
+        try:
             self.fs.rm(self.path(rel))
+        except FileNotFoundError:
+            pass
+        except OSError:  # fsspec-xrootd raises a plain OSError for "no such file"
+            if self.fs.exists(self.path(rel)):
+                raise
 
     def check_no_links(self, rel: str) -> None:
         """Raise ConfigError if a folder from the output root down to ``rel`` is a symbolic link (local)."""
@@ -86,6 +109,7 @@ class OutputDir:
         Yields a binary file object, or with ``native`` on a local filesystem the temporary *path*,
         so that pyarrow can write through its own (faster) file implementation.
         """
+        self.check_writable()
         final = self.path(rel)
         head, tail = posixpath.split(final)
         tmp = f"{head}/{TMP_MARK}{tail}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
@@ -103,11 +127,15 @@ class OutputDir:
                 finally:
                     os.close(fd)
                 os.replace(tmp, final)
-            else:
+            else:  # XRootD: kXR_mv, the server's rename(2), replaces an existing file atomically
                 self.fs.mv(tmp, final)
-        except BaseException:
+        except BaseException as err:
             with contextlib.suppress(Exception):
                 self.fs.rm(tmp)
+            if isinstance(err, OSError):  # one line naming the file, also for a silent root:// server
+                from .source import read_error_text
+
+                raise StorageError(f"cannot write {self.url.rstrip('/')}/{rel} ({read_error_text(err)})") from err
             raise
 
     def write_json(self, rel: str, doc) -> None:

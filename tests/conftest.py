@@ -72,3 +72,6 @@ def dataset_copy(tmp_path, converted_random) -> Path:
     dst = tmp_path / "copy"
     shutil.copytree(converted_random, dst)
     return dst
+
+
+from grid_fixtures import slurm, xrootd_server  # noqa: E402, F401 - real grid services (skipped when absent)

@@ -1,0 +1,169 @@
+"""Batch systems: Dask workers as SLURM jobs, and job-array submission scripts for SLURM and HTCondor.
+
+* :func:`slurm_cluster` starts a ``dask_jobqueue.SLURMCluster`` (``convert --scheduler slurm``): a Dask
+  scheduler in this process and ``--workers`` SLURM jobs, each running one Dask worker, that the work
+  units are sent to like any other Dask cluster. Partition, walltime, memory, interface... come from
+  dask-jobqueue's own configuration (``~/.config/dask/jobqueue.yaml`` or ``DASK_JOBQUEUE__SLURM__*``
+  variables); only what it leaves unset gets a default here (1 core, 1 process, 2 GB, this Python).
+* :func:`submit_script` writes the job-array script for ``convert --task-index/--task-count`` from the
+  same arguments as ``convert`` (``muon-pipeline submit-script``), so nobody hand-writes the array
+  arithmetic: SLURM gets an ``sbatch`` script whose task 0 also submits ``finalize`` to run after the
+  whole array; HTCondor gets a submit description with ``queue N``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from ._version import __version__
+from .errors import ConfigError
+from .grid import GRID_HINT
+
+SYSTEMS = ("slurm", "htcondor")
+#: Defaults for what dask-jobqueue's configuration leaves unset (one single-threaded worker per job).
+SLURM_DEFAULTS = {"cores": 1, "processes": 1, "memory": "2GB"}
+
+
+@contextlib.contextmanager
+def slurm_cluster(jobs: int) -> Iterator[str]:
+    """A Dask scheduler here and ``jobs`` SLURM jobs of one worker each; yields the scheduler address.
+
+    Raises ConfigError when dask-jobqueue is missing (with the install hint) or ``sbatch`` is not on
+    PATH. The worker jobs are cancelled (``scancel``) when the block ends, whatever happened.
+    """
+    try:
+        import dask
+        from dask_jobqueue import SLURMCluster
+    except ImportError as err:
+        raise ConfigError(f"--scheduler slurm needs dask-jobqueue ({err}): {GRID_HINT}") from err
+    if shutil.which("sbatch") is None:
+        raise ConfigError("--scheduler slurm submits the Dask workers with sbatch, which is not on PATH: "
+                          "run convert on a SLURM submit host")
+    conf = dask.config.get("jobqueue.slurm", default={}) or {}
+    kwargs = {k: v for k, v in SLURM_DEFAULTS.items() if conf.get(k) is None}
+    if conf.get("python") is None:
+        kwargs["python"] = sys.executable  # the workers run this installation
+    if not (conf.get("scheduler-options") or {}).get("dashboard_address"):
+        kwargs["scheduler_options"] = {**(conf.get("scheduler-options") or {}), "dashboard_address": None}
+    try:
+        cluster = SLURMCluster(**kwargs)
+    except Exception as err:  # bad jobqueue configuration: dask-jobqueue raises ValueError and others
+        raise ConfigError(f"cannot set up the SLURM cluster: {err}") from err
+    try:
+        cluster.scale(jobs=jobs)
+        yield cluster.scheduler_address
+    finally:
+        cluster.close()
+
+
+# --------------------------------------------------------------------------------------------
+# job-array scripts
+# --------------------------------------------------------------------------------------------
+
+#: convert options that the script sets itself (per task) or that make no sense in a job array.
+_SCRIPT_OWNS = {"task_index": "--task-index", "task_count": "--task-count", "scheduler": "--scheduler"}
+
+
+def _command(*args: str) -> list[str]:
+    """This installation's command line: the same Python, so the jobs run the same tool."""
+    return [sys.executable, "-m", "pipeline", *args]
+
+
+def submit_script(system: str, tasks: int, convert_args: list[str], params: dict, *, job_name: str = "muon-convert",
+                  cpus: int = 1, memory: str | None = None, time: str | None = None, partition: str | None = None,
+                  log_dir: str = "logs", workdir: str | None = None) -> str:
+    """The text of a job-array script running ``convert CONVERT_ARGS`` as ``tasks`` tasks.
+
+    ``params`` are the parsed ``convert`` options (to find the output and refuse options the script
+    owns). Task *i* runs ``convert ... -j cpus --task-index i --task-count tasks`` in ``workdir`` (default:
+    the current folder), so relative inputs resolve as they do here. Raises ConfigError for an unknown
+    system, fewer than one task, or convert options the script sets itself.
+    """
+    if system not in SYSTEMS:
+        raise ConfigError(f"unknown batch system {system!r}; known: {list(SYSTEMS)}")
+    if tasks < 1:
+        raise ConfigError(f"--tasks must be at least 1, got {tasks}")
+    owned = [opt for key, opt in _SCRIPT_OWNS.items() if params.get(key) is not None]
+    if owned:
+        raise ConfigError(f"the script sets {owned} itself; leave them out of the convert arguments")
+    workdir = os.path.abspath(workdir or os.getcwd())
+    extra = [] if params.get("workers") is not None else ["-j", str(cpus)]
+    if system == "slurm":
+        return _slurm(tasks, convert_args + extra, params["output"], job_name=job_name, cpus=cpus,
+                      memory=memory, time=time, partition=partition, log_dir=log_dir, workdir=workdir)
+    return _htcondor(tasks, convert_args + extra, params["output"], job_name=job_name, cpus=cpus,
+                     memory=memory, log_dir=log_dir, workdir=workdir)
+
+
+def _slurm(tasks: int, args: list[str], output: str, *, job_name: str, cpus: int, memory: str | None,
+           time: str | None, partition: str | None, log_dir: str, workdir: str) -> str:
+    logs = str(Path(workdir, log_dir))
+    directives = [f"--job-name={job_name}", f"--array=0-{tasks - 1}", f"--cpus-per-task={cpus}",
+                  f"--chdir={workdir}", f"--output={logs}/{job_name}-%A_%a.log"]
+    directives += [f"--mem={memory}"] if memory else []
+    directives += [f"--time={time}"] if time else []
+    directives += [f"--partition={partition}"] if partition else []
+    finalize = shlex.join(_command("finalize", output))
+    follow = ["sbatch", "--parsable", f"--job-name={job_name}-finalize", "--dependency=afterany:$SLURM_ARRAY_JOB_ID",
+              f"--chdir={workdir}", f"--output={logs}/{job_name}-finalize-%j.log",
+              f"--wrap={finalize}"]
+    follow_line = " ".join(a if "$SLURM" in a else shlex.quote(a) for a in follow)
+    convert = shlex.join(_command("convert", *args))
+    return "\n".join([
+        "#!/bin/bash",
+        f"# Generated by muon-pipeline {__version__} submit-script: {tasks} job-array task(s) of convert,",
+        "# then finalize (submitted by task 0, runs when every task has ended). Submit with: sbatch THIS_FILE",
+        *[f"#SBATCH {shlex.quote(d)}" for d in directives],
+        "set -euo pipefail",
+        'if [ "$SLURM_ARRAY_TASK_ID" = 0 ]; then',
+        "  # afterany: finalize also runs after a failed task, and lists the units still missing (exit 1)",
+        f"  {follow_line}",
+        "fi",
+        f'exec {convert} --task-index "$SLURM_ARRAY_TASK_ID" --task-count {tasks}',
+        "",
+    ])
+
+
+def condor_arguments(args: list[str]) -> str:
+    """HTCondor's ``arguments`` value in its new syntax: the whole list in double quotes, an argument
+    with white space or quotes in single quotes, quotes inside doubled. ``$(`` would be expanded as a
+    submit macro, so it is refused."""
+    out = []
+    for a in args:
+        if "$(" in a and a != "$(Process)":
+            raise ConfigError(f"argument {a!r} holds '$(', which HTCondor would expand as a macro")
+        a = a.replace('"', '""')
+        if any(c in a for c in " \t'") or a == "":
+            a = "'" + a.replace("'", "''") + "'"
+        out.append(a)
+    return '"' + " ".join(out) + '"'
+
+
+def _htcondor(tasks: int, args: list[str], output: str, *, job_name: str, cpus: int, memory: str | None,
+              log_dir: str, workdir: str) -> str:
+    logs = str(Path(workdir, log_dir))
+    cmd = _command("convert", *args, "--task-index", "$(Process)", "--task-count", str(tasks))
+    lines = [
+        f"# Generated by muon-pipeline {__version__} submit-script: {tasks} job(s) of convert.",
+        "# Submit with: condor_submit THIS_FILE; when all jobs have left the queue:",
+        f"#   {shlex.join(_command('finalize', output))}",
+        "universe       = vanilla",
+        f"executable     = {cmd[0]}",
+        f"arguments      = {condor_arguments(cmd[1:])}",
+        f"initialdir     = {workdir}",
+        "getenv         = true",
+        f"request_cpus   = {cpus}",
+        *([f"request_memory = {memory}"] if memory else []),
+        f"output         = {logs}/{job_name}-$(Cluster)_$(Process).out",
+        f"error          = {logs}/{job_name}-$(Cluster)_$(Process).err",
+        f"log            = {logs}/{job_name}-$(Cluster).log",
+        f"queue {tasks}",
+        "",
+    ]
+    return "\n".join(lines)
