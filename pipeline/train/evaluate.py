@@ -23,9 +23,14 @@ TRUTH = {"truthMuon_pt": "true_pt", "truthMuon_eta": "true_eta", "truthMuon_phi"
 
 
 def find_checkpoint(run_dir: Path) -> Path:
+    """``checkpoints/best.ckpt`` (else ``last.ckpt``) of a run, checked to be a torch archive without torch."""
+    import zipfile
+
     for name in ("best.ckpt", "last.ckpt"):
         path = run_dir / "checkpoints" / name
         if path.is_file():
+            if not zipfile.is_zipfile(path):
+                raise ConfigError(f"{path}: not a torch checkpoint (not a zip archive; truncated or overwritten?)")
             return path
     raise ConfigError(f"{run_dir}: no checkpoints/best.ckpt or last.ckpt; is this a `muon-pipeline train` output?")
 
