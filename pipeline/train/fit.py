@@ -172,6 +172,8 @@ def train(cfg: TrainConfig | None, data_dir: str | Path, run_dir: str | Path, *,
         import torch
 
         torch.set_num_threads(threads)
+    # Lightning notices an `srun` binary and suggests using it: noise outside a SLURM allocation.
+    warnings.filterwarnings("ignore", message=".*The `srun` command is available on your system.*")
     trainer = L.Trainer(
         max_epochs=-1 if t.max_steps else t.max_epochs, max_steps=t.max_steps or -1,
         accelerator=accelerator, devices=t.devices,

@@ -32,10 +32,12 @@ def _duration(seconds: float) -> str:
 
 
 class StepLog(L.Callback):
-    """Print ``train step S/T  loss L  E events/s  ETA ...`` every ``every`` steps (rank 0 only)."""
+    """Print ``train step S/T  epoch E  loss L  N events/s  elapsed ...  ETA ...`` every ``every`` steps,
+    and at least every ``max_silence`` seconds (slow steps: a batch log never looks dead); rank 0 only."""
 
-    def __init__(self, every: int, total_steps: int, stream: Any = None) -> None:
+    def __init__(self, every: int, total_steps: int, stream: Any = None, max_silence: float = 60.0) -> None:
         self.every, self.total = every, total_steps
+        self.max_silence = max_silence
         self.stream = stream or sys.stderr
         self.events = 0
         self.t0 = self.t_last = 0.0
@@ -53,9 +55,12 @@ class StepLog(L.Callback):
             self.loss_sum += float(loss.detach())
             self.loss_n += 1
         step = trainer.global_step
-        if not trainer.is_global_zero or self.every <= 0 or step % self.every or self.loss_n == 0:
-            return
         now = time.perf_counter()
+        due = step % self.every == 0 if self.every > 0 else False
+        if self.every > 0 and self.max_silence > 0 and now - self.t_last >= self.max_silence:
+            due = True
+        if not trainer.is_global_zero or not due or self.loss_n == 0:
+            return
         rate = self.events / max(now - self.t_last, 1e-9)
         done = step - self.start_step
         eta = (self.total - step) * (now - self.t0) / max(done, 1) if self.total else 0.0
