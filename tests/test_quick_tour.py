@@ -68,7 +68,7 @@ def test_quick_tour_runs_as_written(tmp_path):
     joined = "\n".join(outputs)
     assert "evaluate: wrote runs/inv/eval/" in joined and "compare: wrote cmp/compare.md" in joined
     assert "train: wrote runs/inv/" in joined
-    assert re.search(r"^\(\d+, 4\)$", outputs[-1], re.M), outputs[-1]  # polars reads the shards glob
+    assert re.search(r"^\(\d+, 5\)$", outputs[-1], re.M), outputs[-1]  # polars reads the shards glob: 5 columns
 
 
 def test_dataset_one_liners(converted_random, tmp_path, monkeypatch):
