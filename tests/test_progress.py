@@ -83,3 +83,72 @@ def test_convert_batch_log_moves_with_two_workers(tmp_path, four_unit_dump, monk
     partial = [ln for ln in lines if not ln.startswith("converted 800/")]
     assert len(partial) >= 3, lines
     assert any("units 0/4" in ln for ln in partial) and any("units 2/4" in ln or "units 3/4" in ln for ln in lines)
+
+
+def test_simulate_reports_progress_per_batch(tmp_path):
+    """simulate used to be silent for a minute; now a batch log gets lines as batches are written."""
+    from pipeline.progress import Reporter
+    from pipeline.simulate.writer import write_dump
+
+    stream = io.StringIO()
+    seen: list[int] = []
+    with Reporter(3000, interval=0.0, stream=stream, label="simulate", noun="events") as rep:
+        def progress(events: int, hits: int) -> None:
+            seen.append(events)
+            rep.advance(events, hits)
+
+        # ~3000 events of ~400 hits is more than one ~1 M-hit batch
+        write_dump(tmp_path / "s.root", 3000, seed=1, progress=progress)
+    assert sum(seen) == 3000 and len(seen) >= 2
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith(f"simulated {seen[0]}/3000 events (") and "events/s" in lines[0]
+    assert lines[-1].startswith("simulated 3000/3000 events (100.0 %)")
+
+
+class _Trainer:
+    def __init__(self) -> None:
+        self.global_step, self.current_epoch, self.is_global_zero, self.sanity_checking = 0, 0, True, False
+        self.callback_metrics: dict = {}
+
+
+def test_train_step_lines_and_live_bar():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("lightning")
+    from pipeline.train.progress_log import LiveBar, StepLog
+
+    out = io.StringIO()
+    log, bar_stream = StepLog(every=2, total_steps=4, stream=out), io.StringIO()
+    bar = LiveBar(total_steps=4, stream=bar_stream)
+    trainer = _Trainer()
+    for cb in (log, bar):
+        cb.on_train_start(trainer, None)
+    for step in range(1, 5):
+        trainer.global_step = step
+        for cb in (log, bar):
+            cb.on_train_batch_end(trainer, None, {"loss": torch.tensor(0.5 / step)}, {"event": torch.zeros(8)}, step)
+    trainer.callback_metrics["val/loss"] = torch.tensor(0.25)
+    for cb in (log, bar):
+        cb.on_validation_end(trainer, None)
+    bar.on_train_end(trainer, None)
+    lines = out.getvalue().splitlines()
+    assert [" ".join(ln.split()[:3]) for ln in lines] == ["train step 2/4", "train step 4/4", "val step 4/4"]
+    assert "loss 0.3750" in lines[0] and "events/s" in lines[0] and "ETA" in lines[0]  # mean of 0.5 and 0.25
+    assert "val/loss 0.2500" in lines[2]
+    drawn = bar_stream.getvalue()
+    assert "4/4" in drawn and "steps" in drawn and "v_num" not in drawn
+
+
+def test_step_log_speaks_at_least_every_max_silence():
+    """Slow steps (a loaded CPU): a line after max_silence seconds even before `every` steps."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("lightning")
+    from pipeline.train.progress_log import StepLog
+
+    out = io.StringIO()
+    log = StepLog(every=1000, total_steps=5000, stream=out, max_silence=0.05)
+    trainer = _Trainer()
+    log.on_train_start(trainer, None)
+    time.sleep(0.06)
+    trainer.global_step = 3
+    log.on_train_batch_end(trainer, None, {"loss": torch.tensor(1.0)}, {"event": torch.zeros(4)}, 3)
+    assert out.getvalue().startswith("train step 3/5000")

@@ -68,6 +68,8 @@ def test_quick_tour_runs_as_written(tmp_path):
     joined = "\n".join(outputs)
     assert "evaluate: wrote runs/inv/eval/" in joined and "compare: wrote cmp/compare.md" in joined
     assert "train: wrote runs/inv/" in joined
+    for noise in ("GPU available", "Total FLOPs", "v_num", "Tip:", "srun", "LOCAL_RANK"):  # Lightning chatter
+        assert noise not in joined, noise
     assert re.search(r"^\(\d+, 5\)$", outputs[-1], re.M), outputs[-1]  # polars reads the shards glob: 5 columns
 
 
