@@ -29,12 +29,13 @@ def _require_train_extra() -> None:
 
 
 def _check_dataset(data_dir: str) -> None:
+    """A dataset folder has a manifest (exit 1 otherwise: bad input, as for every command)."""
     from pathlib import Path
 
-    from ..errors import ConfigError
+    from ..errors import DatasetError
 
     if not (Path(data_dir) / "manifest.json").is_file():
-        raise ConfigError(f"--data {data_dir}: not a dataset (no manifest.json); write one with `muon-pipeline convert`")
+        raise DatasetError(f"--data {data_dir}: not a dataset (no manifest.json); write one with `muon-pipeline convert`")
 
 
 @click.command("train")
