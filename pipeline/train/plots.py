@@ -110,6 +110,9 @@ def _resolution_scale_counts(axes: Any, methods: dict[str, Any], region: str | N
     # the axis follows the points, not an error bar of a few dozen muons that spans 100 x the value
     ax_res.set_ylim(0, 1.3 * max(shown_res) if shown_res else 1.0)
     ax_res.legend(fontsize=7, loc="upper left")
+    if not shown_res:
+        ax_res.text(0.5, 0.5, f"no bin with ≥ {MIN_MUONS} muons", transform=ax_res.transAxes, ha="center",
+                    va="center", color="0.4")
     ax_scale.axhline(1.0, color="k", lw=0.8)
     ax_scale.axhspan(0.98, 1.02, color="0.85", zorder=0)
     if shown_scale:
@@ -230,7 +233,7 @@ def _misid(axes: Any, methods: dict[str, Any]) -> None:
     ax.set_yscale("symlog", linthresh=0.1)
     ax.set_ylim(0, 100)
     ax.set_ylabel("charge mis-ID [%]\n(Clopper–Pearson 68 %)")
-    ax.legend(fontsize=8, loc="center left")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0.0, 0.9))
     ax_n.set_ylabel("muons")
     ax_n.set_yscale("log")
     ax_n.set_ylim(bottom=0.8)
