@@ -12,6 +12,15 @@ import time
 
 
 class Reporter:
+    """Progress of ``total_entries`` units of work (input entries for ``convert``, events for ``simulate``).
+
+    ``advance(n, hits)`` as work completes (any executor: chunks, batches or whole units),
+    ``unit_done()`` per finished work unit (shown as ``units k/units``), ``log()`` for messages that
+    must not break the bar. On a terminal: a live rich bar. Otherwise: a plain line at most every
+    ``interval`` seconds as work advances, and a ``still working`` line when nothing advanced for
+    ``interval`` seconds (a log that stops growing means a dead job). ``quiet``: nothing.
+    """
+
     def __init__(self, total_entries: int, quiet: bool = False, interval: float = 10.0, stream=None,
                  units: int = 0, label: str = "convert", noun: str = "entries") -> None:
         self.total = max(int(total_entries), 0)
