@@ -85,24 +85,25 @@ def test_convert_batch_log_moves_with_two_workers(tmp_path, four_unit_dump, monk
     assert any("units 0/4" in ln for ln in partial) and any("units 2/4" in ln or "units 3/4" in ln for ln in lines)
 
 
-def test_simulate_reports_progress_per_batch(tmp_path):
+def test_simulate_reports_progress_per_batch(tmp_path, monkeypatch):
     """simulate used to be silent for a minute; now a batch log gets lines as batches are written."""
+    import pipeline.simulate.generate as gen
     from pipeline.progress import Reporter
     from pipeline.simulate.writer import write_dump
 
+    monkeypatch.setattr(gen, "BATCH_HITS", 6000)  # 100 events per batch (no background): 3 batches
     stream = io.StringIO()
     seen: list[int] = []
-    with Reporter(3000, interval=0.0, stream=stream, label="simulate", noun="events") as rep:
+    with Reporter(300, interval=0.0, stream=stream, label="simulate", noun="events") as rep:
         def progress(events: int, hits: int) -> None:
             seen.append(events)
             rep.advance(events, hits)
 
-        # ~3000 events of ~400 hits is more than one ~1 M-hit batch
-        write_dump(tmp_path / "s.root", 3000, seed=1, progress=progress)
-    assert sum(seen) == 3000 and len(seen) >= 2
+        write_dump(tmp_path / "s.root", 300, seed=1, config=gen.SimConfig(background_per_event=0), progress=progress)
+    assert seen == [100, 100, 100]
     lines = stream.getvalue().splitlines()
-    assert lines[0].startswith(f"simulated {seen[0]}/3000 events (") and "events/s" in lines[0]
-    assert lines[-1].startswith("simulated 3000/3000 events (100.0 %)")
+    assert lines[0].startswith("simulated 100/300 events (33.3 %)") and "events/s" in lines[0]
+    assert lines[-1].startswith("simulated 300/300 events (100.0 %)")
 
 
 class _Trainer:
