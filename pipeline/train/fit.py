@@ -21,6 +21,10 @@ from typing import Any
 from ..errors import ConfigError, DatasetError
 from .config import TrainConfig, check_against_schema, config_from_dict, dump_config
 
+#: Training throughput of the shipped model on one CPU core (README, Training figures): for the
+#: start-up estimate of a long CPU run.
+CPU_EVENTS_PER_S = 900
+
 
 def versions() -> dict[str, str]:
     import lightning
@@ -190,6 +194,11 @@ def train(cfg: TrainConfig | None, data_dir: str | Path, run_dir: str | Path, *,
         print(f"train: {n_params:,} parameters, {len(hit_fields)} hit + {len(cfg.frame_fields)} frame inputs, "
               f"{train_stream.events} train / {val_stream.events} val events, {total_steps} steps "
               f"on {accelerator.upper()} ({precision}); writing {run_dir}", file=sys.stderr, flush=True)
+        minutes = total_steps * cfg.data.batch_size / CPU_EVENTS_PER_S / 60
+        if accelerator == "cpu" and minutes > 5:
+            print(f"train: note: {total_steps} steps of {cfg.data.batch_size} events on a CPU take roughly "
+                  f"{minutes:.0f} min (~{CPU_EVENTS_PER_S} events/s per core with the shipped model); "
+                  "--max-steps N shortens the run", file=sys.stderr, flush=True)
     start = time.perf_counter()
     with warnings.catch_warnings():
         # Our IterableDataset's len() is exact per worker (see data.ShardStream), so Lightning's
