@@ -120,7 +120,7 @@ def evaluate(run_dir: str, data_dir: str, output: str | None, split: str, device
     from .compare import table
     from .evaluate import evaluate as run_evaluate
 
-    metrics = run_evaluate(run_dir, data_dir, output, split=split, device=device, plots=not no_plots)
+    metrics = run_evaluate(run_dir, data_dir, output, split=split, device=device, plots=not no_plots, quiet=False)
     click.echo(table([(metrics["label"], metrics)]))
     click.echo(f"baseline: {metrics['baseline_status']}")
     click.echo(f"evaluate: wrote {metrics['output']}/ ({', '.join(metrics['written'])})")

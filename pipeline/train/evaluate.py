@@ -149,13 +149,27 @@ def write_predictions(columns: dict[str, np.ndarray], path: Path) -> None:
 
 
 def evaluate(run_dir: str | Path, data_dir: str | Path, output: str | Path | None = None, *,
-             split: str = "test", device: str | None = None, plots: bool = True) -> dict[str, Any]:
-    """Predict, add the baseline, compute metrics, write Parquet + JSON + PNGs; return the metrics."""
+             split: str = "test", device: str | None = None, plots: bool = True,
+             quiet: bool = True) -> dict[str, Any]:
+    """Predict, add the baseline, compute metrics, write Parquet + JSON + PNGs; return the metrics
+    (plus ``output``, the folder, and ``written``, the file names). ``quiet=False``: a line per stage
+    on stderr (the command's progress)."""
+    import sys
+    import time
+
+    def say(message: str) -> None:
+        if not quiet:
+            print(f"evaluate: {message}", file=sys.stderr, flush=True)
+
     run_dir = Path(run_dir)
     out_dir = Path(output) if output is not None else run_dir / "eval"
+    t0 = time.perf_counter()
+    say(f"predicting the {split} split of {data_dir} with {find_checkpoint(run_dir)}")
     columns, meta = predict(run_dir, data_dir, split=split, device=device)
     info = meta.pop("info")
+    say(f"{len(columns['true_pt'])} muons predicted in {time.perf_counter() - t0:.0f} s; classical fit (baseline)")
     baseline = add_baseline(columns, info)
+    say(f"baseline {baseline}; metrics with bootstrap errors{' and plots' if plots else ''}")
     out_dir.mkdir(parents=True, exist_ok=True)  # only now: a failed evaluation leaves no empty folder
     write_predictions(columns, out_dir / "predictions.parquet")
 
