@@ -5,9 +5,10 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 # A CPU build of torch that this machine's package index serves; any torch>=2.4 satisfies [train].
 TORCH  ?= torch==2.13.0
+TORCH_INDEX ?=
 DEMO   ?= demo_out
 
-.PHONY: demo test lint bench clean venv venv-test
+.PHONY: demo test lint bench clean venv venv-test setup
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +16,12 @@ $(BIN)/python:
 
 venv: $(BIN)/python
 	$(BIN)/pip install -q -e ".[dask,remote]"
+
+# The Quick tour's one set-up command: .venv with the training stage ([train]) on a CPU torch.
+# Elsewhere, pass the CPU wheel index of pytorch.org's selector: make setup TORCH_INDEX=<url>
+setup: $(BIN)/python
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(BIN)/pip install -q -e ".[dask,remote,train]"
 
 venv-test: $(BIN)/python
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH)"

@@ -14,6 +14,7 @@ from ._version import __version__
 _LAZY = {
     "load_schema": "pipeline.schema",
     "hit_features": "pipeline.features",
+    "add_hit_features": "pipeline.features",
     "apply_selection": "pipeline.selection",
     "SelectionConfig": "pipeline.selection",
     "ConvertConfig": "pipeline.config",

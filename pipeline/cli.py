@@ -79,7 +79,7 @@ def main() -> None:
       muon-pipeline convert raw.root --output data/        # ROOT -> Parquet + manifest
       muon-pipeline validate data/                         # CI / batch-job check
       muon-pipeline inspect data/                          # what is in it
-      muon-pipeline train --config configs/inverse_pt.yaml --data data/ --output runs/a
+      muon-pipeline train --config inverse_pt --data data/ --output runs/a --max-steps 200
 
     Run any command with --help for its options.
     """

@@ -6,6 +6,7 @@ This module only orchestrates; reading, transforming and writing live in ``sourc
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import time
@@ -136,8 +137,36 @@ def convert(inputs: list[str], output: str, cfg: ConvertConfig, *, workers: int 
         raise ConfigError(f"--task-index must be in [0, --task-count), got {task[0]} of {task[1]}")
     paths = expand_inputs(inputs)
     out = OutputDir(output)
+    created = not out.fs.exists(out.root)
     out.makedirs(SHARDS)
+    try:
+        todo, units, mine, skipped = _run(out, output, paths, cfg, workers, scheduler, step_size, skip_bad, task,
+                                          reconfigure, quiet, dashboard)
+    except BaseException:
+        if created:
+            _remove_empty_dirs(out)  # a command that failed before writing anything leaves no folder behind
+        raise
 
+    manifest = None if task is not None else finalize(out)
+    records = load_records(out, units)
+    skipped_units = [r for r in records.values() if r["status"] == "skipped"]
+    return ConvertResult(manifest=manifest, units_total=len(units), units_run=len(todo),
+                         units_reused=len(mine) - len(todo), skipped_inputs=skipped,
+                         skipped_units=skipped_units, seconds=time.perf_counter() - t0, task=task)
+
+
+def _remove_empty_dirs(out: OutputDir) -> None:
+    """Remove the output folder made by this run, and its sub-folders, where they hold nothing (local only)."""
+    if not out.local:
+        return  # object stores have no empty folders to leave behind
+    for dirpath, _dirs, _files in sorted(os.walk(out.root), key=lambda w: -w[0].count(os.sep)):
+        with contextlib.suppress(OSError):  # not empty: something was written, keep it (resume needs it)
+            os.rmdir(dirpath)
+
+
+def _run(out: OutputDir, output: str, paths: list[str], cfg: ConvertConfig, workers: int, scheduler: str | None,
+         step_size: int | str, skip_bad: bool, task: tuple[int, int] | None, reconfigure: bool, quiet: bool,
+         dashboard: str | None = None):
     reused = _reusable_plan(out, cfg, paths) if task is not None else None
     if reused is not None:
         units = reused  # job-array tasks: no need for every task to open every input again
@@ -153,33 +182,28 @@ def convert(inputs: list[str], output: str, cfg: ConvertConfig, *, workers: int 
     total = sum(u.entry_stop - u.entry_start for u in todo)
     job = {"cfg": cfg.to_dict(), "out_url": output, "step_size": step_size, "skip_bad": skip_bad}
 
-    with Reporter(total, quiet=quiet) as rep:
+    with Reporter(total, quiet=quiet, units=len(todo)) as rep:
         if len(mine) > len(todo):
             rep.log(f"resuming: {len(mine) - len(todo)} of {len(mine)} units already done")
         for s in skipped:
             rep.log(f"skipped input {s['path']}: {s['reason']}")
 
-        def on_record(rec: dict, chunked: bool = False) -> None:
+        def on_record(rec: dict) -> None:
             if rec["status"] == "skipped":
                 rep.log(f"skipped {rec['unit']['input']} entries {rec['unit']['entry_start']}-"
                         f"{rec['unit']['entry_stop']}: {rec['reason']}")
-            if not chunked:
-                rep.advance(rec["entries"], rec.get("shard", {}).get("hits", 0))
+            rep.unit_done()
 
+        # Every executor reports entries as they are done and each record as its unit finishes.
         if scheduler == "slurm":  # Dask workers as SLURM jobs (dask-jobqueue), one per --workers
             if todo:
                 with slurm_cluster(min(workers, len(todo))) as address:
-                    run_dask(todo, job, address, workers, on_record)
+                    run_dask(todo, job, address, workers, on_record, progress=rep.advance)
         elif scheduler:
-            run_dask(todo, job, scheduler, workers, on_record, dashboard=dashboard)
+            run_dask(todo, job, scheduler, workers, on_record, dashboard=dashboard, progress=rep.advance)
         elif workers <= 1 or len(todo) <= 1:
-            run_serial(todo, job, lambda r: on_record(r, chunked=True), progress=rep.advance)
+            run_serial(todo, job, on_record, progress=rep.advance)
         else:
-            run_processes(todo, job, min(workers, len(todo)), on_record)
+            run_processes(todo, job, min(workers, len(todo)), on_record, progress=rep.advance)
 
-    manifest = None if task is not None else finalize(out)
-    records = load_records(out, units)
-    skipped_units = [r for r in records.values() if r["status"] == "skipped"]
-    return ConvertResult(manifest=manifest, units_total=len(units), units_run=len(todo),
-                         units_reused=len(mine) - len(todo), skipped_inputs=skipped,
-                         skipped_units=skipped_units, seconds=time.perf_counter() - t0, task=task)
+    return todo, units, mine, skipped

@@ -7,42 +7,118 @@
 
 On the first failed unit the executor stops submitting and re-raises; finished units stay
 recorded, so re-running the command resumes.
+
+Progress: every executor calls ``on_record`` as each unit finishes (not once at the end) and, when
+given, ``progress(entries, hits)`` as work completes: per chunk in this process and in local pool
+workers (through a queue), per unit on Dask. The entries reported for a unit always add up to its
+size once its record arrives (:class:`UnitProgress`), whatever the executor.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import queue
 from collections.abc import Callable
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from functools import partial
 
 from .errors import ConfigError
 from .units import Unit, run_unit
 
 OnRecord = Callable[[dict], None]
+#: ``progress(entries, hits)``: called as entries of the input are done (any thread of the caller's process).
+OnProgress = Callable[[int, int], None]
 
 
-def run_serial(units: list[Unit], job: dict, on_record: OnRecord, progress=None) -> None:
+class UnitProgress:
+    """Adds up what was reported per unit, and tops a unit up to its full size when its record arrives.
+
+    A chunk report may be lost (a skipped unit stops mid-way; Dask reports whole units only), yet the
+    entries reported in total must equal the entries planned, so the bar ends at 100 %.
+    """
+
+    def __init__(self, units: list[Unit], progress: OnProgress | None) -> None:
+        self.size = {u.key: u.entry_stop - u.entry_start for u in units}
+        self.done = dict.fromkeys(self.size, 0)
+        self.progress = progress
+
+    def chunk(self, key: str, entries: int, hits: int) -> None:
+        entries = min(entries, self.size[key] - self.done[key])  # never past a finished unit
+        self.done[key] += entries
+        if self.progress is not None and entries > 0:
+            self.progress(entries, hits)
+
+    def finished(self, record: dict) -> None:
+        key = record["unit"]["key"]
+        rest = self.size[key] - self.done[key]
+        self.done[key] = self.size[key]
+        if self.progress is not None and rest > 0:
+            hits = record.get("shard", {}).get("hits", 0) if rest == self.size[key] else 0
+            self.progress(rest, hits)
+
+
+def run_serial(units: list[Unit], job: dict, on_record: OnRecord, progress: OnProgress | None = None) -> None:
+    track = UnitProgress(units, progress)
     for u in units:
-        on_record(run_unit(u, progress=progress, **job))
+        rec = run_unit(u, progress=partial(track.chunk, u.key), **job)
+        track.finished(rec)
+        on_record(rec)
 
 
-def run_processes(units: list[Unit], job: dict, workers: int, on_record: OnRecord) -> None:
+#: In a pool worker: where chunk progress goes (set by the pool initializer).
+_PROGRESS_QUEUE = None
+
+
+def _init_pool_worker(parent: int, progress_queue) -> None:
+    global _PROGRESS_QUEUE
+    _PROGRESS_QUEUE = progress_queue
+    exit_with_parent(parent)
+
+
+def _put_progress(key: str, entries: int, hits: int) -> None:
+    if _PROGRESS_QUEUE is not None:
+        _PROGRESS_QUEUE.put((key, entries, hits))
+
+
+def _run_unit_in_pool(unit: Unit, **job) -> dict:
+    return run_unit(unit, progress=partial(_put_progress, unit.key), **job)
+
+
+def run_processes(units: list[Unit], job: dict, workers: int, on_record: OnRecord,
+                  progress: OnProgress | None = None, poll: float = 0.2) -> None:
+    """Run units in a local process pool; records and chunk progress arrive as they happen.
+
+    Each finished unit is handed to ``on_record`` at once (``FIRST_COMPLETED``); chunk progress
+    travels from the workers through a queue that this process drains every ``poll`` seconds.
+    """
     # fork: workers inherit the imported modules (no re-import cost per worker).
     ctx = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=exit_with_parent,
-                             initargs=(os.getpid(),)) as pool:
-        pending = {pool.submit(run_unit, u, **job) for u in units}
+    track = UnitProgress(units, progress)
+    chunks = ctx.SimpleQueue() if progress is not None else None
+
+    def drain() -> None:
+        while chunks is not None and not chunks.empty():
+            try:
+                track.chunk(*chunks.get())
+            except (EOFError, OSError, queue.Empty):  # pragma: no cover - a worker died mid-message
+                return
+
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_pool_worker,
+                             initargs=(os.getpid(), chunks)) as pool:
+        pending = {pool.submit(_run_unit_in_pool, u, **job) for u in units}
         while pending:
-            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            done, pending = wait(pending, timeout=poll, return_when=FIRST_COMPLETED)
+            drain()
             for fut in done:
                 err = fut.exception()
                 if err is not None:
                     for p in pending:
                         p.cancel()
                     raise err
-                on_record(fut.result())
+                rec = fut.result()
+                track.finished(rec)
+                on_record(rec)
 
 
 def local_cluster(workers: int, dashboard: str | None = None):
@@ -78,7 +154,7 @@ def local_cluster(workers: int, dashboard: str | None = None):
 
 
 def run_dask(units: list[Unit], job: dict, scheduler: str, workers: int, on_record: OnRecord,
-             dashboard: str | None = None) -> None:
+             dashboard: str | None = None, progress: OnProgress | None = None) -> None:
     try:
         from distributed import Client, as_completed
     except ImportError as err:
@@ -92,6 +168,7 @@ def run_dask(units: list[Unit], job: dict, scheduler: str, workers: int, on_reco
             client = Client(scheduler, timeout="30s")
         except OSError as err:
             raise ConfigError(f"cannot reach the Dask scheduler at {scheduler}: {err}") from err
+    track = UnitProgress(units, progress)
     try:
         # Plain dicts travel to the workers; pure=False since each call writes files.
         fn = partial(_run_unit_dicts, **job)
@@ -101,7 +178,9 @@ def run_dask(units: list[Unit], job: dict, scheduler: str, workers: int, on_reco
                 for f in futures:
                     f.cancel()
                 fut.result()  # re-raises the worker's exception
-            on_record(fut.result())
+            rec = fut.result()
+            track.finished(rec)  # per unit, as each finishes
+            on_record(rec)
     finally:
         client.close()
         if cluster is not None:

@@ -19,6 +19,8 @@ never sits there, so such values are *returned as they are* and flagged by
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 #: The derived fields this module can compute, in schema order.
@@ -72,3 +74,64 @@ def truth_qpt(q: np.ndarray, pt: np.ndarray) -> np.ndarray:
     """q/pT [1/GeV] of truth muons (q in e, pT in GeV): computed in float64, stored as float32."""
     with np.errstate(divide="ignore"):
         return (np.asarray(q).astype(np.float64) / np.asarray(pt).astype(np.float64)).astype(np.float32)
+
+
+#: The raw fields ``convert`` computes the features from: the hit's Low edge, mm.
+LOW_EDGE = ("spacePoint_globEdgeLowX", "spacePoint_globEdgeLowY", "spacePoint_globEdgeLowZ")
+
+
+def add_hit_features(hits: Any = None, *, x: Any = None, y: Any = None, z: Any = None,
+                     names: tuple[str, ...] | list[str] = DERIVED, coordinates: tuple[str, str, str] = LOW_EDGE) -> Any:
+    """Add r, s, θ, φ, η to an awkward array of hits: the same float32 values ``convert`` stores.
+
+    Give either ``hits``, an awkward array of hit records at any nesting (``events.hits``, or hits
+    grouped further) holding the ``coordinates`` fields (the raw Low-edge names by default, mm), or
+    three jagged arrays ``x``, ``y``, ``z`` of one structure (mm). Returns ``hits`` with the fields
+    ``names`` added (replaced if present), or for ``x, y, z`` a record array of x, y, z and ``names``.
+    The values are bit-identical to a ``convert`` of the same hits when the coordinates are the
+    dump's float32 values (tested); float64 inputs are used as they are. No missing values (None)
+    in the coordinates. Eager awkward arrays only: for dask-awkward (coffea with dask), call it
+    inside ``dask_awkward.map_partitions``.
+
+    Raises ValueError for unknown names, missing fields or x, y, z of different structures.
+    """
+    import awkward as ak
+
+    if hits is not None:
+        if x is not None or y is not None or z is not None:
+            raise ValueError("give either hits or x, y, z, not both")
+        hits = ak.Array(hits)
+        missing = [c for c in coordinates if c not in ak.fields(hits)]
+        if missing:
+            raise ValueError(f"hits lack the coordinate field(s) {missing}; fields: {ak.fields(hits)}")
+        x, y, z = (hits[c] for c in coordinates)
+    elif x is None or y is None or z is None:
+        raise ValueError("give hits, or all of x, y, z")
+    x, y, z = ak.Array(x), ak.Array(y), ak.Array(z)
+    for other in (y, z):
+        if not _same_structure(x, other):
+            raise ValueError("x, y and z must have the same jagged structure")
+    flat = [ak.to_numpy(ak.flatten(a, axis=None)) for a in (x, y, z)]
+    features = hit_features(*flat, names)
+    counts = [ak.to_numpy(ak.flatten(ak.num(x, axis=d), axis=None)) for d in range(x.ndim - 1, 0, -1)]
+
+    def like_x(values: np.ndarray) -> Any:
+        out = ak.Array(values)
+        for c in counts:  # innermost list level first
+            out = ak.unflatten(out, c)
+        return out
+
+    if hits is None:
+        hits = ak.zip({"x": x, "y": y, "z": z})
+    for name in names:
+        hits = ak.with_field(hits, like_x(features[name]), name)
+    return hits
+
+
+def _same_structure(a: Any, b: Any) -> bool:
+    import awkward as ak
+
+    if a.ndim != b.ndim:
+        return False
+    return all(np.array_equal(ak.to_numpy(ak.flatten(ak.num(a, axis=d), axis=None)),
+                              ak.to_numpy(ak.flatten(ak.num(b, axis=d), axis=None))) for d in range(1, a.ndim))

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 
@@ -55,15 +54,15 @@ MDT_SCHEDULE = (30.0 / np.sqrt(12.0), 2.0, 1.0, 0.5)
 SIGMA_STRIP = np.array([10.0, 10.0, 8.7, 4.3, 0.1, 0.1])
 SIGMA_VERTEX = 50.0
 
-FRAME_SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "frame.yaml"
-
-
 @lru_cache(maxsize=1)
 def frame_field_docs() -> dict[str, dict]:
-    """``schemas/frame.yaml`` as ``{name: {unit, scale, formula, description}}``."""
+    """``schemas/frame.yaml`` as ``{name: {unit, scale, formula, description}}`` (found like the dataset
+    schemas: inside the wheel, ``pipeline/_schemas``, or the source tree)."""
     import yaml
 
-    raw = yaml.safe_load(FRAME_SCHEMA.read_text())
+    from .schema import schema_dir
+
+    raw = yaml.safe_load((schema_dir() / "frame.yaml").read_text())
     return {f["name"]: f for f in raw["fields"]}
 
 

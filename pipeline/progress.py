@@ -12,8 +12,21 @@ import time
 
 
 class Reporter:
-    def __init__(self, total_entries: int, quiet: bool = False, interval: float = 10.0, stream=None) -> None:
+    """Progress of ``total_entries`` units of work (input entries for ``convert``, events for ``simulate``).
+
+    ``advance(n, hits)`` as work completes (any executor: chunks, batches or whole units),
+    ``unit_done()`` per finished work unit (shown as ``units k/units``), ``log()`` for messages that
+    must not break the bar. On a terminal: a live rich bar. Otherwise: a plain line at most every
+    ``interval`` seconds as work advances, and a ``still working`` line when nothing advanced for
+    ``interval`` seconds (a log that stops growing means a dead job). ``quiet``: nothing.
+    """
+
+    def __init__(self, total_entries: int, quiet: bool = False, interval: float = 10.0, stream=None,
+                 units: int = 0, label: str = "convert", noun: str = "entries") -> None:
         self.total = max(int(total_entries), 0)
+        self.units_total = units
+        self.units_done = 0
+        self.label, self.noun = label, noun
         self.quiet = quiet
         self.interval = interval
         self.stream = stream or sys.stderr
@@ -38,12 +51,13 @@ class Reporter:
                 TimeRemainingColumn,
             )
 
-            self._bar = Progress(TextColumn("[bold]convert"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("entries"), TextColumn("{task.fields[rate]}"),
+            self._bar = Progress(TextColumn(f"[bold]{self.label}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn(self.noun), TextColumn("{task.fields[units]}"),
+                                 TextColumn("{task.fields[rate]}"),
                                  TimeElapsedColumn(), TimeRemainingColumn(),
                                  console=Console(file=self.stream), transient=False)
             self._bar.start()
-            self._task = self._bar.add_task("convert", total=self.total, rate="")
+            self._task = self._bar.add_task(self.label, total=self.total, rate="", units=self._units())
         elif not self.quiet and self.interval > 0:
             self._stop = threading.Event()
             self._beat = threading.Thread(target=self._heartbeat, name="progress-heartbeat", daemon=True)
@@ -56,7 +70,7 @@ class Reporter:
         while not self._stop.wait(self.interval):
             if time.perf_counter() - self._last >= self.interval:
                 self._last = time.perf_counter()
-                self.log(f"still working: {self.entries}/{self.total} entries done, "
+                self.log(f"still working: {self.entries}/{self.total} {self.noun} done{self._units(', ')}, "
                          f"{time.perf_counter() - self.t0:.0f} s elapsed, no chunk finished in the last "
                          f"{self.interval:g} s")
 
@@ -66,13 +80,28 @@ class Reporter:
         now = time.perf_counter()
         rate = self.hits / max(now - self.t0, 1e-9)
         if self._bar is not None:
-            self._bar.update(self._task, completed=self.entries, rate=f"{rate / 1e6:.2f} M hits/s")
+            self._bar.update(self._task, completed=self.entries, rate=self._rate(rate), units=self._units())
         elif not self.quiet and now - self._last >= self.interval:
             self._last = now
             frac = self.entries / self.total if self.total else 1.0
             eta = (now - self.t0) * (1 - frac) / frac if frac > 0 else float("nan")
-            self.log(f"converted {self.entries}/{self.total} entries ({100 * frac:.1f} %), "
-                     f"{rate / 1e6:.2f} M hits/s, ETA {eta:.0f} s")
+            verb = {"convert": "converted", "simulate": "simulated"}.get(self.label, self.label)
+            self.log(f"{verb} {self.entries}/{self.total} {self.noun} ({100 * frac:.1f} %){self._units(', ')}, "
+                     f"{self._rate(rate)}, ETA {eta:.0f} s")
+
+    def _rate(self, hits_per_s: float) -> str:
+        if self.label == "convert":
+            return f"{hits_per_s / 1e6:.2f} M hits/s"
+        return f"{self.entries / max(time.perf_counter() - self.t0, 1e-9):,.0f} {self.noun}/s"
+
+    def _units(self, sep: str = "") -> str:
+        return f"{sep}units {self.units_done}/{self.units_total}" if self.units_total else ""
+
+    def unit_done(self) -> None:
+        """One work unit finished (its entries were reported through :meth:`advance`)."""
+        self.units_done += 1
+        if self._bar is not None:
+            self._bar.update(self._task, units=self._units())
 
     def log(self, message: str) -> None:
         if self.quiet:

@@ -279,10 +279,10 @@ def test_checkpoints_load_with_weights_only(tmp_path, converted_random, command)
     (run / "checkpoints").mkdir(parents=True)
     for name in ("best.ckpt", "last.ckpt"):
         torch.save({"state_dict": {}, "hyper_parameters": {"x": _Plant(str(marker))}}, run / "checkpoints" / name)
+    (run / "config.yaml").write_text(TINY)
     if command == "evaluate":
-        args = ["evaluate", str(run), "--data", str(tmp_path)]
+        args = ["evaluate", str(run), "--data", str(converted_random)]
     else:
-        (run / "config.yaml").write_text(TINY)
         args = ["train", "--data", str(converted_random), "--output", str(run), "--resume"]
     r = CliRunner().invoke(main, args)
     assert not marker.exists()

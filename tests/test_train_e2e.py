@@ -73,9 +73,19 @@ def test_train_resume_evaluate_compare(dataset, tmp_path):
         assert (ev / png).stat().st_size > 1000
     assert metrics["baseline_status"] == "ok" or metrics["baseline_status"].startswith(("unavailable", "failed"))
 
+    assert f"evaluate: wrote {ev}/" in out
     table = invoke("compare", run, ev, "--output", tmp_path / "cmp")
     assert table.startswith(f"| metric | run ({run}) | run ({ev}) |") and (tmp_path / "cmp" / "compare.md").is_file()
     assert (tmp_path / "cmp" / "pt_resolution_overlay.png").is_file()
+    assert f"compare: wrote {tmp_path / 'cmp' / 'compare.md'}" in table
+
+    # issue 12: another split is other muons; compare refuses to put them in one table
+    invoke("evaluate", run, "--data", dataset, "--split", "val", "--output", tmp_path / "ev_val", "--no-plots")
+    val = json.loads((tmp_path / "ev_val" / "metrics.json").read_text())
+    assert val["dataset_id"] == metrics["dataset_id"] and val["sample_id"] != metrics["sample_id"]
+    res = CliRunner().invoke(main, ["compare", str(run), str(tmp_path / "ev_val"), "--output", str(tmp_path / "c2")])
+    assert res.exit_code == 2 and "different datasets or splits" in res.output and "(val split)" in res.output
+    assert not (tmp_path / "c2").exists()
 
 
 def test_evaluate_v2_run_on_v1_data_is_a_config_error(dataset, tmp_path, converted_random_v1):
@@ -86,6 +96,7 @@ def test_evaluate_v2_run_on_v1_data_is_a_config_error(dataset, tmp_path, convert
     v1 = converted_random_v1
     res = CliRunner().invoke(main, ["evaluate", str(run), "--data", str(v1), "--no-plots"])
     assert res.exit_code == 2 and "migrate" in res.output
+    assert not (run / "eval").exists()  # issue 12: a failed evaluate leaves no empty folder
 
 
 def test_step_budget_short_runs_resume_and_epoch_override(dataset, tmp_path):

@@ -75,14 +75,17 @@ def _check_writable(path: Path) -> None:
               help="ROOT compression: zlib, lz4, zstd or lzma, optionally with a level (zstd:5).")
 @click.option("--format", "fmt", type=click.Choice(["ttree", "rntuple"]), default="ttree", show_default=True,
               help="Container: a TTree (as the dumpers write today) or an RNTuple (Run 4), same branch names.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output (the summary line stays).")
 def simulate(output: Path, events: int, seed: int, n_files: int, background_per_event: float,
              muons_per_event: str, pt_min: float, pt_max: float, pt_spectrum: str, max_abs_eta: float,
-             compression: str, fmt: str) -> None:
+             compression: str, fmt: str = "ttree", quiet: bool = False) -> None:
     """Simulate muon-spectrometer hit dumps (TTree or RNTuple MuonHitDump) with an ATLAS-like toroid geometry.
 
     Muons from the origin cross the calorimeter (energy loss, scattering), bend in the toroidal
     field and leave MDT, RPC, TGC, sTGC and MM hits; background hits are added per event.
+    Progress: a live bar on a terminal, a plain line every 10 s in a batch log.
     """
+    from ..progress import Reporter
     from .generate import SimConfig
     from .writer import WriteStats, parse_compression, write_dump
 
@@ -104,12 +107,15 @@ def simulate(output: Path, events: int, seed: int, n_files: int, background_per_
         _check_writable(p)
     start = time.perf_counter()
     total = WriteStats()
-    for k, path in enumerate(paths):
-        try:
-            total.add(write_dump(path, events, seed, cfg, compression=compression, stream=k,
-                                 first_event=k * events, format=fmt))
-        except OSError as err:
-            raise PipelineError(f"cannot write {path}: {err.strerror or err}") from None
+    with Reporter(events * n_files, quiet=quiet, units=n_files if n_files > 1 else 0, label="simulate",
+                  noun="events") as rep:
+        for k, path in enumerate(paths):
+            try:
+                total.add(write_dump(path, events, seed, cfg, compression=compression, stream=k,
+                                     first_event=k * events, format=fmt, progress=rep.advance))
+            except OSError as err:
+                raise PipelineError(f"cannot write {path}: {err.strerror or err}") from None
+            rep.unit_done()
     seconds = time.perf_counter() - start
     where = str(paths[0]) if n_files == 1 else f"{n_files} files {paths[0].name} .. {paths[-1].name}"
     click.echo(f"simulated {total.events} events, {total.hits} hits ({total.muon_hits} on muons), "

@@ -14,6 +14,7 @@ the same layout reads both.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,12 +96,13 @@ def _fields(batch: Batch) -> dict[str, ak.Array | np.ndarray]:
 
 def write_dump(path: str | os.PathLike, n_events: int, seed: int = 0, config: SimConfig | None = None, *,
                compression: str = "zstd", stream: int = 0, first_event: int = 0,
-               format: str = "ttree") -> WriteStats:
+               format: str = "ttree", progress: Callable[[int, int], None] | None = None) -> WriteStats:
     """Simulate ``n_events`` events and write them to ``path`` as TTree (or RNTuple) ``MuonHitDump``.
 
     ``stream`` selects an independent random stream of ``seed`` (the command uses the file index),
     ``first_event`` the first ``eventNumber``. Raises ValueError for bad settings and OSError when
-    the file cannot be written.
+    the file cannot be written. ``progress(events, hits)`` is called after each written batch
+    (about 1 M hits).
     """
     if n_events <= 0:
         raise ValueError(f"n_events must be positive, got {n_events}")
@@ -131,4 +133,6 @@ def write_dump(path: str | os.PathLike, n_events: int, seed: int = 0, config: Si
             n_hits = int(batch.hit_offsets[-1])
             stats.add(WriteStats(batch.n_events, n_hits, int((batch.hits["spacePoint_truthLink"] >= 0).sum()),
                                  int(batch.truth_offsets[-1])))
+            if progress is not None:
+                progress(batch.n_events, n_hits)
     return stats

@@ -11,25 +11,37 @@ import json
 
 import click
 
-_DEVICE_HELP = "Lightning accelerator: auto (default from the config), cpu, gpu/cuda, mps."
+from .device import DEVICE_HELP
+
+_DEVICE_CHOICE = click.Choice(["auto", "cpu", "gpu", "cuda"], case_sensitive=False)
 
 
 def _require_train_extra() -> None:
+    """Fail with an install hint when an extra is missing, without importing it (that takes seconds)."""
+    from importlib.util import find_spec
+
     from ..errors import ConfigError
 
-    missing = []
-    for name in ("torch", "lightning", "matplotlib", "scipy"):
-        try:
-            __import__(name)
-        except ImportError:
-            missing.append(name)
+    missing = [name for name in ("torch", "lightning", "matplotlib", "scipy") if find_spec(name) is None]
     if missing:
-        raise ConfigError(f"the training stage needs {', '.join(missing)}: pip install 'muon-pipeline[train]'")
+        raise ConfigError(f"the training stage needs {', '.join(missing)}: pip install 'muon-pipeline[train]' "
+                          "(README: Install)")
+
+
+def _check_dataset(data_dir: str) -> None:
+    """A dataset folder has a manifest (exit 1 otherwise: bad input, as for every command)."""
+    from pathlib import Path
+
+    from ..errors import DatasetError
+
+    if not (Path(data_dir) / "manifest.json").is_file():
+        raise DatasetError(f"--data {data_dir}: not a dataset (no manifest.json); write one with `muon-pipeline convert`")
 
 
 @click.command("train")
-@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
-              help="YAML training config (see configs/). Optional with --resume.")
+@click.option("--config", "config_path",
+              help="A shipped config by name (inverse_pt, direct_pt, signed_curvature) or a YAML file. "
+                   "Optional with --resume.")
 @click.option("--data", "data_dir", required=True, type=click.Path(exists=True, file_okay=False),
               help="Dataset directory written by `muon-pipeline convert`.")
 @click.option("--output", "run_dir", required=True, type=click.Path(file_okay=False),
@@ -40,7 +52,8 @@ def _require_train_extra() -> None:
               help="Stop after N optimiser steps (overrides trainer.max_steps; the lr schedule spans them).")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Override data.batch_size.")
 @click.option("--num-workers", type=click.IntRange(min=0), help="Override data.num_workers.")
-@click.option("--device", "--accelerator", "accelerator", help=_DEVICE_HELP)
+@click.option("--device", "--accelerator", "device", type=_DEVICE_CHOICE,
+              help=DEVICE_HELP + " [default: the config's trainer.accelerator, auto]")
 @click.option("--devices", type=click.IntRange(min=1), help="Override trainer.devices (>1 uses DDP).")
 @click.option("--limit-train-batches", type=click.IntRange(min=0), help="Cap batches per epoch (smoke tests).")
 @click.option("--resume", is_flag=True, help="Continue from RUN_DIR/checkpoints/last.ckpt.")
@@ -49,23 +62,38 @@ def _require_train_extra() -> None:
                    "path, size and schema checks still run.")
 def train(config_path: str | None, data_dir: str, run_dir: str, max_epochs: int | None, max_steps: int | None,
           batch_size: int | None,
-          num_workers: int | None, accelerator: str | None, devices: int | None,
+          num_workers: int | None, device: str | None, devices: int | None,
           limit_train_batches: int | None, resume: bool, no_verify_checksums: bool) -> None:
-    """Train the weighted-pooling muon regression on a converted dataset."""
-    _require_train_extra()
+    """Train the weighted-pooling muon regression on a converted dataset.
+
+    The config, the dataset, the run directory and the device are checked before torch loads, so
+    a typo costs no import time. Progress: a live line on a terminal, a plain line every
+    trainer.progress_every steps in a batch log. Prints a JSON summary; writes only under --output.
+    """
     from .config import load_config
-    from .fit import train as run_train
+    from .device import check_before_import, normalise
+    from .fit import preflight
 
     cfg = load_config(config_path) if config_path else None
+    _check_dataset(data_dir)
+    preflight(cfg, run_dir, resume)
+    if device is not None:
+        device = normalise(device)
+    check_before_import(device or (normalise(cfg.trainer.accelerator) if cfg else "auto"))
+    _require_train_extra()
+    from .fit import train as run_train
+
     if max_epochs is not None and max_steps is None:
         max_steps = 0  # an explicit epoch count wins over a step budget from the config
     overrides = {"trainer.max_epochs": max_epochs, "trainer.max_steps": max_steps,
                  "data.batch_size": batch_size, "data.num_workers": num_workers,
-                 "trainer.accelerator": accelerator, "trainer.devices": devices,
+                 "trainer.accelerator": device, "trainer.devices": devices,
                  "trainer.limit_train_batches": limit_train_batches,
                  "data.verify_checksums": False if no_verify_checksums else None}
     summary = run_train(cfg, data_dir, run_dir, resume=resume, overrides=overrides)
     click.echo(json.dumps(summary, indent=2))
+    click.echo(f"train: wrote {run_dir}/ (checkpoints/best.ckpt, checkpoints/last.ckpt, config.yaml, run.json, "
+               f"logs/); next: muon-pipeline evaluate {run_dir} --data {data_dir}", err=True)
 
 
 @click.command("evaluate")
@@ -75,17 +103,31 @@ def train(config_path: str | None, data_dir: str, run_dir: str, max_epochs: int 
 @click.option("--output", type=click.Path(file_okay=False), help="Evaluation directory (default RUN_DIR/eval).")
 @click.option("--split", type=click.Choice(["test", "val", "train", "all"]), default="test", show_default=True,
               help="Which hash split of the events to evaluate.")
-@click.option("--device", help="torch device (default: cuda if available, else cpu).")
+@click.option("--device", type=_DEVICE_CHOICE, default="auto", show_default=True, help=DEVICE_HELP)
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
-def evaluate(run_dir: str, data_dir: str, output: str | None, split: str, device: str | None, no_plots: bool) -> None:
-    """Predictions, metrics.json and resolution plots of a trained run (with the classical-fit baseline)."""
+def evaluate(run_dir: str, data_dir: str, output: str | None, split: str, device: str, no_plots: bool) -> None:
+    """Predictions, metrics.json and resolution plots of a trained run (with the classical-fit baseline).
+
+    The checkpoint, the dataset and the device are checked before torch loads; the output folder is
+    created only once the predictions exist.
+    """
+    from pathlib import Path
+
+    from .device import check_before_import, normalise
+    from .evaluate import find_checkpoint
+
+    find_checkpoint(Path(run_dir))
+    _check_dataset(data_dir)
+    device = normalise(device)
+    check_before_import(device)
     _require_train_extra()
     from .compare import table
     from .evaluate import evaluate as run_evaluate
 
-    metrics = run_evaluate(run_dir, data_dir, output, split=split, device=device, plots=not no_plots)
+    metrics = run_evaluate(run_dir, data_dir, output, split=split, device=device, plots=not no_plots, quiet=False)
     click.echo(table([(metrics["label"], metrics)]))
     click.echo(f"baseline: {metrics['baseline_status']}")
+    click.echo(f"evaluate: wrote {metrics['output']}/ ({', '.join(metrics['written'])})")
 
 
 @click.command("compare")
@@ -93,8 +135,14 @@ def evaluate(run_dir: str, data_dir: str, output: str | None, split: str, device
 @click.option("--output", default="compare", show_default=True, type=click.Path(file_okay=False),
               help="Where compare.md and the overlay plot go.")
 def compare(dirs: tuple[str, ...], output: str) -> None:
-    """Side-by-side metrics of runs or evaluations (RUN_DIR uses RUN_DIR/eval)."""
+    """Side-by-side metrics of evaluations of the same events (RUN_DIR uses RUN_DIR/eval).
+
+    Evaluations of different datasets, splits or event selections are refused (exit 2): their
+    numbers are not comparable.
+    """
     _require_train_extra()
     from .compare import compare as run_compare
 
-    click.echo(run_compare(list(dirs), output))
+    md, written = run_compare(list(dirs), output)
+    click.echo(md)
+    click.echo(f"compare: wrote {', '.join(str(p) for p in written)}")

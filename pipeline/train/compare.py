@@ -74,10 +74,37 @@ def table(entries: list[tuple[str, dict[str, Any]]]) -> str:
     return "\n".join([header, sep] + [f"| {name} | " + " | ".join(vals) + " |" for name, vals in rows])
 
 
-def compare(paths: list[str | Path], output: str | Path) -> str:
+def sample_key(metrics: dict[str, Any]) -> tuple[Any, ...]:
+    """What must be equal for two evaluations to share a table: dataset, split and the muons evaluated.
+
+    Evaluations written before ``dataset_id``/``sample_id`` existed fall back to (dataset path, split,
+    muon count)."""
+    if "sample_id" in metrics:
+        return (metrics.get("dataset_id"), metrics.get("split"), metrics["sample_id"])
+    return (metrics.get("data"), metrics.get("split"), metrics.get("n_muons"))
+
+
+def check_comparable(entries: list[tuple[str, dict[str, Any]]], paths: list[str | Path]) -> None:
+    """ConfigError (one line) when the evaluations are not of the same events: their resolutions,
+    and the one classical-fit column, would silently mix different samples."""
+    keys = [sample_key(m) for _, m in entries]
+    if len(set(keys)) <= 1:
+        return
+    parts = [f"{p}: {m.get('n_muons')} muons of {m.get('data')} ({m.get('split')} split)"
+             for p, (_, m) in zip(paths, entries, strict=True)]
+    raise ConfigError("compare: the evaluations are of different datasets or splits, not comparable: "
+                      + "; ".join(parts) + ". Evaluate every run with the same --data and --split.")
+
+
+def compare(paths: list[str | Path], output: str | Path) -> tuple[str, list[Path]]:
+    """Write ``compare.md`` and the overlay plot; return the markdown and the files written.
+
+    Raises ConfigError (exit 2) when the evaluations are of different events (:func:`check_comparable`).
+    """
     if not paths:
         raise ConfigError("give at least one run or evaluation directory")
     entries = [load_metrics(p) for p in paths]
+    check_comparable(entries, paths)
     labels = [label for label, _ in entries]
     entries = [(label if labels.count(label) == 1 else f"{label} ({p})", m)
                for (label, m), p in zip(entries, paths, strict=True)]
@@ -88,4 +115,4 @@ def compare(paths: list[str | Path], output: str | Path) -> str:
     from .plots import plot_overlay
 
     plot_overlay(entries, out / "pt_resolution_overlay.png")
-    return md
+    return md, [out / "compare.md", out / "pt_resolution_overlay.png"]

@@ -57,6 +57,7 @@ class TrainerConfig:
     weight_decay: float = 1e-2
     #: Linear warm-up steps, then cosine decay to ``lr * 0.05`` over the estimated run length.
     warmup_steps: int = 200
+    #: ``auto`` (a CUDA GPU if present, else CPU), ``cpu`` or ``gpu``; ``--device`` overrides it.
     accelerator: str = "auto"
     #: ``auto``: bf16-mixed on CUDA, 32-true elsewhere.
     precision: str = "auto"
@@ -207,6 +208,9 @@ def _check_values(cfg: TrainConfig) -> None:
     if not (0 < d.train_fraction < 1 and 0 <= d.val_fraction < 1 and d.train_fraction + d.val_fraction <= 1):
         raise ConfigError(f"data.train_fraction ({d.train_fraction}) and data.val_fraction ({d.val_fraction}) "
                           "must be fractions with a sum <= 1 (the rest is the test split)")
+    from .device import normalise
+
+    normalise(t.accelerator, "trainer.accelerator")  # auto, cpu or gpu (cuda)
     if t.lr <= 0:
         raise ConfigError(f"trainer.lr: must be > 0, got {t.lr}")
     if t.precision not in ("auto", "32", "32-true", "bf16-mixed", "16-mixed", "bf16-true"):
@@ -263,11 +267,40 @@ def config_from_dict(raw: Any, legacy: bool = False) -> TrainConfig:
     return cfg
 
 
+def shipped_dir() -> Path:
+    """The folder of the configs shipped inside the package (``pipeline/configs``)."""
+    from importlib.resources import files
+
+    return Path(str(files("pipeline").joinpath("configs")))
+
+
+def shipped_configs() -> list[str]:
+    """Names of the shipped configs (``inverse_pt``, ...), usable as ``--config NAME``."""
+    return sorted(p.stem for p in shipped_dir().glob("*.yaml"))
+
+
+def config_path(spec: str | Path) -> Path:
+    """A ``--config`` value → a file: an existing path as given, else a shipped config's name
+    (``inverse_pt`` or ``inverse_pt.yaml``). Neither: ConfigError listing the shipped names."""
+    path = Path(spec)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        raise ConfigError(f"config {spec}: is a directory, not a YAML file")
+    name = path.name.removesuffix(".yaml").removesuffix(".yml")
+    if path.parent == Path(".") or str(path.parent) == "configs":  # a name, or the old configs/NAME.yaml
+        candidate = shipped_dir() / f"{name}.yaml"
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"config {spec}: no such file, nor a shipped config name; shipped: {', '.join(shipped_configs())}")
+
+
 def load_config(path: str | Path, legacy: bool = False) -> TrainConfig:
-    """Read a YAML training config; every problem is a ``ConfigError`` naming the file and key.
+    """Read a YAML training config (a path, or a shipped config's name such as ``inverse_pt``);
+    every problem is a ``ConfigError`` naming the file and key.
 
     ``legacy``: the file is a saved run's ``config.yaml`` (see :func:`config_from_dict`)."""
-    path = Path(path)
+    path = Path(path) if legacy else config_path(path)
     try:
         text = path.read_text()
     except OSError as err:

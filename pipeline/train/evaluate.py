@@ -23,9 +23,14 @@ TRUTH = {"truthMuon_pt": "true_pt", "truthMuon_eta": "true_eta", "truthMuon_phi"
 
 
 def find_checkpoint(run_dir: Path) -> Path:
+    """``checkpoints/best.ckpt`` (else ``last.ckpt``) of a run, checked to be a torch archive without torch."""
+    import zipfile
+
     for name in ("best.ckpt", "last.ckpt"):
         path = run_dir / "checkpoints" / name
         if path.is_file():
+            if not zipfile.is_zipfile(path):
+                raise ConfigError(f"{path}: not a torch checkpoint (not a zip archive; truncated or overwritten?)")
             return path
     raise ConfigError(f"{run_dir}: no checkpoints/best.ckpt or last.ckpt; is this a `muon-pipeline train` output?")
 
@@ -47,7 +52,9 @@ def load_module(ckpt: Path) -> Any:
 
 def predict(run_dir: str | Path, data_dir: str | Path, split: str = "test", device: str | None = None,
             batch_size: int | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Per-muon truth and prediction columns for one split (numpy, one entry per truth muon)."""
+    """Per-muon truth and prediction columns for one split (numpy, one entry per truth muon).
+
+    ``device``: ``auto`` (default), ``cpu`` or ``gpu``."""
     import torch
 
     from .config import check_against_schema
@@ -66,7 +73,9 @@ def predict(run_dir: str | Path, data_dir: str | Path, split: str = "test", devi
                          batch_size=batch_size or cfg.data.batch_size)
     if stream.events == 0:
         raise DatasetError(f"{data_dir}: the {split} split is empty")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    from .device import normalise, torch_device
+
+    device = torch_device(normalise(device))  # auto / cpu / gpu; gpu without one: a one-line error
     model = module.model.to(device).eval()
     # bf16 for the encoder on GPU, as in training; the task's predict() works in float32 regardless.
     autocast = device.startswith("cuda") and torch.cuda.is_bf16_supported()
@@ -154,18 +163,33 @@ def write_predictions(columns: dict[str, np.ndarray], path: Path) -> None:
 
 
 def evaluate(run_dir: str | Path, data_dir: str | Path, output: str | Path | None = None, *,
-             split: str = "test", device: str | None = None, plots: bool = True) -> dict[str, Any]:
-    """Predict, add the baseline, compute metrics, write Parquet + JSON + PNGs; return the metrics."""
+             split: str = "test", device: str | None = None, plots: bool = True,
+             quiet: bool = True) -> dict[str, Any]:
+    """Predict, add the baseline, compute metrics, write Parquet + JSON + PNGs; return the metrics
+    (plus ``output``, the folder, and ``written``, the file names). ``quiet=False``: a line per stage
+    on stderr (the command's progress)."""
+    import sys
+    import time
+
+    def say(message: str) -> None:
+        if not quiet:
+            print(f"evaluate: {message}", file=sys.stderr, flush=True)
+
     run_dir = Path(run_dir)
     out_dir = Path(output) if output is not None else run_dir / "eval"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    say(f"predicting the {split} split of {data_dir} with {find_checkpoint(run_dir)}")
     columns, meta = predict(run_dir, data_dir, split=split, device=device)
     info = meta.pop("info")
+    say(f"{len(columns['true_pt'])} muons predicted in {time.perf_counter() - t0:.0f} s; classical fit (baseline)")
     baseline = add_baseline(columns, info)
+    say(f"baseline {baseline}; metrics with bootstrap errors{' and plots' if plots else ''}")
+    out_dir.mkdir(parents=True, exist_ok=True)  # only now: a failed evaluation leaves no empty folder
     write_predictions(columns, out_dir / "predictions.parquet")
 
     metrics: dict[str, Any] = {"run": str(run_dir.resolve()), "data": str(Path(data_dir).resolve()),
                                "label": run_dir.name, **meta, "n_muons": int(len(columns["true_pt"])),
+                               **sample_identity(info.manifest, columns),
                                "pt_bins": list(PT_BINS), "regions": {k: list(v) for k, v in REGIONS.items()},
                                "baseline_status": baseline, "methods": {"model": evaluate_method(columns, "pred")}}
     if baseline == "ok":
@@ -176,11 +200,25 @@ def evaluate(run_dir: str | Path, data_dir: str | Path, output: str | Path | Non
         # The network on exactly the muons the fit could handle: the like-for-like comparison.
         metrics["methods"]["model_on_fitted"] = evaluate_method(sub, "pred")
     (out_dir / "metrics.json").write_text(json.dumps(_finite(metrics), indent=2))
+    written = ["predictions.parquet", "metrics.json"]
     if plots:
         from .plots import plot_all
 
-        plot_all(columns, metrics, out_dir)
-    return metrics
+        written += [p.name for p in plot_all(columns, metrics, out_dir)]
+    return {**metrics, "output": str(out_dir), "written": written}
+
+
+def sample_identity(manifest: dict[str, Any], columns: dict[str, np.ndarray]) -> dict[str, str]:
+    """What makes two evaluations comparable: the same dataset (``dataset_id``: sha256 over the shards'
+    checksums, in manifest order) and the same muons (``sample_id``: sha256 over the sorted
+    (eventNumber, muon index) pairs evaluated, which the split and its fractions decide)."""
+    import hashlib
+
+    shards = hashlib.sha256("\n".join(str(s.get("sha256", s.get("path"))) for s in manifest["shards"]).encode())
+    pairs = np.stack([np.asarray(columns["eventNumber"], np.int64), np.asarray(columns["muon"], np.int64)], axis=1)
+    pairs = pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
+    return {"dataset_id": shards.hexdigest()[:16],
+            "sample_id": hashlib.sha256(np.ascontiguousarray(pairs).tobytes()).hexdigest()[:16]}
 
 
 def _finite(x: Any) -> Any:

@@ -21,6 +21,10 @@ from typing import Any
 from ..errors import ConfigError, DatasetError
 from .config import TrainConfig, check_against_schema, config_from_dict, dump_config
 
+#: Training throughput of the shipped model on one CPU core (README, Training figures): for the
+#: start-up estimate of a long CPU run.
+CPU_EVENTS_PER_S = 900
+
 
 def versions() -> dict[str, str]:
     import lightning
@@ -35,9 +39,9 @@ def versions() -> dict[str, str]:
 
 
 def _on_cuda(accelerator: str) -> bool:
-    import torch
+    from .device import normalise, resolve
 
-    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    return resolve(normalise(accelerator, "trainer.accelerator")) == "gpu"
 
 
 def resolve_threads(threads: int) -> int:
@@ -60,6 +64,24 @@ def resolve_precision(cfg: TrainConfig, accelerator: str) -> str:
     return "bf16-mixed" if _on_cuda(accelerator) and torch.cuda.is_bf16_supported() else "32-true"
 
 
+def preflight(cfg: TrainConfig | None, run_dir: str | Path, resume: bool) -> None:
+    """The checks that need no torch: a config or ``--resume``, and a run directory that fits the request."""
+    run_dir = Path(run_dir)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if resume:
+        if not last.is_file():
+            raise ConfigError(f"--resume: no {last}; start a new run without --resume")
+        if not (run_dir / "config.yaml").is_file():
+            raise ConfigError(f"--resume: no {run_dir / 'config.yaml'}; is {run_dir} a `muon-pipeline train` output?")
+    else:
+        if cfg is None:
+            raise ConfigError("--config is required (unless --resume continues a run)")
+        if last.exists():
+            raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or pick another --output")
+        if run_dir.exists() and not run_dir.is_dir():
+            raise ConfigError(f"--output {run_dir}: exists and is not a directory")
+
+
 def train(cfg: TrainConfig | None, data_dir: str | Path, run_dir: str | Path, *, resume: bool = False,
           overrides: dict[str, Any] | None = None, quiet: bool = False) -> dict[str, Any]:
     """Train one run; returns a summary (best val loss, epochs, paths, throughput)."""
@@ -76,9 +98,8 @@ def train(cfg: TrainConfig | None, data_dir: str | Path, run_dir: str | Path, *,
     run_dir = Path(run_dir)
     last = run_dir / "checkpoints" / "last.ckpt"
     saved = run_dir / "config.yaml"
+    preflight(cfg, run_dir, resume)
     if resume:
-        if not last.is_file():
-            raise ConfigError(f"--resume: no {last}; start a new run without --resume")
         from .config import load_config
 
         saved_cfg = load_config(saved, legacy=True)
@@ -90,11 +111,7 @@ def train(cfg: TrainConfig | None, data_dir: str | Path, run_dir: str | Path, *,
         # A config given with --resume may change `trainer:` (e.g. more max_steps); the lr schedule keeps
         # the checkpoint's length, so steps beyond it run at the final 5 % learning rate.
         cfg = dataclasses.replace(saved_cfg, trainer=cfg.trainer) if cfg is not None else saved_cfg
-    else:
-        if cfg is None:
-            raise ConfigError("--config is required (unless --resume continues a run)")
-        if last.exists():
-            raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or pick another --output")
+    assert cfg is not None  # preflight: a config unless resuming
     cfg = _apply_overrides(cfg, overrides or {})
 
     info = open_dataset(data_dir, verify_checksums=cfg.data.verify_checksums)
@@ -152,19 +169,27 @@ def train(cfg: TrainConfig | None, data_dir: str | Path, run_dir: str | Path, *,
     if t.patience:
         callbacks.append(EarlyStopping(monitor="val/loss", mode="min", patience=t.patience))
     tty = sys.stderr.isatty()
-    if t.progress_every and (quiet or not tty):
-        from .progress_log import StepLog
+    from .progress_log import LiveBar, StepLog, quiet_lightning
 
+    quiet_lightning()
+    if not quiet and tty:
+        callbacks.append(LiveBar(total_steps))
+    elif t.progress_every:
         callbacks.append(StepLog(t.progress_every, total_steps))
-    precision = resolve_precision(cfg, t.accelerator)
+    from .device import normalise, resolve
+
+    accelerator = resolve(normalise(t.accelerator, "trainer.accelerator"))  # gpu asked, none there: one line
+    precision = resolve_precision(cfg, accelerator)
     threads = resolve_threads(t.threads)
-    if not _on_cuda(t.accelerator):
+    if accelerator == "cpu":
         import torch
 
         torch.set_num_threads(threads)
+    # Lightning notices an `srun` binary and suggests using it: noise outside a SLURM allocation.
+    warnings.filterwarnings("ignore", message=".*The `srun` command is available on your system.*")
     trainer = L.Trainer(
         max_epochs=-1 if t.max_steps else t.max_epochs, max_steps=t.max_steps or -1,
-        accelerator=t.accelerator, devices=t.devices,
+        accelerator=accelerator, devices=t.devices,
         strategy="ddp" if t.devices > 1 else "auto", precision=precision,
         gradient_clip_val=t.gradient_clip or None, callbacks=callbacks,
         logger=CSVLogger(run_dir, name="logs"), default_root_dir=run_dir,
@@ -172,7 +197,17 @@ def train(cfg: TrainConfig | None, data_dir: str | Path, run_dir: str | Path, *,
         log_every_n_steps=max(1, min(50, steps_per_epoch)), num_sanity_val_steps=0,
         # a run shorter than one epoch still validates (and so writes best.ckpt) at its end
         val_check_interval=t.max_steps if 0 < t.max_steps < steps_per_epoch else None,
-        enable_progress_bar=not quiet and tty, enable_model_summary=not quiet)
+        enable_progress_bar=False, enable_model_summary=False)
+    if not quiet:
+        n_params = sum(p.numel() for p in module.parameters())
+        print(f"train: {n_params:,} parameters, {len(hit_fields)} hit + {len(cfg.frame_fields)} frame inputs, "
+              f"{train_stream.events} train / {val_stream.events} val events, {total_steps} steps "
+              f"on {accelerator.upper()} ({precision}); writing {run_dir}", file=sys.stderr, flush=True)
+        minutes = total_steps * cfg.data.batch_size / CPU_EVENTS_PER_S / 60
+        if accelerator == "cpu" and minutes > 5:
+            print(f"train: note: {total_steps} steps of {cfg.data.batch_size} events on a CPU take roughly "
+                  f"{minutes:.0f} min (~{CPU_EVENTS_PER_S} events/s per core with the shipped model); "
+                  "--max-steps N shortens the run", file=sys.stderr, flush=True)
     start = time.perf_counter()
     with warnings.catch_warnings():
         # Our IterableDataset's len() is exact per worker (see data.ShardStream), so Lightning's

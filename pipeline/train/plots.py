@@ -1,4 +1,12 @@
-"""PNG plots of an evaluation (matplotlib, Agg backend: batch nodes have no display)."""
+"""PNG plots of an evaluation (matplotlib, Agg backend: batch nodes have no display).
+
+What a physicist expects on a slide, on every plot: a title with the run, the split and the number of
+muons; statistical errors (bootstrap, :func:`pipeline.train.metrics.bootstrap_errors`) on resolution
+and scale; the muon count per bin under the points; bins with fewer than ``MIN_MUONS`` muons left out
+(a bin of one muon would otherwise show σ68 = 0 %); resolution and scale in one figure, since a
+constant predictor has a small σ(pT)/pT exactly where its scale is far from 1. The mplhep style is
+used where mplhep is installed (the ``[train]`` extra lists it).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +19,10 @@ import numpy as np
 from .metrics import wrap_phi
 
 STYLE = {"model": ("tab:blue", "o", "network"), "classical_fit": ("tab:red", "s", "classical fit")}
+#: A small horizontal shift per method (log x), so error bars at the same bin stay apart.
+SHIFT = {"model": 10 ** -0.015, "classical_fit": 10 ** 0.015}
+#: Bins with fewer muons are not drawn (their count still shows in the count panel).
+MIN_MUONS = 20
 
 
 def _plt():
@@ -19,6 +31,14 @@ def _plt():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    try:
+        import mplhep
+
+        plt.style.use(mplhep.style.ATLAS)
+        plt.rcParams.update({"font.size": 11, "legend.fontsize": 8, "axes.titlesize": 11,
+                             "figure.titlesize": 12, "axes.labelsize": 11})
+    except ImportError:  # the plain matplotlib style
+        pass
     return plt
 
 
@@ -36,119 +56,245 @@ def _get(bins: list[dict[str, Any]], *keys: str) -> np.ndarray:
     return np.array(out, dtype=float)
 
 
-def _resolution_axes(ax: Any, methods: dict[str, Any], key: str = "pt_bins", region: str | None = None,
-                     label_prefix: str = "") -> None:
-    for name, (color, marker, label) in STYLE.items():
-        if name not in methods:
-            continue
-        src = methods[name] if region is None else methods[name]["regions"][region]
-        bins = src[key]
-        x = _centres(bins)
-        ax.plot(x, 100 * _get(bins, "pt", "core_sigma"), marker=marker, color=color, ls="-",
-                label=f"{label_prefix}{label}: Gaussian core")
-        ax.plot(x, 100 * _get(bins, "pt", "sigma68"), marker=marker, color=color, ls="--", mfc="none",
-                label=f"{label_prefix}{label}: 68 % half-width")
-    ax.set_xscale("log")
-    ax.set_xlabel("true $p_T$ [GeV]")
-    ax.set_ylabel(r"$\sigma(p_T)/p_T$ [%]")
-    ax.grid(alpha=0.3, which="both")
+def _enough(bins: list[dict[str, Any]]) -> np.ndarray:
+    return _get(bins, "n") >= MIN_MUONS
+
+
+def _masked(values: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    return np.where(keep, values, np.nan)
+
+
+def subtitle(metrics: dict[str, Any]) -> str:
+    """``run inv · test split · 266 muons · dataset data`` (the run, the split, the sample)."""
+    data = Path(str(metrics.get("data", ""))).name
+    return (f"run {metrics.get('label', '?')} · {metrics.get('split', '?')} split · "
+            f"{metrics.get('n_muons', '?')} muons · dataset {data}")
+
+
+def _region_label(lo: float, hi: float) -> str:
+    return f"|η| ≥ {lo:g}" if not math.isfinite(hi) else (f"|η| < {hi:g}" if lo == 0 else f"{lo:g} ≤ |η| < {hi:g}")
+
+
+def _resolution_scale_counts(axes: Any, methods: dict[str, Any], region: str | None = None,
+                             series: list[tuple[str, str, str, dict[str, Any]]] | None = None) -> None:
+    """Three stacked panels sharing x: σ(pT)/pT (core and 68 %), pT scale, muons per bin."""
+    ax_res, ax_scale, ax_n = axes
+    if series is None:
+        series = []
+        for name, (color, marker, label) in STYLE.items():
+            if name in methods:
+                src = methods[name] if region is None else methods[name]["regions"][region]
+                series.append((label, color, marker, src))
+    width_offsets = np.linspace(-0.03, 0.03, max(len(series), 1))
+    shown_res: list[float] = []
+    shown_scale: list[float] = []
+    for (label, color, marker, src), off in zip(series, width_offsets, strict=True):
+        bins = src["pt_bins"]
+        keep = _enough(bins)
+        x = _centres(bins) * 10 ** off  # a small horizontal offset keeps error bars apart
+        core, core_err = 100 * _get(bins, "pt", "core_sigma"), 100 * _get(bins, "pt", "core_sigma_err")
+        s68, s68_err = 100 * _get(bins, "pt", "sigma68"), 100 * _get(bins, "pt", "sigma68_err")
+        ax_res.errorbar(x, _masked(core, keep), yerr=_masked(core_err, keep), marker=marker, color=color, ls="-",
+                        capsize=2, label=f"{label}: Gaussian core σ")
+        ax_res.errorbar(x, _masked(s68, keep), yerr=_masked(s68_err, keep), marker=marker, color=color, ls="--",
+                        mfc="none", capsize=2, label=f"{label}: 68 % half-width")
+        scale, scale_err = _get(bins, "pt_scale"), _get(bins, "pt_scale_err")
+        ax_scale.errorbar(x, _masked(scale, keep), yerr=_masked(scale_err, keep), marker=marker, color=color,
+                          ls="-", capsize=2, label=label)
+        n = _get(bins, "n")
+        edges = np.array([bins[0]["lo"], *[b["hi"] for b in bins]])
+        ax_n.stairs(n, edges, color=color, alpha=0.8)
+        shown_res += [v for v in np.concatenate([core[keep], s68[keep]]) if np.isfinite(v)]
+        shown_scale += [v for v in scale[keep] if np.isfinite(v)]
+    ax_res.set_ylabel(r"$\sigma(p_T)/p_T$ [%]")
+    # the axis follows the points, not an error bar of a few dozen muons that spans 100 x the value
+    ax_res.set_ylim(0, 1.3 * max(shown_res) if shown_res else 1.0)
+    ax_res.legend(fontsize=7, loc="upper left")
+    if not shown_res:
+        ax_res.text(0.5, 0.5, f"no bin with ≥ {MIN_MUONS} muons", transform=ax_res.transAxes, ha="center",
+                    va="center", color="0.4")
+    ax_scale.axhline(1.0, color="k", lw=0.8)
+    ax_scale.axhspan(0.98, 1.02, color="0.85", zorder=0)
+    if shown_scale:
+        lo, hi = min(min(shown_scale), 0.95), max(max(shown_scale), 1.05)
+        pad = 0.15 * (hi - lo)
+        ax_scale.set_ylim(max(lo - pad, 0.0), min(hi + pad, 3.0))
+    ax_scale.set_ylabel("median\n$p_T^{pred}/p_T^{true}$")
+    _count_axis(ax_n)
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.grid(alpha=0.3, which="both")
+    _xlim(ax_n, [src["pt_bins"] for _, _, _, src in series])
+
+
+def _xlim(ax: Any, bin_lists: list[list[dict[str, Any]]]) -> None:
+    """The x range of the bins that hold muons (not the whole 3 GeV – 3 TeV binning)."""
+    filled = [(b["lo"], b["hi"]) for bins in bin_lists for b in bins if (b.get("n") or 0) > 0]
+    if filled:
+        ax.set_xlim(min(lo for lo, _ in filled) / 1.1, max(hi for _, hi in filled) * 1.1)
+
+
+def _count_axis(ax_n: Any) -> None:
+    ax_n.set_ylabel("muons")
+    ax_n.set_yscale("log")
+    ax_n.set_ylim(bottom=0.8)
+    ax_n.axhline(MIN_MUONS, color="0.4", lw=0.8, ls=":", label=f"{MIN_MUONS}: fewer are not drawn")
+    ax_n.legend(fontsize=7, loc="lower center", frameon=False)
+    ax_n.set_xlabel(r"true $p_T$ [GeV]")
+
+
+def _three_panels(plt: Any, ncols: int = 1, width: float = 6.4) -> tuple[Any, np.ndarray]:
+    fig, axes = plt.subplots(3, ncols, figsize=(width * ncols, 7.2), sharex="col", squeeze=False,
+                             gridspec_kw={"height_ratios": [3, 2, 1.2], "hspace": 0.08, "wspace": 0.32})
+    return fig, axes
 
 
 def plot_all(columns: dict[str, np.ndarray], metrics: dict[str, Any], out_dir: Path) -> list[Path]:
+    """Write the evaluation's five PNGs into ``out_dir``; return their paths."""
     plt = _plt()
     methods = metrics["methods"]
     written = []
+    sub = subtitle(metrics)
 
-    def save(fig: Any, name: str) -> None:
-        fig.tight_layout()
+    def save(fig: Any, name: str, title: str, y: float = 1.0) -> None:
+        fig.suptitle(f"{title}\n{sub}", y=y)
         path = out_dir / name
-        fig.savefig(path, dpi=110)
+        fig.savefig(path, dpi=110, bbox_inches="tight")
         plt.close(fig)
         written.append(path)
 
-    fig, ax = plt.subplots(figsize=(6, 4.2))
-    _resolution_axes(ax, methods)
-    ax.set_title(f"relative $p_T$ resolution ({metrics['label']})")
-    ax.legend(fontsize=7)
-    save(fig, "pt_resolution_vs_pt.png")
+    fig, axes = _three_panels(plt)
+    _resolution_scale_counts(axes[:, 0], methods)
+    save(fig, "pt_resolution_vs_pt.png", r"relative $p_T$ resolution and scale")
 
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4), sharey=True)
-    for ax, (region, (lo, hi)) in zip(axes, metrics["regions"].items(), strict=True):
-        _resolution_axes(ax, methods, region=region)
-        ax.set_title(f"{region}: {lo} ≤ |η| < {hi}")
-    axes[0].legend(fontsize=7)
-    save(fig, "pt_resolution_by_region.png")
+    regions = metrics["regions"]
+    fig, axes = _three_panels(plt, ncols=len(regions), width=4.6)
+    for col, (region, (lo, hi)) in enumerate(regions.items()):
+        _resolution_scale_counts(axes[:, col], methods, region=region)
+        axes[0, col].set_title(f"{region}: {_region_label(lo, hi if hi is not None else math.inf)}")
+        if col:
+            for ax in axes[:, col]:
+                legend = ax.get_legend()
+                if legend is not None:
+                    legend.remove()
+    save(fig, "pt_resolution_by_region.png", r"$p_T$ resolution and scale by $|\eta|$ region", y=1.02)
 
-    fig, ax = plt.subplots(figsize=(6, 4.2))
+    fig, axes = plt.subplots(2, 1, figsize=(6.4, 5.6), sharex=True, gridspec_kw={"height_ratios": [3, 1.2],
+                                                                                   "hspace": 0.08})
+    _scale_with_counts(axes, methods)
+    save(fig, "pt_scale_vs_pt.png", r"$p_T$ scale")
+
+    fig, axes = plt.subplots(2, 1, figsize=(6.4, 5.6), sharex=True, gridspec_kw={"height_ratios": [3, 1.2],
+                                                                                   "hspace": 0.08})
+    _misid(axes, methods)
+    save(fig, "charge_misid_vs_pt.png", "charge mis-identification")
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
+    _residuals(axes, columns, methods)
+    save(fig, "eta_phi_residuals.png", r"$\eta$ and $\phi$ residuals", y=1.07)
+    return written
+
+
+def _scale_with_counts(axes: Any, methods: dict[str, Any]) -> None:
+    ax, ax_n = axes
     for name, (color, marker, label) in STYLE.items():
-        if name in methods:
-            bins = methods[name]["pt_bins"]
-            ax.plot(_centres(bins), _get(bins, "pt_scale"), marker=marker, color=color, label=label)
+        if name not in methods:
+            continue
+        bins = methods[name]["pt_bins"]
+        keep = _enough(bins)
+        ax.errorbar(_centres(bins) * SHIFT[name], _masked(_get(bins, "pt_scale"), keep), yerr=_masked(_get(bins, "pt_scale_err"), keep),
+                    marker=marker, color=color, capsize=2, label=label)
+        ax_n.stairs(_get(bins, "n"), np.array([bins[0]["lo"], *[b["hi"] for b in bins]]), color=color)
     ax.axhline(1.0, color="k", lw=0.8)
-    ax.set_xscale("log")
-    ax.set_xlabel("true $p_T$ [GeV]")
-    ax.set_ylabel(r"median $p_T^{pred}/p_T^{true}$")
-    ax.legend()
-    ax.grid(alpha=0.3, which="both")
-    save(fig, "pt_scale_vs_pt.png")
+    ax.axhspan(0.98, 1.02, color="0.85", zorder=0, label="±2 %")
+    ax.set_ylabel(r"median $p_T^{pred}/p_T^{true}$ (bootstrap errors)")
+    ax.legend(fontsize=8)
+    _count_axis(ax_n)
+    for a in axes:
+        a.set_xscale("log")
+        a.grid(alpha=0.3, which="both")
+    _xlim(ax_n, [m["pt_bins"] for m in methods.values()])
 
-    fig, ax = plt.subplots(figsize=(6, 4.2))
+
+def _misid(axes: Any, methods: dict[str, Any]) -> None:
+    ax, ax_n = axes
     for name, (color, marker, label) in STYLE.items():
-        if name in methods:
-            bins = methods[name]["pt_bins"]
-            rate = _get(bins, "charge_misid", "rate")
-            lo, hi = _get(bins, "charge_misid", "lo"), _get(bins, "charge_misid", "hi")
-            ax.errorbar(_centres(bins), 100 * rate, yerr=[100 * (rate - lo), 100 * (hi - rate)], marker=marker,
-                        color=color, ls="none", capsize=2, label=label)
-    ax.set_xscale("log")
-    ax.set_xlabel("true $p_T$ [GeV]")
-    ax.set_ylabel("charge mis-ID [%] (Clopper–Pearson 68 %)")
-    ax.legend()
-    ax.grid(alpha=0.3, which="both")
-    save(fig, "charge_misid_vs_pt.png")
+        if name not in methods:
+            continue
+        bins = methods[name]["pt_bins"]
+        keep = _get(bins, "charge_misid", "n") >= 1  # Clopper–Pearson is honest at any count
+        rate = _get(bins, "charge_misid", "rate")
+        lo, hi = _get(bins, "charge_misid", "lo"), _get(bins, "charge_misid", "hi")
+        ax.errorbar(_centres(bins) * SHIFT[name], _masked(100 * rate, keep),
+                    yerr=[_masked(100 * (rate - lo), keep), _masked(100 * (hi - rate), keep)],
+                    marker=marker, color=color, ls="none", capsize=2, label=label)
+        ax_n.stairs(_get(bins, "charge_misid", "n"), np.array([bins[0]["lo"], *[b["hi"] for b in bins]]), color=color)
+    ax.axhline(50.0, color="k", ls=":", lw=1.0, label="50 %: no charge information")
+    ax.set_yscale("symlog", linthresh=0.1)
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("charge mis-ID [%]\n(Clopper–Pearson 68 %)")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0.0, 0.9))
+    ax_n.set_ylabel("muons")
+    ax_n.set_yscale("log")
+    ax_n.set_ylim(bottom=0.8)
+    ax_n.set_xlabel(r"true $p_T$ [GeV]")
+    for a in axes:
+        a.set_xscale("log")
+        a.grid(alpha=0.3, which="both")
+    _xlim(ax_n, [m["pt_bins"] for m in methods.values()])
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+
+def _residuals(axes: Any, columns: dict[str, np.ndarray], methods: dict[str, Any]) -> None:
+    """Δη and Δφ with a log y axis, a range of ±6 × the widest σ68 and bins of a third of the narrowest,
+    so a narrow peak (the classical fit's) is resolved beside a wide one; under/overflow in the edge bins."""
     residuals = {"model": ("pred", "network"), "classical_fit": ("fit", "classical fit")}
-    for ax, (var, xlabel) in zip(axes, (("eta", r"$\Delta\eta$"), ("phi", r"$\Delta\phi$ [rad]")), strict=True):
+    for ax, (var, xlabel) in zip(axes, (("eta", r"$\Delta\eta$ = pred − true"),
+                                        ("phi", r"$\Delta\phi$ = pred − true [rad]")), strict=True):
+        data = {}
         for name, (prefix, label) in residuals.items():
             if f"{prefix}_{var}" not in columns:
                 continue
             d = columns[f"{prefix}_{var}"] - columns[f"true_{var}"]
             d = wrap_phi(d) if var == "phi" else d
             d = d[np.isfinite(d)]
-            if d.size == 0:
-                continue
-            s = methods[name]["overall"].get(var, {}).get("sigma68") or float(np.std(d)) or 1.0
-            ax.hist(d, bins=80, range=(-6 * s, 6 * s), histtype="step", color=STYLE[name][0],
-                    label=f"{label}: σ68 = {s:.3g}")
+            if d.size:
+                s = methods.get(name, {}).get("overall", {}).get(var, {}).get("sigma68") or float(np.std(d)) or 1.0
+                data[name] = (d, s, label)
+        if not data:
+            continue
+        widest = max(s for _, s, _ in data.values())
+        narrowest = min(s for _, s, _ in data.values())
+        half = 6 * widest
+        nbins = int(min(max(2 * half / (narrowest / 3), 40), 400))
+        edges = np.linspace(-half, half, nbins + 1)
+        for name, (d, s, label) in data.items():
+            ax.hist(np.clip(d, -half, half), bins=edges, histtype="step", color=STYLE[name][0], lw=1.2,
+                    label=f"{label}: σ68 = {s:.3g} ({d.size} muons)")
         ax.set_xlabel(xlabel)
+        ax.set_ylabel(f"muons / {edges[1] - edges[0]:.2g}")
+        ax.text(0.02, 0.97, "edge bins: overflow", transform=ax.transAxes, fontsize=7, color="0.4", va="top")
         ax.set_yscale("log")
-        ax.legend(fontsize=8)
-    save(fig, "eta_phi_residuals.png")
-    return written
+        ax.set_ylim(bottom=0.5)
+        ax.legend(fontsize=8, loc="upper right")
+        ax.grid(alpha=0.3)
 
 
 def plot_overlay(entries: list[tuple[str, dict[str, Any]]], path: Path) -> None:
-    """Resolution vs pT of several evaluations on one plot (``compare``)."""
+    """Resolution and scale vs pT of several evaluations of the same muons (``compare``), with errors."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4.6))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    baseline_drawn = False
-    for i, (label, metrics) in enumerate(entries):
-        bins = metrics["methods"]["model"]["pt_bins"]
-        c = colors[i % len(colors)]
-        ax.plot(_centres(bins), 100 * _get(bins, "pt", "core_sigma"), marker="o", color=c, label=f"{label}: core σ")
-        ax.plot(_centres(bins), 100 * _get(bins, "pt", "sigma68"), marker="o", mfc="none", ls="--", color=c,
-                label=f"{label}: σ68")
-        if not baseline_drawn and "classical_fit" in metrics["methods"]:
-            fb = metrics["methods"]["classical_fit"]["pt_bins"]
-            ax.plot(_centres(fb), 100 * _get(fb, "pt", "core_sigma"), marker="s", color="k", label="classical fit")
-            baseline_drawn = True
-    ax.set_xscale("log")
-    ax.set_xlabel("true $p_T$ [GeV]")
-    ax.set_ylabel(r"$\sigma(p_T)/p_T$ [%]")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig, axes = _three_panels(plt, width=7.0)
+    colors = ["tab:blue", "tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
+    markers = "o^vD<>pP"
+    series = [(label, colors[i % len(colors)], markers[i % len(markers)], m["methods"]["model"])
+              for i, (label, m) in enumerate(entries)]
+    for _, m in entries:
+        if "classical_fit" in m["methods"]:
+            series.append(("classical fit", "k", "s", m["methods"]["classical_fit"]))
+            break
+    _resolution_scale_counts(axes[:, 0], {}, series=series)
+    first = entries[0][1]
+    fig.suptitle(f"relative $p_T$ resolution and scale, {len(entries)} evaluations\n"
+                 f"{first.get('split', '?')} split · {first.get('n_muons', '?')} muons · dataset "
+                 f"{Path(str(first.get('data', ''))).name}")
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)

@@ -1,0 +1,155 @@
+"""Progress that moves: executors report work as units finish, not once at the end (issue 12)."""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+import time
+
+import pytest
+from rawdump import random_events, write_dump
+
+from pipeline.config import ConvertConfig
+from pipeline.convert import convert
+from pipeline.executors import run_processes, run_serial
+from pipeline.storage import OutputDir
+from pipeline.units import SHARDS, plan_units
+
+
+@pytest.fixture(scope="module")
+def four_unit_dump(tmp_path_factory):
+    path = tmp_path_factory.mktemp("progress") / "raw.root"
+    write_dump(path, random_events(800, seed=12))
+    return path
+
+
+def _plan(path, out):
+    cfg = ConvertConfig(schema_version=2, shard_events=200, row_group_size=50)
+    _, _, units = plan_units([str(path)], cfg, False)
+    OutputDir(str(out)).makedirs(SHARDS)
+    job = {"cfg": cfg.to_dict(), "out_url": str(out), "step_size": 50, "skip_bad": False}
+    return units, job
+
+
+@pytest.mark.parametrize("runner", ["processes", "serial"])
+def test_progress_arrives_before_the_last_unit_ends(tmp_path, four_unit_dump, runner):
+    """2 workers, 4 units: chunk progress and unit records reach the caller while units still run.
+
+    The reference for "the last unit ended" is the modification time of its record file, written by the
+    worker as the unit's very last act."""
+    units, job = _plan(four_unit_dump, tmp_path / "ds")
+    assert len(units) == 4
+    events: list[tuple[float, int]] = []
+    records: list[float] = []
+    lock = threading.Lock()
+
+    def progress(entries: int, hits: int) -> None:
+        with lock:
+            events.append((time.time(), entries))
+
+    def on_record(rec: dict) -> None:
+        records.append(time.time())
+
+    if runner == "processes":
+        run_processes(units, job, 2, on_record, progress=progress, poll=0.05)
+    else:
+        run_serial(units, job, on_record, progress=progress)
+    ends = sorted(os.stat(tmp_path / "ds" / u.record).st_mtime for u in units)
+    assert sum(e for _, e in events) == 800  # every entry once, no double count
+    assert len(records) == 4
+    early = [t for t, _ in events if t < ends[-1]]
+    assert len(early) >= 3, (events, ends)  # not one burst at the end
+    assert records[0] < ends[-1] and records[1] < ends[-1]  # records as each unit finishes
+    assert len(events) > 4  # chunk-level, not only per unit (4 chunks of 50 per unit)
+
+
+def test_convert_batch_log_moves_with_two_workers(tmp_path, four_unit_dump, monkeypatch):
+    """The plain lines of a batch log show partial counts and units during a 2-worker run."""
+    import pipeline.convert as conv
+    from pipeline.progress import Reporter
+
+    stream = io.StringIO()
+
+    class Logged(Reporter):
+        def __init__(self, total, quiet=False, **kw):
+            super().__init__(total, quiet=quiet, interval=0.0, stream=stream, **kw)
+
+    monkeypatch.setattr(conv, "Reporter", Logged)
+    convert([str(four_unit_dump)], str(tmp_path / "ds"), ConvertConfig(schema_version=2, shard_events=200,
+            row_group_size=50), workers=2, step_size=50)
+    lines = [ln for ln in stream.getvalue().splitlines() if ln.startswith("converted ")]
+    assert lines[-1].startswith("converted 800/800 entries (100.0 %), units ")
+    partial = [ln for ln in lines if not ln.startswith("converted 800/")]
+    assert len(partial) >= 3, lines
+    assert any("units 0/4" in ln for ln in partial) and any("units 2/4" in ln or "units 3/4" in ln for ln in lines)
+
+
+def test_simulate_reports_progress_per_batch(tmp_path, monkeypatch):
+    """simulate used to be silent for a minute; now a batch log gets lines as batches are written."""
+    import pipeline.simulate.generate as gen
+    from pipeline.progress import Reporter
+    from pipeline.simulate.writer import write_dump
+
+    monkeypatch.setattr(gen, "BATCH_HITS", 6000)  # 100 events per batch (no background): 3 batches
+    stream = io.StringIO()
+    seen: list[int] = []
+    with Reporter(300, interval=0.0, stream=stream, label="simulate", noun="events") as rep:
+        def progress(events: int, hits: int) -> None:
+            seen.append(events)
+            rep.advance(events, hits)
+
+        write_dump(tmp_path / "s.root", 300, seed=1, config=gen.SimConfig(background_per_event=0), progress=progress)
+    assert seen == [100, 100, 100]
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("simulated 100/300 events (33.3 %)") and "events/s" in lines[0]
+    assert lines[-1].startswith("simulated 300/300 events (100.0 %)")
+
+
+class _Trainer:
+    def __init__(self) -> None:
+        self.global_step, self.current_epoch, self.is_global_zero, self.sanity_checking = 0, 0, True, False
+        self.callback_metrics: dict = {}
+
+
+def test_train_step_lines_and_live_bar():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("lightning")
+    from pipeline.train.progress_log import LiveBar, StepLog
+
+    out = io.StringIO()
+    log, bar_stream = StepLog(every=2, total_steps=4, stream=out), io.StringIO()
+    bar = LiveBar(total_steps=4, stream=bar_stream)
+    trainer = _Trainer()
+    for cb in (log, bar):
+        cb.on_train_start(trainer, None)
+    for step in range(1, 5):
+        trainer.global_step = step
+        for cb in (log, bar):
+            cb.on_train_batch_end(trainer, None, {"loss": torch.tensor(0.5 / step)}, {"event": torch.zeros(8)}, step)
+    trainer.callback_metrics["val/loss"] = torch.tensor(0.25)
+    for cb in (log, bar):
+        cb.on_validation_end(trainer, None)
+    bar.on_train_end(trainer, None)
+    lines = out.getvalue().splitlines()
+    assert [" ".join(ln.split()[:3]) for ln in lines] == ["train step 2/4", "train step 4/4", "val step 4/4"]
+    assert "loss 0.3750" in lines[0] and "events/s" in lines[0] and "ETA" in lines[0]  # mean of 0.5 and 0.25
+    assert "val/loss 0.2500" in lines[2]
+    drawn = bar_stream.getvalue()
+    assert "4/4" in drawn and "steps" in drawn and "v_num" not in drawn
+
+
+def test_step_log_speaks_at_least_every_max_silence():
+    """Slow steps (a loaded CPU): a line after max_silence seconds even before `every` steps."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("lightning")
+    from pipeline.train.progress_log import StepLog
+
+    out = io.StringIO()
+    log = StepLog(every=1000, total_steps=5000, stream=out, max_silence=0.05)
+    trainer = _Trainer()
+    log.on_train_start(trainer, None)
+    time.sleep(0.06)
+    trainer.global_step = 3
+    log.on_train_batch_end(trainer, None, {"loss": torch.tensor(1.0)}, {"event": torch.zeros(4)}, 3)
+    assert out.getvalue().startswith("train step 3/5000")
