@@ -21,7 +21,7 @@ from .executors import run_dask, run_processes, run_serial
 from .manifest import MANIFEST, finalize, load_records
 from .progress import Reporter
 from .schema import load_schema
-from .storage import OutputDir
+from .storage import TMP_MARK, OutputDir
 from .units import PLAN, SHARDS, Unit, plan_units
 
 
@@ -77,6 +77,15 @@ def expand_inputs(specs: list[str]) -> list[str]:
     dupes = sorted({p for p in out if out.count(p) > 1})
     if dupes:
         raise ConfigError(f"input(s) given more than once: {dupes}")
+    # the same local file under two spellings (./a.root and a.root, a link to it) would be converted twice
+    real: dict[str, str] = {}
+    for p in out:
+        if "://" in p and not p.startswith("file://"):
+            continue
+        key = os.path.realpath(p.removeprefix("file://"))
+        if key in real:
+            raise ConfigError(f"inputs {real[key]!r} and {p!r} are the same file ({key}); give it once")
+        real[key] = p
     return out
 
 
@@ -98,6 +107,13 @@ def _write_plan(out: OutputDir, cfg: ConvertConfig, inputs, skipped, units: list
         # (a late file, an incomplete listing in one job-array task, a second `convert b.root -o DS`)
         # would make finalize delete finished shards of the inputs not listed now.
         was, now = _input_paths(old), _input_paths(plan)
+        changed = [(i["path"], o.get("uuid"), i["uuid"]) for i in plan["inputs"] for o in old.get("inputs", [])
+                   if o["path"] == i["path"] and (o.get("uuid"), o.get("size")) != (i["uuid"], i["size"])]
+        if changed and not reconfigure:
+            lines = [f"{p}: ROOT UUID {a} -> {b}" for p, a, b in changed]
+            raise ConfigError(f"{out.url}: input file(s) replaced since the dataset was planned:\n  " + "\n  ".join(lines)
+                              + "\nRestore them, use a new --output directory, or --reconfigure to redo their units "
+                              "(their old shards are deleted).")
         if was != now and not reconfigure:
             lines = [f"+ {p}" for p in sorted(now - was)] + [f"- {p}" for p in sorted(was - now)]
             raise ConfigError(f"{out.url} was planned for other inputs (+ added, - removed):\n  " + "\n  ".join(lines)
@@ -136,7 +152,10 @@ def convert(inputs: list[str], output: str, cfg: ConvertConfig, *, workers: int 
     if task is not None and not (0 <= task[0] < task[1]):
         raise ConfigError(f"--task-index must be in [0, --task-count), got {task[0]} of {task[1]}")
     paths = expand_inputs(inputs)
+    if not output.strip():
+        raise ConfigError("--output must name a folder")
     out = OutputDir(output)
+    _check_output(out, output)
     created = not out.fs.exists(out.root)
     out.makedirs(SHARDS)
     try:
@@ -164,6 +183,56 @@ def _remove_empty_dirs(out: OutputDir) -> None:
             os.rmdir(dirpath)
 
 
+def _keep_finished_inputs(out: OutputDir, cfg: ConvertConfig, paths: list[str], good, skipped, units):
+    """With --skip-bad-files, an input that cannot be read now (a server down, a disk unmounted) but was
+    planned before with the same configuration keeps its old units: the finished ones are reused, so
+    their shards are never deleted because a file was briefly unreachable. Returns (good, skipped, units)."""
+    from .source import InputInfo
+
+    if not out.exists(PLAN):
+        return good, skipped, units
+    old = out.read_json(PLAN)
+    if old.get("config_hash") != cfg.hash() or old.get("tool_version") != __version__:
+        return good, skipped, units
+    old_inputs = {i["path"]: i for i in old.get("inputs", [])}
+    back = {s["path"] for s in skipped if s["path"] in old_inputs}
+    if not back:
+        return good, skipped, units
+    by_path = {i.path: i for i in good}
+    old_units = [Unit(**u) for u in old["units"]]
+    new_units = {p: [u for u in units if u.input == p] for p in by_path}
+    kept_good, kept_units = [], []
+    for p in paths:
+        if p in by_path:
+            kept_good.append(by_path[p])
+            kept_units += new_units[p]
+        elif p in back:
+            kept_good.append(InputInfo(**old_inputs[p]))
+            kept_units += [u for u in old_units if u.input == p]
+    kept_units = [Unit(k, u.input, u.entry_start, u.entry_stop, u.key, u.uuid) for k, u in enumerate(kept_units)]
+    return kept_good, [s for s in skipped if s["path"] not in back], kept_units
+
+
+def _check_output(out: OutputDir, output: str) -> None:
+    """Before any work: the output is new, empty, or a convert output (it has a plan); never a file, a
+    migrate output or someone else's folder (finalize would delete part-* files there); and no folder
+    below it is a symbolic link (nothing may be deleted through one, so refuse now, not after the work)."""
+    if not output.strip():
+        raise ConfigError("--output must name a folder")
+    if out.local and os.path.isfile(out.root):
+        raise ConfigError(f"--output {output} is a file, not a folder")
+    for rel in (SHARDS, "_work", "_work/units"):
+        out.check_no_links(rel)
+    if out.exists(PLAN) or not out.fs.exists(out.root):
+        return
+    files = list(out.fs.find(out.root)) if out.local else out.listdir(".")
+    files = [f for f in files if not os.path.basename(f).startswith(TMP_MARK)]  # a killed run's own leftovers
+    if files:
+        shown = ", ".join(sorted(os.path.relpath(f, out.root) if out.local else f for f in files)[:5])
+        raise ConfigError(f"output {output} exists and holds files but no convert plan ({shown}): it is not a "
+                          "convert output (a migrate output, or another folder); choose a new --output directory")
+
+
 def _run(out: OutputDir, output: str, paths: list[str], cfg: ConvertConfig, workers: int, scheduler: str | None,
          step_size: int | str, skip_bad: bool, task: tuple[int, int] | None, reconfigure: bool, quiet: bool,
          dashboard: str | None = None):
@@ -173,6 +242,8 @@ def _run(out: OutputDir, output: str, paths: list[str], cfg: ConvertConfig, work
         skipped = out.read_json(PLAN)["skipped_inputs"]
     else:
         good, skipped, units = plan_units(paths, cfg, skip_bad)
+        if skipped and not reconfigure:
+            good, skipped, units = _keep_finished_inputs(out, cfg, paths, good, skipped, units)
         _write_plan(out, cfg, good, skipped, units, reconfigure)
 
     records = load_records(out, units)

@@ -85,6 +85,15 @@ def _run_unit_in_pool(unit: Unit, **job) -> dict:
     return run_unit(unit, progress=partial(_put_progress, unit.key), **job)
 
 
+def _start_method() -> str:
+    """``fork`` (workers inherit the imported modules: no re-import per worker), except once the XRootD
+    client is loaded in this process: its fork handlers wait on its own threads, and ``os.fork()`` hung
+    for good (seen with a ``root://`` output). Then a fork server (a fresh interpreter) starts them."""
+    import sys
+
+    return "forkserver" if any(m == "XRootD" or m.startswith("XRootD.") for m in sys.modules) else "fork"
+
+
 def run_processes(units: list[Unit], job: dict, workers: int, on_record: OnRecord,
                   progress: OnProgress | None = None, poll: float = 0.2) -> None:
     """Run units in a local process pool; records and chunk progress arrive as they happen.
@@ -92,8 +101,7 @@ def run_processes(units: list[Unit], job: dict, workers: int, on_record: OnRecor
     Each finished unit is handed to ``on_record`` at once (``FIRST_COMPLETED``); chunk progress
     travels from the workers through a queue that this process drains every ``poll`` seconds.
     """
-    # fork: workers inherit the imported modules (no re-import cost per worker).
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context(_start_method())
     track = UnitProgress(units, progress)
     chunks = ctx.SimpleQueue() if progress is not None else None
 
@@ -198,8 +206,21 @@ def exit_with_parent(parent: int, interval: float = 0.5) -> None:
     import threading
     import time
 
+    if os.getppid() == parent:  # a forked worker: its parent is the one to outlive
+        def alive() -> bool:
+            return os.getppid() == parent
+    else:  # started by a fork server: watch the process that asked for the pool
+        def alive() -> bool:
+            try:
+                os.kill(parent, 0)
+            except ProcessLookupError:
+                return False
+            except PermissionError:  # pragma: no cover - exists, another user's (pid reused)
+                return True
+            return True
+
     def watch() -> None:
-        while os.getppid() == parent:
+        while alive():
             time.sleep(interval)
         os._exit(1)
 

@@ -1,0 +1,121 @@
+"""Issue 9 follow-ups found by a break-it review: ways `convert` could still delete or corrupt finished
+data. Each test makes its own inputs and asserts the safe outcome: a refusal that names the problem
+before any work, and nothing deleted."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+from click.testing import CliRunner
+from rawdump import random_events, write_dump
+
+from pipeline.cli import main
+
+ARGS = ["--shard-events", "60", "-q", "-j", "1"]
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture
+def two(tmp_path):
+    paths = []
+    for i in range(2):
+        p = tmp_path / "in" / f"in{i}.root"
+        p.parent.mkdir(exist_ok=True)
+        write_dump(p, random_events(120, seed=40 + i))
+        paths.append(p)
+    return paths
+
+
+def _files(d):
+    return sorted(p.relative_to(d).as_posix() for p in d.rglob("*") if p.is_file())
+
+
+def test_convert_refuses_a_folder_that_is_not_a_convert_output(tmp_path, two):
+    """`convert b -o M` where M is a migrate output (no _work/) deleted M's shards and replaced its manifest."""
+    v1, m = tmp_path / "v1", tmp_path / "m"
+    assert run("convert", two[0], "-o", v1, "--schema-version", "1", *ARGS).exit_code == 0
+    assert run("migrate", v1, "--to-version", "2", "-o", m).exit_code == 0
+    before = {f: (m / f).read_bytes() for f in _files(m)}
+    r = run("convert", two[1], "-o", m, *ARGS)
+    assert r.exit_code == 2 and "no convert plan" in r.output and "manifest.json" in r.output
+    assert {f: (m / f).read_bytes() for f in _files(m)} == before
+    mine = tmp_path / "mine"
+    (mine / "shards").mkdir(parents=True)
+    (mine / "shards" / "part-mine.parquet").write_bytes(b"my own work")
+    r = run("convert", two[1], "-o", mine, *ARGS)
+    assert r.exit_code == 2 and "part-mine.parquet" in r.output
+    assert (mine / "shards" / "part-mine.parquet").read_bytes() == b"my own work"
+    (tmp_path / "afile").write_text("x")
+    r = run("convert", two[1], "-o", tmp_path / "afile", *ARGS)
+    assert r.exit_code == 2 and "is a file" in r.output
+    r = run("convert", two[1], "-o", "", *ARGS)
+    assert r.exit_code == 2 and "--output must name a folder" in r.output
+
+
+def test_the_same_file_under_two_spellings_is_refused(tmp_path, two, monkeypatch):
+    monkeypatch.chdir(two[0].parent)
+    os.symlink(two[0], tmp_path / "link.root")
+    for spellings in (["in0.root", "./in0.root"], ["in0.root", str(tmp_path / "link.root")]):
+        r = run("convert", *spellings, "-o", tmp_path / "d", *ARGS)
+        assert r.exit_code == 2 and "are the same file" in r.output, r.output
+        assert not (tmp_path / "d").exists()
+
+
+def test_a_replaced_input_is_refused_unless_reconfigure(tmp_path, two):
+    """A plain run re-converted a file replaced under the same path and deleted its old shards."""
+    ds = tmp_path / "ds"
+    assert run("convert", *two, "-o", ds, *ARGS).exit_code == 0
+    before = _files(ds / "shards")
+    write_dump(two[1], random_events(120, seed=99))  # same path, new file (new ROOT UUID)
+    r = run("convert", *two, "-o", ds, *ARGS)
+    assert r.exit_code == 2 and "replaced since the dataset was planned" in r.output and str(two[1]) in r.output
+    assert _files(ds / "shards") == before
+    r = run("convert", *two, "-o", ds, "--reconfigure", *ARGS)
+    assert r.exit_code == 0, r.output
+    assert run("validate", ds).exit_code == 0
+
+
+def test_an_input_skipped_now_keeps_its_finished_shards(tmp_path, two):
+    """With --skip-bad-files, a briefly unreachable input lost its finished shards."""
+    ds = tmp_path / "ds"
+    assert run("convert", *two, "-o", ds, "--skip-bad-files", *ARGS).exit_code == 0
+    m0 = json.loads((ds / "manifest.json").read_text())
+    shards = {s["path"]: (ds / s["path"]).read_bytes() for s in m0["shards"]}
+    away = tmp_path / "away.root"
+    shutil.move(two[1], away)
+    r = run("convert", *two, "-o", ds, "--skip-bad-files", *ARGS)
+    assert r.exit_code == 0, r.output  # nothing is skipped: its finished units are reused
+    m1 = json.loads((ds / "manifest.json").read_text())
+    assert {s["path"]: (ds / s["path"]).read_bytes() for s in m1["shards"]} == shards
+    assert m1["cutflow"] == m0["cutflow"]
+    shutil.move(away, two[1])
+    r = run("convert", *two, "-o", ds, "--skip-bad-files", *ARGS)
+    assert r.exit_code == 0 and json.loads((ds / "manifest.json").read_text())["shards"] == m0["shards"]
+
+
+def test_a_linked_shards_folder_is_refused_before_any_work(tmp_path, two):
+    """With a symlinked shards/, all the work was done into the link's target, then refused at the end;
+    a refused --reconfigure had already rewritten the plan and removed the manifest."""
+    target = tmp_path / "target"
+    target.mkdir()
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    (ds / "shards").symlink_to(target, target_is_directory=True)
+    r = run("convert", two[0], "-o", ds, *ARGS)
+    assert r.exit_code == 2 and "symbolic link" in r.output
+    assert list(target.iterdir()) == [] and not (ds / "_work").exists()
+    real = tmp_path / "real"
+    assert run("convert", *two, "-o", real, *ARGS).exit_code == 0
+    plan = (real / "_work" / "plan.json").read_bytes()
+    manifest = (real / "manifest.json").read_bytes()
+    shutil.move(real / "shards", tmp_path / "moved")
+    (real / "shards").symlink_to(tmp_path / "moved", target_is_directory=True)
+    r = run("convert", two[0], "-o", real, "--reconfigure", *ARGS)
+    assert r.exit_code == 2 and "symbolic link" in r.output
+    assert (real / "_work" / "plan.json").read_bytes() == plan and (real / "manifest.json").read_bytes() == manifest
