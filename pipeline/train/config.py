@@ -44,6 +44,11 @@ class DataConfig:
     split_seed: int = 0
     #: Length bucketing within random groups of this many batches (0 = sort the whole buffer).
     bucket_width: int = 4
+    #: Device-resident split (``pipeline/train/resident.py``): ``auto`` = load the split once onto the
+    #: training device and cut batches there when it fits in ``resident_fraction`` of the device's free
+    #: memory, else stream; ``on`` = always (error if it does not fit); ``off`` = always stream.
+    resident: str = "auto"
+    resident_fraction: float = 0.5
 
 
 @dataclass
@@ -73,6 +78,9 @@ class TrainerConfig:
     threads: int = 0
     #: A progress line (step, loss, events/s, ETA) every this many steps when stderr is not a terminal.
     progress_every: int = 200
+    #: Run the model under ``torch.compile`` (dynamic shapes); falls back to eager with a warning where
+    #: compilation is unavailable. Checkpoints are the same either way.
+    compile: bool = False
 
 
 @dataclass
@@ -238,6 +246,10 @@ def _check_values(cfg: TrainConfig) -> None:
             raise ConfigError(f"frame_fields: {name!r} is not a muon-frame input; known: {', '.join(known_frame)}")
     if len(set(cfg.frame_fields)) != len(cfg.frame_fields):
         raise ConfigError(f"frame_fields: duplicate entries in {cfg.frame_fields}")
+    if d.resident not in ("auto", "on", "off"):
+        raise ConfigError(f"data.resident: expected auto, on or off, got {d.resident!r}")
+    if not 0 < d.resident_fraction <= 1:
+        raise ConfigError(f"data.resident_fraction: must be in (0, 1], got {d.resident_fraction}")
     if t.max_steps < 0 or t.threads < 0 or t.progress_every < 0 or d.bucket_width < 0:
         raise ConfigError("trainer.max_steps, trainer.threads, trainer.progress_every, data.bucket_width must be >= 0")
     if cfg.hit_fields is not None:

@@ -339,6 +339,24 @@ def bucket_batches(n_hits: np.ndarray, batch_size: int, rng: np.random.Generator
     return batches
 
 
+def cut_buffer(n_hits: np.ndarray, last: bool, batch_size: int, rng: np.random.Generator | None,
+               width: int = 0) -> tuple[list[np.ndarray], np.ndarray]:
+    """One shuffle buffer of events (hit counts ``n_hits`` [E]) → (batches, carry-over).
+
+    Batches are arrays of positions in the buffer; the carry-over positions (events that do not fill a
+    whole batch, unless ``last``) go into the next buffer. Shared by the streaming loader and the
+    device-resident path (:mod:`pipeline.train.resident`), so both cut the same batches.
+    """
+    n = len(n_hits)
+    n_full = n if last else (n // batch_size) * batch_size
+    if rng is not None and n_full < n:
+        perm = rng.permutation(n)
+        use, carry = perm[:n_full], perm[n_full:]
+    else:
+        use, carry = np.arange(n_full), np.arange(n_full, n)
+    return [use[b] for b in bucket_batches(n_hits[use], batch_size, rng, width)], carry
+
+
 # --------------------------------------------------------------------------------------------------
 # the iterable dataset
 
@@ -463,16 +481,11 @@ class ShardStream(torch.utils.data.IterableDataset):
             if held < self.shuffle_buffer and not last:
                 continue
             buf = concat_chunks(pending)
-            n_full = len(buf) if last else (len(buf) // self.batch_size) * self.batch_size
-            if rng is not None and n_full < len(buf):
-                perm = rng.permutation(len(buf))
-                use, carry = perm[:n_full], perm[n_full:]
-            else:
-                use, carry = np.arange(n_full), np.arange(n_full, len(buf))
-            for b in bucket_batches(buf.n_hits[use], self.batch_size, rng, self.bucket_width):
+            batches, carry = cut_buffer(buf.n_hits, last, self.batch_size, rng, self.bucket_width)
+            for idx in batches:
                 if yielded >= quota:
                     return
-                yield collate(buf, use[b], self.max_muons)
+                yield collate(buf, idx, self.max_muons)
                 yielded += 1
             pending = [take_events(buf, carry)] if len(carry) else []
             held = len(carry)

@@ -69,7 +69,7 @@ def train(cfg: TrainConfig | None, data_dir: str | Path, run_dir: str | Path, *,
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
-    from .data import make_loader, make_stream, muon_values, normalisation_for, open_dataset
+    from .data import make_stream, muon_values, normalisation_for, open_dataset
     from .module import RegressionModule
     from .task import fit_target_scaling
 
@@ -113,6 +113,8 @@ def train(cfg: TrainConfig | None, data_dir: str | Path, run_dir: str | Path, *,
         total = sum(int(s.get("rows", 0)) for s in info.manifest["shards"])
         raise DatasetError(f"{data_dir}: the val split is empty ({total} events, "
                            f"val_fraction={cfg.data.val_fraction}); use more events or a larger data.val_fraction")
+    train_loader, data_path = _loader(train_stream, cfg)
+    val_loader, _ = _loader(val_stream, cfg)
     steps_per_epoch = len(train_stream)
     if cfg.trainer.limit_train_batches:
         steps_per_epoch = min(steps_per_epoch, cfg.trainer.limit_train_batches)
@@ -172,22 +174,40 @@ def train(cfg: TrainConfig | None, data_dir: str | Path, run_dir: str | Path, *,
         warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
         if resume:  # resuming writes into the run's own checkpoint directory, on purpose
             warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
-        trainer.fit(module, train_dataloaders=make_loader(train_stream), val_dataloaders=make_loader(val_stream),
+        trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader,
                     ckpt_path=str(last) if resume else None)
     seconds = time.perf_counter() - start
     best = checkpoint.best_model_score
     summary = {"run_dir": str(run_dir), "best_checkpoint": checkpoint.best_model_path,
                "best_val_loss": float(best) if best is not None else None, "epochs": trainer.current_epoch,
                "steps": trainer.global_step, "seconds": seconds, "precision": precision, "threads": threads,
-               "train_events": train_stream.events, "events_seen": trainer.global_step * cfg.data.batch_size}
+               "train_events": train_stream.events, "events_seen": trainer.global_step * cfg.data.batch_size,
+               "data_path": data_path}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _loader(stream: Any, cfg: TrainConfig) -> tuple[Any, str]:
+    """The split's DataLoader and its kind: ``resident`` (on the training device, see
+    :mod:`pipeline.train.resident`) where ``data.resident`` allows it and the split fits, else ``streaming``."""
+    import torch
+
+    from .data import make_loader
+    from .resident import ResidentStream, make_resident_loader, use_resident
+
+    on_cuda = _on_cuda(cfg.trainer.accelerator)
+    device = torch.device("cuda", torch.cuda.current_device()) if on_cuda else torch.device("cpu")
+    if use_resident(cfg.data.resident, stream, device, cfg.data.resident_fraction):
+        # on CUDA the device is resolved at the first epoch (each DDP rank has its own)
+        return make_resident_loader(ResidentStream(stream, None if on_cuda else device)), "resident"
+    return make_loader(stream), "streaming"
 
 
 def _without_trainer(cfg: TrainConfig) -> dict[str, Any]:
     d = cfg.to_dict()
     d.pop("trainer")
-    d["data"] = {k: v for k, v in d["data"].items() if k not in ("num_workers", "batch_size")}
+    d["data"] = {k: v for k, v in d["data"].items() if k not in ("num_workers", "batch_size", "resident",
+                                                                "resident_fraction")}
     return d
 
 

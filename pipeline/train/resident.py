@@ -1,0 +1,289 @@
+"""A device-resident split: load once as flat tensors + offsets, cut and pad batches on the device.
+
+When the selected columns of a split fit in device memory (:func:`fits`), every row group of the split
+is read once, through the streaming loader's own reader (:meth:`ShardStream._read`: normalisation,
+muon-frame inputs, split filter), into one :class:`~pipeline.train.data.Chunk`, and its arrays are
+copied to the device (pinned host memory → device on CUDA)::
+
+    hits        [N_hits, F]   float32   normalised inputs + muon-frame inputs (computed once, at load)
+    link        [N_hits]      int32
+    hit_offsets [E + 1]       int64     (and muon_offsets [E + 1], muons [N_muons, K], event, row [E])
+
+An epoch's *plan* (which events go into which batch) is the streaming loader's, computed by the same
+code (:func:`~pipeline.train.data.cut_buffer`) on the per-event hit counts only: row-group order,
+shuffle buffer, carry-over, length bucketing, batch order. It costs a few numpy operations on ``E``
+integers per epoch and is uploaded in one copy. A step then gathers and pads its batch with a handful
+of device kernels (:func:`collate_tensors`), with no worker process and no host copy. For the same
+seed the batches equal those of the streaming loader read in one process (``num_workers`` 0 or 1):
+``tests/test_train_resident.py`` checks that on CPU.
+
+Memory rule (:func:`fits`): the split's flat tensors may take at most ``data.resident_fraction``
+(default 0.5) of the device's free memory, the rest is left to the model, the optimiser, the
+activations and the padded batches. Where a split does not fit, the streaming loader is used.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import ConfigError
+from .data import Chunk, ShardStream, _rank_world, concat_chunks, cut_buffer
+
+MODES = ("auto", "on", "off")
+
+
+# --------------------------------------------------------------------------------------------------
+# memory rule
+
+
+def split_bytes(stream: ShardStream) -> int:
+    """Bytes the split of ``stream`` takes as flat tensors, estimated from the manifest before loading.
+
+    Hits and muons are scaled from the dataset totals by the split's share of events (the split is a
+    hash of ``eventNumber``, so the share of hits is the share of events up to sampling noise).
+    """
+    shards = stream.info.manifest.get("shards", [])
+    total_events = sum(int(s.get("rows", 0)) for s in shards) or 1
+    share = stream.events / total_events
+    hits = sum(int(s.get("hits", 0)) for s in shards) * share
+    muons = sum(int(s.get("muons", 0)) for s in shards) * share
+    features = len(stream.hit_fields) + len(stream.frame_fields)
+    per_hit = 4 * features + 4  # float32 features + int32 link
+    per_muon = 4 * len(stream.info.muon_fields)
+    per_event = 8 * 4  # two offsets, eventNumber, row id
+    return int(math.ceil(hits * per_hit + muons * per_muon + stream.events * per_event))
+
+
+def free_bytes(device: torch.device) -> int:
+    """Free memory of ``device``: ``cudaMemGetInfo`` on CUDA, ``MemAvailable`` of the host otherwise."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def fits(stream: ShardStream, device: torch.device, fraction: float = 0.5) -> tuple[bool, int, int]:
+    """(fits, bytes needed, bytes allowed): the split fits if it needs at most ``fraction`` of free memory."""
+    need, allowed = split_bytes(stream), int(free_bytes(device) * fraction)
+    return need <= allowed, need, allowed
+
+
+def use_resident(mode: str, stream: ShardStream, device: torch.device, fraction: float = 0.5) -> bool:
+    """``data.resident``: ``on`` (always; raises if the split does not fit), ``off``, ``auto`` (if it fits)."""
+    if mode not in MODES:
+        raise ConfigError(f"data.resident: expected one of {', '.join(MODES)}, got {mode!r}")
+    if mode == "off":
+        return False
+    ok, need, allowed = fits(stream, device, fraction)
+    if mode == "on" and not ok:
+        raise ConfigError(f"data.resident: on, but the {stream.split} split needs {need / 2**30:.2f} GiB and "
+                          f"{fraction:.0%} of the free memory of {device} is {allowed / 2**30:.2f} GiB; "
+                          "use data.resident: auto (streams what does not fit) or off")
+    return ok
+
+
+# --------------------------------------------------------------------------------------------------
+# the resident store and batches
+
+
+@dataclass
+class Resident:
+    """A split as flat tensors on one device (see the module docstring for shapes)."""
+
+    hit_offsets: Tensor
+    hits: Tensor
+    link: Tensor
+    muon_offsets: Tensor
+    muons: Tensor
+    event: Tensor
+    row: Tensor
+    n_hits: np.ndarray  # [E] host copy: the plan and the padded lengths need no device sync
+    n_muons: np.ndarray  # [E] host copy
+
+    @classmethod
+    def from_chunk(cls, chunk: Chunk, device: torch.device) -> Resident:
+        pin = device.type == "cuda"
+
+        def up(a: np.ndarray) -> Tensor:
+            t = torch.from_numpy(np.ascontiguousarray(a))
+            return (t.pin_memory() if pin else t).to(device, non_blocking=pin)
+
+        return cls(up(chunk.hit_offsets), up(chunk.hits), up(chunk.link), up(chunk.muon_offsets), up(chunk.muons),
+                   up(chunk.event), up(chunk.row), np.diff(chunk.hit_offsets), np.diff(chunk.muon_offsets))
+
+    def __len__(self) -> int:
+        return len(self.n_hits)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.hit_offsets, self.hits, self.link, self.muon_offsets,
+                                                         self.muons, self.event, self.row))
+
+
+def collate_tensors(store: Resident, idx: Tensor, L: int, M: int, max_muons: int) -> dict[str, Tensor]:
+    """Events ``idx`` [B] (device int64) of ``store`` padded to ``L`` hits and ``M`` muons, on the device.
+
+    The same dict as :func:`pipeline.train.data.collate` (``hits`` [B, L, F] float32, ``hit_mask``
+    [B, L] bool, ``link`` [B, L] int64, ``muons`` [B, M, K], ``muon_mask`` [B, M], ``event``, ``row``
+    [B] int64); ``L``/``M`` come from the host copies of the counts, so no device sync is needed.
+    """
+    dev = store.hits.device
+    starts = store.hit_offsets[idx]
+    lens = store.hit_offsets[idx + 1] - starts  # [B]
+    ar = torch.arange(L, device=dev)
+    hit_mask = ar[None, :] < lens[:, None]  # [B, L]
+    B = idx.shape[0]
+    if store.hits.shape[0]:
+        pos = torch.where(hit_mask, starts[:, None] + ar[None, :], 0)
+        hits = torch.where(hit_mask[..., None], store.hits[pos], 0.0)  # [B, L, F]
+        link = torch.where(hit_mask, store.link[pos].long(), -1)
+    else:
+        hits = torch.zeros((B, L, store.hits.shape[1]), dtype=store.hits.dtype, device=dev)
+        link = torch.full((B, L), -1, dtype=torch.int64, device=dev)
+    mstarts = store.muon_offsets[idx]
+    mlens = torch.clamp(store.muon_offsets[idx + 1] - mstarts, max=max_muons)
+    mar = torch.arange(M, device=dev)
+    muon_mask = mar[None, :] < mlens[:, None]  # [B, M]
+    if store.muons.shape[0]:
+        mpos = torch.where(muon_mask, mstarts[:, None] + mar[None, :], 0)
+        muons = torch.where(muon_mask[..., None], store.muons[mpos], 0.0)
+    else:
+        muons = torch.zeros((B, M, store.muons.shape[1]), dtype=store.muons.dtype, device=dev)
+    link = torch.where(link >= M, -1, link)
+    return {"hits": hits, "hit_mask": hit_mask, "link": link, "muons": muons, "muon_mask": muon_mask,
+            "event": store.event[idx], "row": store.row[idx]}
+
+
+class ResidentStream(torch.utils.data.IterableDataset):
+    """The batches of a :class:`ShardStream`, cut from a device-resident copy of its split.
+
+    Loading happens at the first iteration (then DDP's rank is known; each rank loads only its own
+    row groups). Use with ``DataLoader(..., batch_size=None, num_workers=0)`` (:func:`make_resident_loader`).
+    """
+
+    def __init__(self, stream: ShardStream, device: torch.device | str | None = None) -> None:
+        self.stream = stream
+        self.device = torch.device(device) if device is not None else None
+        self._store: Resident | None = None
+        self._unit_events: list[np.ndarray] = []
+        self._key: tuple[int, int, str] | None = None
+        self.epoch_seed: int | None = None
+        self.load_seconds = 0.0
+
+    # the streaming loader's bookkeeping, for len() and the split
+    @property
+    def events(self) -> int:
+        return self.stream.events
+
+    @property
+    def batch_size(self) -> int:
+        return self.stream.batch_size
+
+    def __len__(self) -> int:
+        _, world = _rank_world()
+        return self.stream._quota(world, 0, 1)
+
+    def _device(self) -> torch.device:
+        if self.device is not None:
+            return self.device
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("cpu")
+
+    def load(self) -> Resident:
+        """Read this rank's row groups once (cached) and put them on the device."""
+        import time
+
+        rank, world = _rank_world()
+        device = self._device()
+        key = (rank, world, str(device))
+        if self._store is not None and self._key == key:
+            return self._store
+        t0 = time.perf_counter()
+        units = self.stream._assignment(rank, world, 0, 1)
+        cache: dict[str, Any] = {}
+        chunks = [self.stream._read(u, cache) for u in units]
+        bounds = np.cumsum([0] + [len(c) for c in chunks])
+        self._unit_events = [np.arange(bounds[i], bounds[i + 1], dtype=np.int64) for i in range(len(chunks))]
+        host = concat_chunks(chunks) if chunks else _empty_chunk(self.stream)
+        del chunks
+        self._store = Resident.from_chunk(host, device)
+        self._key = key
+        self.load_seconds = time.perf_counter() - t0
+        return self._store
+
+    def plan(self, rng: np.random.Generator | None, quota: int) -> list[np.ndarray]:
+        """The epoch's batches as event positions in the store, exactly as :meth:`ShardStream.iter_numpy` cuts them."""
+        s, store = self.stream, self._store
+        assert store is not None
+        units = list(range(len(self._unit_events)))
+        if rng is not None:
+            units = [units[i] for i in rng.permutation(len(units))]
+        out: list[np.ndarray] = []
+        pending: list[np.ndarray] = []
+        held = 0
+        for i, u in enumerate(units):
+            pending.append(self._unit_events[u])
+            held += len(self._unit_events[u])
+            last = i == len(units) - 1
+            if held < s.shuffle_buffer and not last:
+                continue
+            buf = np.concatenate(pending)
+            batches, carry = cut_buffer(store.n_hits[buf], last, s.batch_size, rng, s.bucket_width)
+            for idx in batches:
+                if len(out) >= quota:
+                    return out
+                out.append(buf[idx])
+            pending = [buf[carry]] if len(carry) else []
+            held = len(carry)
+        return out
+
+    def __iter__(self) -> Iterator[dict[str, Tensor]]:
+        store = self.load()
+        _, world = _rank_world()
+        quota = self.stream._quota(world, 0, 1)
+        rng = None
+        if self.stream.shuffle:
+            seed = int(torch.randint(0, 2**62, (1,)).item()) if self.epoch_seed is None else self.epoch_seed
+            rng = np.random.default_rng(seed)
+        batches = self.plan(rng, quota)
+        if not batches:
+            return
+        # the whole epoch's indices in one host → device copy; per batch only a slice of it
+        flat = torch.from_numpy(np.concatenate(batches)).to(store.hits.device)
+        max_muons = self.stream.max_muons
+        start = 0
+        for b in batches:
+            L = max(int(store.n_hits[b].max(initial=0)), 1)
+            M = max(int(np.minimum(store.n_muons[b], max_muons).max(initial=0)), 1)
+            yield collate_tensors(store, flat[start:start + len(b)], L, M, max_muons)
+            start += len(b)
+
+
+def _empty_chunk(stream: ShardStream) -> Chunk:
+    F = len(stream.hit_fields) + len(stream.frame_fields)
+    z = np.zeros(1, dtype=np.int64)
+    return Chunk(z, np.zeros((0, F), np.float32), np.zeros(0, np.int32), z.copy(),
+                 np.zeros((0, len(stream.info.muon_fields)), np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64))
+
+
+def make_resident_loader(stream: ResidentStream) -> torch.utils.data.DataLoader:
+    """A DataLoader that only iterates (batches are made, and live, on the device)."""
+    return torch.utils.data.DataLoader(stream, batch_size=None, num_workers=0, pin_memory=False)
