@@ -245,10 +245,12 @@ def chunk_from_table(table: Any, schema: Schema, hit_fields: Sequence[str], norm
     mean, std = norm.arrays()
     n_in = len(hit_fields)
     feats = np.empty((int(hoff[-1]), n_in + len(frame_fields)), dtype=np.float32)  # [N_hits, F]
+    cols = np.empty((n_in, len(feats)), dtype=np.float32)  # [F_in, N_hits]: each field contiguous
     for j, name in enumerate(hit_fields):
         # float32 arithmetic on float32 columns: mm-scale differences survive (|x| < 4e4 mm, ulp < 4 µm)
-        np.subtract(hvals[name], mean[j], out=feats[:, j], casting="unsafe")
-        feats[:, j] /= std[j]
+        np.subtract(hvals[name], mean[j], out=cols[j], casting="unsafe")
+        cols[j] /= std[j]
+    feats[:, :n_in] = cols.T  # one transposing copy: 4-6x faster than writing each strided column in place
     if frame_fields:
         feats[:, n_in:] = frame_inputs(hoff, hvals, frame_fields, assignment_field)
     link = hvals[LINK_FIELD]
@@ -447,11 +449,15 @@ class ShardStream(torch.utils.data.IterableDataset):
         if pf is None:
             pf = cache[unit.path] = pq.ParquetFile(unit.path)
         table = pf.read_row_group(unit.row_group, columns=self.columns)
-        chunk = chunk_from_table(table, self.info.schema, self.hit_fields, self.norm,
-                                 row_base=(unit.shard_index << 32) + unit.row_start,
+        row_base = (unit.shard_index << 32) + unit.row_start
+        keep = self._keep(table.column("eventNumber").to_numpy())
+        if not keep.all():  # drop other splits' events before decoding their hits (Arrow's filter, in C++)
+            table = table.filter(keep)
+        chunk = chunk_from_table(table, self.info.schema, self.hit_fields, self.norm, row_base=row_base,
                                  frame_fields=self.frame_fields, assignment_field=self.assignment_field)
-        keep = self._keep(chunk.event)
-        return chunk if keep.all() else take_events(chunk, np.flatnonzero(keep))
+        if not keep.all():
+            chunk.row = row_base + np.flatnonzero(keep).astype(np.int64)
+        return chunk
 
     def iter_numpy(self) -> Iterator[dict[str, np.ndarray]]:
         """Yield numpy batches for this (rank, worker)."""

@@ -105,13 +105,17 @@ def use_resident(mode: str, stream: ShardStream, device: torch.device, fraction:
 
 @dataclass
 class Resident:
-    """A split as flat tensors on one device (see the module docstring for shapes)."""
+    """A split as flat tensors on one device (see the module docstring for shapes).
+
+    ``hits_pad``/``link_pad``/``muons_pad`` carry one padding row at the end (zeros, link −1): a
+    padded position gathers that row, so a batch is one gather per tensor, with no masking pass.
+    """
 
     hit_offsets: Tensor
-    hits: Tensor
-    link: Tensor
+    hits_pad: Tensor  # [N_hits + 1, F]
+    link_pad: Tensor  # [N_hits + 1]
     muon_offsets: Tensor
-    muons: Tensor
+    muons_pad: Tensor  # [N_muons + 1, K]
     event: Tensor
     row: Tensor
     n_hits: np.ndarray  # [E] host copy: the plan and the padded lengths need no device sync
@@ -121,20 +125,35 @@ class Resident:
     def from_chunk(cls, chunk: Chunk, device: torch.device) -> Resident:
         pin = device.type == "cuda"
 
-        def up(a: np.ndarray) -> Tensor:
+        def up(a: np.ndarray, pad: float | None = None) -> Tensor:
+            if pad is not None:  # one padding row, appended while copying into the (pinned) staging buffer
+                a = np.concatenate([a, np.full((1, *a.shape[1:]), pad, dtype=a.dtype)])
             t = torch.from_numpy(np.ascontiguousarray(a))
             return (t.pin_memory() if pin else t).to(device, non_blocking=pin)
 
-        return cls(up(chunk.hit_offsets), up(chunk.hits), up(chunk.link), up(chunk.muon_offsets), up(chunk.muons),
-                   up(chunk.event), up(chunk.row), np.diff(chunk.hit_offsets), np.diff(chunk.muon_offsets))
+        return cls(up(chunk.hit_offsets), up(chunk.hits, 0.0), up(chunk.link, -1), up(chunk.muon_offsets),
+                   up(chunk.muons, 0.0), up(chunk.event), up(chunk.row), np.diff(chunk.hit_offsets),
+                   np.diff(chunk.muon_offsets))
+
+    @property
+    def hits(self) -> Tensor:  # [N_hits, F]
+        return self.hits_pad[:-1]
+
+    @property
+    def link(self) -> Tensor:  # [N_hits]
+        return self.link_pad[:-1]
+
+    @property
+    def muons(self) -> Tensor:  # [N_muons, K]
+        return self.muons_pad[:-1]
 
     def __len__(self) -> int:
         return len(self.n_hits)
 
     @property
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.hit_offsets, self.hits, self.link, self.muon_offsets,
-                                                         self.muons, self.event, self.row))
+        return sum(t.numel() * t.element_size() for t in (self.hit_offsets, self.hits_pad, self.link_pad,
+                                                         self.muon_offsets, self.muons_pad, self.event, self.row))
 
 
 def collate_tensors(store: Resident, idx: Tensor, L: int, M: int, max_muons: int) -> dict[str, Tensor]:
@@ -144,29 +163,23 @@ def collate_tensors(store: Resident, idx: Tensor, L: int, M: int, max_muons: int
     [B, L] bool, ``link`` [B, L] int64, ``muons`` [B, M, K], ``muon_mask`` [B, M], ``event``, ``row``
     [B] int64); ``L``/``M`` come from the host copies of the counts, so no device sync is needed.
     """
-    dev = store.hits.device
+    dev = store.hits_pad.device
     starts = store.hit_offsets[idx]
     lens = store.hit_offsets[idx + 1] - starts  # [B]
     ar = torch.arange(L, device=dev)
     hit_mask = ar[None, :] < lens[:, None]  # [B, L]
-    B = idx.shape[0]
-    if store.hits.shape[0]:
-        pos = torch.where(hit_mask, starts[:, None] + ar[None, :], 0)
-        hits = torch.where(hit_mask[..., None], store.hits[pos], 0.0)  # [B, L, F]
-        link = torch.where(hit_mask, store.link[pos].long(), -1)
-    else:
-        hits = torch.zeros((B, L, store.hits.shape[1]), dtype=store.hits.dtype, device=dev)
-        link = torch.full((B, L), -1, dtype=torch.int64, device=dev)
+    pos = torch.where(hit_mask, starts[:, None] + ar[None, :], store.hits_pad.shape[0] - 1)  # padding row
+    B, flat = pos.shape[0], pos.reshape(-1)
+    # index_select on the flat positions: 2x faster than advanced indexing on CPU, and one kernel on CUDA
+    hits = torch.index_select(store.hits_pad, 0, flat).view(B, L, -1)  # [B, L, F]
+    link = torch.index_select(store.link_pad, 0, flat).view(B, L).long()  # [B, L]
     mstarts = store.muon_offsets[idx]
     mlens = torch.clamp(store.muon_offsets[idx + 1] - mstarts, max=max_muons)
     mar = torch.arange(M, device=dev)
     muon_mask = mar[None, :] < mlens[:, None]  # [B, M]
-    if store.muons.shape[0]:
-        mpos = torch.where(muon_mask, mstarts[:, None] + mar[None, :], 0)
-        muons = torch.where(muon_mask[..., None], store.muons[mpos], 0.0)
-    else:
-        muons = torch.zeros((B, M, store.muons.shape[1]), dtype=store.muons.dtype, device=dev)
-    link = torch.where(link >= M, -1, link)
+    mpos = torch.where(muon_mask, mstarts[:, None] + mar[None, :], store.muons_pad.shape[0] - 1)
+    muons = torch.index_select(store.muons_pad, 0, mpos.reshape(-1)).view(B, M, -1)  # [B, M, K]
+    link = link.masked_fill_(link >= M, -1)  # hits of muons beyond max_muons: background
     return {"hits": hits, "hit_mask": hit_mask, "link": link, "muons": muons, "muon_mask": muon_mask,
             "event": store.event[idx], "row": store.row[idx]}
 
@@ -267,7 +280,7 @@ class ResidentStream(torch.utils.data.IterableDataset):
         if not batches:
             return
         # the whole epoch's indices in one host → device copy; per batch only a slice of it
-        flat = torch.from_numpy(np.concatenate(batches)).to(store.hits.device)
+        flat = torch.from_numpy(np.concatenate(batches)).to(store.hits_pad.device)
         max_muons = self.stream.max_muons
         start = 0
         for b in batches:
