@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 DEMO   ?= demo_out
 
-.PHONY: demo test lint bench clean venv venv-test
+.PHONY: demo test test-fast lint bench clean venv venv-test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ lint: venv-test
 
 test: venv-test lint
 	$(BIN)/python -m pytest -q
+
+# The same minus the end-to-end tests marked `slow` (CI runs `make test`, i.e. everything).
+test-fast: venv-test lint
+	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: venv-test
 	$(BIN)/python bench/bench_convert.py

@@ -170,3 +170,50 @@ def test_trainer_trains_identically_resident_or_streaming(many_groups, tmp_path)
     assert runs["on"][0]["data_path"] == "resident" and runs["off"][0]["data_path"] == "streaming"
     assert runs["on"][1] and runs["on"][1] == pytest.approx(runs["off"][1], rel=1e-6)
     assert runs["on"][0]["best_val_loss"] == pytest.approx(runs["off"][0]["best_val_loss"], rel=1e-6)
+
+
+def _model_and_batch(many_groups):
+    from pipeline.train.model import build_model
+
+    info = open_dataset(many_groups)
+    cfg = config_from_dict(_tiny("off"))
+    s = make(info, "all", shuffle=False, frame_fields=cfg.frame_fields)
+    torch.manual_seed(0)
+    model = build_model(cfg, HIT_FIELDS, info.muon_fields, [0.0] * 4, [1.0] * 4)
+    return model, next(iter(s))
+
+
+def test_compile_falls_back_to_eager_when_compilation_fails(many_groups, monkeypatch):
+    from pipeline.train.module import compile_model
+
+    model, batch = _model_and_batch(many_groups)
+
+    def broken(m, **kw):
+        def call(*a, **k):
+            raise RuntimeError("no C++ compiler")
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken)
+    net = compile_model(model)
+    with pytest.warns(UserWarning, match="trainer.compile: torch.compile failed .*no C\\+\\+ compiler.*running eager"):
+        out = net(batch)
+    assert torch.equal(out, model(batch))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # eager from then on, without a new warning
+        assert torch.equal(net(batch), out)
+
+
+@pytest.mark.slow
+def test_compiled_model_matches_eager(many_groups):
+    """Where torch.compile works (needs a C++ compiler on CPU; about a minute here), outputs match eager."""
+    from pipeline.train.module import compile_model
+
+    model, batch = _model_and_batch(many_groups)
+    net = compile_model(model)
+    with torch.no_grad():
+        out, ref = net(batch), model(batch)
+    if not net.ok:
+        pytest.skip("torch.compile is unavailable here")
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)

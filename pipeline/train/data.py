@@ -461,6 +461,9 @@ class ShardStream(torch.utils.data.IterableDataset):
 
     def iter_numpy(self) -> Iterator[dict[str, np.ndarray]]:
         """Yield numpy batches for this (rank, worker)."""
+        from ..heap import reuse_freed_memory
+
+        reuse_freed_memory()  # batches and buffers of a few MiB each: no page faults per batch
         rank, world = _rank_world()
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)

@@ -230,6 +230,10 @@ class ResidentStream(torch.utils.data.IterableDataset):
         if self._store is not None and self._key == key:
             return self._store
         t0 = time.perf_counter()
+        if device.type == "cpu":
+            from ..heap import reuse_freed_memory
+
+            reuse_freed_memory()  # each padded batch is a few MiB: reuse freed heap, no page faults
         units = self.stream._assignment(rank, world, 0, 1)
         cache: dict[str, Any] = {}
         chunks = [self.stream._read(u, cache) for u in units]
