@@ -24,6 +24,7 @@ import shutil
 import statistics
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import pyarrow as pa
@@ -54,6 +55,10 @@ def write(table: pa.Table, codec: str, level: int | None, bss: list[str] | bool)
     pq.write_table(table, buf, row_group_size=2000, use_dictionary=["source_file"], write_statistics=False,
                    use_byte_stream_split=bss, **kw)
     return buf.getvalue()
+
+
+def read(data: pa.Buffer) -> pa.Table:
+    return pq.read_table(pa.BufferReader(data), use_threads=False)
 
 
 def timed(fn, repeat: int) -> float:
@@ -89,8 +94,8 @@ def main() -> None:
         n_hits = json.loads((out / "manifest.json").read_text())["totals"]["hits"]
         floats = float_columns(table)
         default = ConvertConfig(schema_version=2).compression
-        t_default = timed(lambda table=table: write(table, default.codec, default.writer_kwargs().get(
-            "compression_level"), False), args.repeat)
+        t_default = timed(partial(write, table, default.codec, default.writer_kwargs().get("compression_level"),
+                                  False), args.repeat)
         rest = max(t_convert - t_default, 1e-9)
         print(f"# {hits} hits/event input: {events} events, {n_hits / events:.0f} hits/event, {len(floats)} float "
               f"columns; convert {t_convert:.2f} CPU-s, of which the default write ({default}) {t_default:.2f} s")
@@ -98,8 +103,8 @@ def main() -> None:
             for bss in (False, True):
                 name = f"{codec}{'' if level is None else f':{level}'}{' +bss' if bss else ''}"
                 data = write(table, codec, level, floats if bss else False)
-                t_w = timed(lambda c=codec, lv=level, b=bss: write(table, c, lv, floats if b else False), args.repeat)
-                t_r = timed(lambda d=data: pq.read_table(pa.BufferReader(d), use_threads=False), args.repeat)
+                t_w = timed(partial(write, table, codec, level, floats if bss else False), args.repeat)
+                t_r = timed(partial(read, data), args.repeat)
                 results.setdefault(name, {})[hits] = {"bytes_per_event": data.size / events,
                                                       "write_eps": events / t_w, "read_eps": events / t_r,
                                                       "convert_eps": events / (rest + t_w)}
