@@ -115,7 +115,7 @@ def train(cfg: TrainConfig | None, data_dir: str | Path, run_dir: str | Path, *,
                            f"val_fraction={cfg.data.val_fraction}); use more events or a larger data.val_fraction")
     train_loader, data_path = _loader(train_stream, cfg)
     val_loader, _ = _loader(val_stream, cfg)
-    steps_per_epoch = len(train_stream)
+    steps_per_epoch = len(train_loader)  # the resident path makes ceil(events / batch) batches, like one worker
     if cfg.trainer.limit_train_batches:
         steps_per_epoch = min(steps_per_epoch, cfg.trainer.limit_train_batches)
     total_steps = cfg.trainer.max_steps or steps_per_epoch * cfg.trainer.max_epochs
