@@ -217,3 +217,22 @@ def test_compiled_model_matches_eager(many_groups):
     if not net.ok:
         pytest.skip("torch.compile is unavailable here")
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_each_ddp_rank_loads_its_own_row_groups_and_matches_streaming(many_groups, monkeypatch):
+    import pipeline.train.data as data_mod
+    import pipeline.train.resident as resident_mod
+
+    info = open_dataset(many_groups)
+    rows = []
+    for rank in (0, 1):
+        monkeypatch.setattr(data_mod, "_rank_world", lambda rank=rank: (rank, 2))
+        monkeypatch.setattr(resident_mod, "_rank_world", lambda rank=rank: (rank, 2))
+        s = make(info)
+        r = ResidentStream(s, CPU)
+        s.epoch_seed = r.epoch_seed = 11
+        streamed = list(s)
+        assert_same(streamed, list(r))
+        assert len(r.load()) == sum(u.events for u in s.units[rank::2])  # only this rank's row groups
+        rows.append({int(x) for b in streamed for x in b["row"]})
+    assert not rows[0] & rows[1]  # the ranks see disjoint events
