@@ -163,9 +163,19 @@ def collate_tensors(store: Resident, idx: Tensor, L: int, M: int, max_muons: int
     [B, L] bool, ``link`` [B, L] int64, ``muons`` [B, M, K], ``muon_mask`` [B, M], ``event``, ``row``
     [B] int64); ``L``/``M`` come from the host copies of the counts, so no device sync is needed.
     """
+    return _pad(store, _per_event(store, idx, max_muons), L, M)
+
+
+def _per_event(store: Resident, idx: Tensor, max_muons: int) -> tuple[Tensor, ...]:
+    """(hit start, hit count, muon start, muon count ≤ ``max_muons``, eventNumber, row) of events ``idx``."""
+    starts, mstarts = store.hit_offsets[idx], store.muon_offsets[idx]
+    return (starts, store.hit_offsets[idx + 1] - starts, mstarts,
+            torch.clamp(store.muon_offsets[idx + 1] - mstarts, max=max_muons), store.event[idx], store.row[idx])
+
+
+def _pad(store: Resident, ev: tuple[Tensor, ...], L: int, M: int) -> dict[str, Tensor]:
+    starts, lens, mstarts, mlens, event, row = ev  # [B] each
     dev = store.hits_pad.device
-    starts = store.hit_offsets[idx]
-    lens = store.hit_offsets[idx + 1] - starts  # [B]
     ar = torch.arange(L, device=dev)
     hit_mask = ar[None, :] < lens[:, None]  # [B, L]
     pos = torch.where(hit_mask, starts[:, None] + ar[None, :], store.hits_pad.shape[0] - 1)  # padding row
@@ -173,15 +183,13 @@ def collate_tensors(store: Resident, idx: Tensor, L: int, M: int, max_muons: int
     # index_select on the flat positions: 2x faster than advanced indexing on CPU, and one kernel on CUDA
     hits = torch.index_select(store.hits_pad, 0, flat).view(B, L, -1)  # [B, L, F]
     link = torch.index_select(store.link_pad, 0, flat).view(B, L).long()  # [B, L]
-    mstarts = store.muon_offsets[idx]
-    mlens = torch.clamp(store.muon_offsets[idx + 1] - mstarts, max=max_muons)
     mar = torch.arange(M, device=dev)
     muon_mask = mar[None, :] < mlens[:, None]  # [B, M]
     mpos = torch.where(muon_mask, mstarts[:, None] + mar[None, :], store.muons_pad.shape[0] - 1)
     muons = torch.index_select(store.muons_pad, 0, mpos.reshape(-1)).view(B, M, -1)  # [B, M, K]
     link = link.masked_fill_(link >= M, -1)  # hits of muons beyond max_muons: background
     return {"hits": hits, "hit_mask": hit_mask, "link": link, "muons": muons, "muon_mask": muon_mask,
-            "event": store.event[idx], "row": store.row[idx]}
+            "event": event, "row": row}
 
 
 class ResidentStream(torch.utils.data.IterableDataset):
@@ -283,15 +291,17 @@ class ResidentStream(torch.utils.data.IterableDataset):
         batches = self.plan(rng, quota)
         if not batches:
             return
-        # the whole epoch's indices in one host → device copy; per batch only a slice of it
-        flat = torch.from_numpy(np.concatenate(batches)).to(store.hits_pad.device)
+        # The whole epoch's indices in one host → device copy, and the per-event quantities gathered once
+        # per epoch; a batch takes slices (views) of them. Padded lengths per batch from the host counts.
+        order = np.concatenate(batches)
         max_muons = self.stream.max_muons
-        start = 0
-        for b in batches:
-            L = max(int(store.n_hits[b].max(initial=0)), 1)
-            M = max(int(np.minimum(store.n_muons[b], max_muons).max(initial=0)), 1)
-            yield collate_tensors(store, flat[start:start + len(b)], L, M, max_muons)
-            start += len(b)
+        ev = _per_event(store, torch.from_numpy(order).to(store.hits_pad.device), max_muons)
+        bounds = np.cumsum([0] + [len(b) for b in batches])
+        Ls = np.maximum(np.maximum.reduceat(store.n_hits[order], bounds[:-1]), 1)
+        Ms = np.maximum(np.maximum.reduceat(np.minimum(store.n_muons[order], max_muons), bounds[:-1]), 1)
+        for i in range(len(batches)):
+            lo, hi = bounds[i], bounds[i + 1]
+            yield _pad(store, tuple(t[lo:hi] for t in ev), int(Ls[i]), int(Ms[i]))
 
 
 def _empty_chunk(stream: ShardStream) -> Chunk:
