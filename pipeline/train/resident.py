@@ -14,8 +14,9 @@ code (:func:`~pipeline.train.data.cut_buffer`) on the per-event hit counts only:
 shuffle buffer, carry-over, length bucketing, batch order. It costs a few numpy operations on ``E``
 integers per epoch and is uploaded in one copy. A step then gathers and pads its batch with a handful
 of device kernels (:func:`collate_tensors`), with no worker process and no host copy. For the same
-seed the batches equal those of the streaming loader read in one process (``num_workers`` 0 or 1):
-``tests/test_train_resident.py`` checks that on CPU.
+epoch seed the batches equal those of the streaming loader read by one process or one worker; in the
+trainer (the seed drawn from torch's global RNG) they equal those of ``num_workers: 0`` for the same
+``trainer.seed``. ``tests/test_train_resident.py`` checks both on CPU.
 
 Memory rule (:func:`fits`): the split's flat tensors may take at most ``data.resident_fraction``
 (default 0.5) of the device's free memory, the rest is left to the model, the optimiser, the
