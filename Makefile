@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 TORCH_INDEX ?=
 DEMO   ?= demo_out
 
-.PHONY: demo test lint bench clean venv venv-test setup
+.PHONY: demo test test-fast lint bench clean venv venv-test setup
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ lint: venv-test
 
 test: venv-test lint
 	$(BIN)/python -m pytest -q
+
+# The same minus the end-to-end tests marked `slow` (CI runs `make test`, i.e. everything).
+test-fast: venv-test lint
+	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: venv-test
 	$(BIN)/python bench/bench_convert.py

@@ -54,8 +54,8 @@ def main() -> None:
             tree.arrays(branches, entry_start=start, entry_stop=min(start + step, tree.num_entries), library="ak", how=dict)
 
     def floor_write():
-        pq.write_table(table, tmp / "floor.parquet", compression="zstd", row_group_size=cfg.row_group_size,
-                       use_dictionary=["source_file"], write_statistics=False)
+        pq.write_table(table, tmp / "floor.parquet", row_group_size=cfg.row_group_size,
+                       use_dictionary=["source_file"], write_statistics=False, **cfg.compression.writer_kwargs())
 
     t_conv, all_conv = median_time(run_convert, args.repeat)
     t_read, _ = median_time(floor_read, args.repeat)

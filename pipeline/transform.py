@@ -106,6 +106,29 @@ def process_chunk(chunk: EventChunk, schema: Schema, cfg: TransformConfig) -> tu
     return out, flow
 
 
+def _arrow(values: np.ndarray, typ):
+    """``pa.array(values, type=typ)``; a numeric numpy array of exactly that type is wrapped from its
+    buffer instead (zero-copy): ``pa.array`` imports pandas where it is installed, 0.3 s in every
+    worker process before its first chunk (bench/bench_scaling.py). Other types, or another dtype
+    (which ``pa.array`` casts with overflow checks), go through ``pa.array``."""
+    import pyarrow as pa
+
+    if (pa.types.is_integer(typ) or pa.types.is_floating(typ)) and isinstance(values, np.ndarray) \
+            and values.ndim == 1 and values.dtype == np.dtype(typ.to_pandas_dtype()):
+        values = np.ascontiguousarray(values)
+        return pa.Array.from_buffers(typ, len(values), [None, pa.py_buffer(values)])
+    return pa.array(values, type=typ)
+
+
+def _one_string(text: str):
+    """A one-element Arrow string array, from its buffers (see :func:`_arrow`)."""
+    import pyarrow as pa
+
+    data = text.encode()
+    return pa.Array.from_buffers(pa.string(), 1, [None, pa.py_buffer(np.array([0, len(data)], np.int32)),
+                                                   pa.py_buffer(data)])
+
+
 def to_arrow(chunk: EventChunk, schema: Schema):
     """The chunk as an Arrow table with exactly ``schema.arrow_schema()`` (no copies of content)."""
     import pyarrow as pa
@@ -114,16 +137,16 @@ def to_arrow(chunk: EventChunk, schema: Schema):
     cols = []
     for f in schema.level("event"):
         if f.name == "source_file":
-            cols.append(pa.DictionaryArray.from_arrays(np.zeros(chunk.n_events, np.int32),
-                                                       pa.array([chunk.source_file])).cast(pa.string())
+            cols.append(pa.DictionaryArray.from_arrays(_arrow(np.zeros(chunk.n_events, np.int32), pa.int32()),
+                                                       _one_string(chunk.source_file)).cast(pa.string())
                         if chunk.n_events else pa.array([], pa.string()))
         else:
-            cols.append(pa.array(chunk.event[f.name], type=f.arrow_type()))
+            cols.append(_arrow(chunk.event[f.name], f.arrow_type()))
     for level, offsets, values in (("hit", chunk.hit_offsets, chunk.hits), ("muon", chunk.muon_offsets, chunk.muons)):
         typ = arrow_schema.field(schema.columns[level]).type
-        children = [pa.array(values[f.name], type=f.arrow_type()) for f in schema.level(level)]
+        children = [_arrow(values[f.name], f.arrow_type()) for f in schema.level(level)]
         struct = pa.StructArray.from_arrays(children, fields=list(typ.value_type))
-        cols.append(pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), struct, type=typ))
+        cols.append(pa.ListArray.from_arrays(_arrow(offsets.astype(np.int32), pa.int32()), struct, type=typ))
     return pa.Table.from_arrays(cols, schema=arrow_schema)
 
 

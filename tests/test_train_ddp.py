@@ -232,10 +232,11 @@ def test_inspect_missing_shard_is_one_line(converted_random, tmp_path):
     assert r.exit_code == 1 and r.output.count("\n") == 1 and rel in r.output and "does not exist" in r.output
 
 
-def test_lightning_ddp_two_cpu_ranks_trains_on_every_event(uneven, tmp_path):
-    """`train --devices 2` on CPU (Lightning DDP, gloo, 2 workers per rank), with an odd number of train
-    events: every epoch runs the planned batches on each rank and sees every event plus the padding;
-    run.json says so."""
+@pytest.mark.parametrize("resident", ["off", "on"])
+def test_lightning_ddp_two_cpu_ranks_trains_on_every_event(uneven, tmp_path, resident):
+    """`train --devices 2` on CPU (Lightning DDP, gloo; streaming with 2 workers per rank, or the
+    device-resident split read as one reader per rank), with an odd number of train events: every epoch
+    runs the planned batches on each rank and sees every event plus the padding; run.json says so."""
     import subprocess
     import sys
     from pathlib import Path
@@ -248,7 +249,7 @@ def test_lightning_ddp_two_cpu_ranks_trains_on_every_event(uneven, tmp_path):
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(TINY.replace("data: {batch_size: 32, num_workers: 0, shuffle_buffer: 64}",
                                 "data: {batch_size: 16, num_workers: 2, shuffle_buffer: 64, train_fraction: 0.7, "
-                                f"val_fraction: 0.15, split_seed: {seed}}}")
+                                f"val_fraction: 0.15, split_seed: {seed}, resident: {resident}}}")
                    .replace("trainer: {max_steps: 1}", "trainer: {max_epochs: 2, patience: 0, accelerator: cpu}"))
     run = tmp_path / "run"
     exe = Path(sys.executable).parent / "muon-pipeline"
@@ -258,6 +259,8 @@ def test_lightning_ddp_two_cpu_ranks_trains_on_every_event(uneven, tmp_path):
     info = json.loads((run / "run.json").read_text())
     plan, trained = info["train_epoch_plan"], info["trained"]
     assert plan["world_size"] == 2 and plan["events"] == n_train and plan["padding"] == 1
+    assert info["data_path"] == ("resident" if resident == "on" else "streaming")
+    assert plan["workers"] == (1 if resident == "on" else 2)
     assert trained["epochs_completed_events"] == [n_train + 1, n_train + 1]
     assert trained["steps"] == 2 * plan["batches_per_rank"] and trained["batches_seen"] == 2 * trained["steps"]
 

@@ -40,6 +40,7 @@ def invoke(*args: str) -> str:
     return res.output
 
 
+@pytest.mark.slow  # three training runs + evaluate + compare (~10 s)
 def test_train_resume_evaluate_compare(dataset, tmp_path):
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(TINY)

@@ -55,6 +55,7 @@ def trained(simulated, tmp_path_factory):
     return run
 
 
+@pytest.mark.slow  # trains 400 steps (~20 s); `make test-fast` skips it, `make test` and CI run it
 def test_short_run_learns_the_charge(trained, simulated):
     from pipeline.train.evaluate import predict
 
@@ -84,6 +85,7 @@ def mirror_z(table: pa.Table) -> pa.Table:
     return table.set_column(table.column_names.index("hits"), "hits", mirrored)
 
 
+@pytest.mark.slow  # trains 400 steps (~20 s); `make test-fast` skips it, `make test` and CI run it
 def test_mirror_in_z_flips_the_predicted_charge(trained, simulated):
     from pipeline.train.data import Normalisation, chunk_from_table, collate, open_dataset
     from pipeline.train.module import RegressionModule

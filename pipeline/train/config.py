@@ -46,6 +46,12 @@ class DataConfig:
     bucket_width: int = 4
     #: Verify every shard's sha256 against the manifest before reading (reads each byte once more).
     verify_checksums: bool = True
+    #: Device-resident split (``pipeline/train/resident.py``): ``auto`` = load the split once onto the
+    #: training device and cut batches there when it fits in ``resident_fraction`` of the device's free
+    #: memory, else stream; ``on`` = always (error if it does not fit); ``off`` = always stream. YAML reads
+    #: a bare on/off as true/false: those are accepted and stored as "on"/"off".
+    resident: str | bool = "auto"
+    resident_fraction: float = 0.5
 
 
 @dataclass
@@ -76,6 +82,9 @@ class TrainerConfig:
     threads: int = 0
     #: A progress line (step, loss, events/s, ETA) every this many steps when stderr is not a terminal.
     progress_every: int = 200
+    #: Run the model under ``torch.compile`` (dynamic shapes); falls back to eager with a warning where
+    #: compilation is unavailable. Checkpoints are the same either way.
+    compile: bool = False
 
 
 @dataclass
@@ -244,6 +253,10 @@ def _check_values(cfg: TrainConfig) -> None:
             raise ConfigError(f"frame_fields: {name!r} is not a muon-frame input; known: {', '.join(known_frame)}")
     if len(set(cfg.frame_fields)) != len(cfg.frame_fields):
         raise ConfigError(f"frame_fields: duplicate entries in {cfg.frame_fields}")
+    if d.resident not in ("auto", "on", "off"):
+        raise ConfigError(f"data.resident: expected auto, on or off, got {d.resident!r}")
+    if not 0 < d.resident_fraction <= 1:
+        raise ConfigError(f"data.resident_fraction: must be in (0, 1], got {d.resident_fraction}")
     if t.max_steps < 0 or t.threads < 0 or t.progress_every < 0 or d.bucket_width < 0:
         raise ConfigError("trainer.max_steps, trainer.threads, trainer.progress_every, data.bucket_width must be >= 0")
     if cfg.hit_fields is not None:
@@ -263,6 +276,8 @@ def config_from_dict(raw: Any, legacy: bool = False) -> TrainConfig:
     if legacy and isinstance(raw, dict) and "frame_fields" not in raw:
         raw = {**LEGACY_DEFAULTS, **raw}
     cfg = _from_dict(TrainConfig, raw, "")
+    if isinstance(cfg.data.resident, bool):  # YAML 1.1: `resident: off` is false
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, resident="on" if cfg.data.resident else "off"))
     _check_values(cfg)
     return cfg
 

@@ -91,7 +91,7 @@ def train(cfg: TrainConfig | None, data_dir: str | Path, run_dir: str | Path, *,
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
-    from .data import make_loader, make_stream, muon_values, normalisation_for, open_dataset
+    from .data import make_stream, muon_values, normalisation_for, open_dataset
     from .module import RegressionModule
     from .task import fit_target_scaling
 
@@ -130,8 +130,11 @@ def train(cfg: TrainConfig | None, data_dir: str | Path, run_dir: str | Path, *,
         total = sum(int(s.get("rows", 0)) for s in info.manifest["shards"])
         raise DatasetError(f"{data_dir}: the val split is empty ({total} events, "
                            f"val_fraction={cfg.data.val_fraction}); use more events or a larger data.val_fraction")
+    train_loader, data_path = _loader(train_stream, cfg)
+    val_loader, _ = _loader(val_stream, cfg)
     world = cfg.trainer.devices  # DDP ranks (one node); the process group does not exist yet
-    train_plan = train_stream.plan(world)
+    # the deal as the chosen path reads it: num_workers readers per rank when streaming, one when resident
+    train_plan = train_loader.dataset.plan(world)
     steps_per_epoch = train_plan["batches_per_rank"]
     if cfg.trainer.limit_train_batches:
         steps_per_epoch = min(steps_per_epoch, cfg.trainer.limit_train_batches)
@@ -150,6 +153,7 @@ def train(cfg: TrainConfig | None, data_dir: str | Path, run_dir: str | Path, *,
                 # the deal of the train split to ranks and workers: every event once per epoch, plus
                 # `padding` repeated events so that every rank runs the same number of batches
                 "train_epoch_plan": train_plan,
+                "data_path": data_path,  # resident (split on the training device) or streaming
                 "versions": versions(), "command": sys.argv}
     (run_dir / "run.json").write_text(json.dumps(run_info, indent=2))
 
@@ -216,14 +220,14 @@ def train(cfg: TrainConfig | None, data_dir: str | Path, run_dir: str | Path, *,
         warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
         if resume:  # resuming writes into the run's own checkpoint directory, on purpose
             warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
-        trainer.fit(module, train_dataloaders=make_loader(train_stream), val_dataloaders=make_loader(val_stream),
+        trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader,
                     ckpt_path=str(last) if resume else None, weights_only=True)
     seconds = time.perf_counter() - start
     best = checkpoint.best_model_score
     summary = {"run_dir": str(run_dir), "best_checkpoint": checkpoint.best_model_path,
                "best_val_loss": float(best) if best is not None else None, "epochs": trainer.current_epoch,
                "steps": trainer.global_step, "seconds": seconds, "precision": precision, "threads": threads,
-               "train_events": train_stream.events, **counter.totals(trainer)}
+               "train_events": train_stream.events, "data_path": data_path, **counter.totals(trainer)}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     if trainer.is_global_zero:  # what was actually trained on, summed over ranks
         run_info["trained"] = {k: summary[k] for k in ("epochs", "steps", "events_seen", "batches_seen",
@@ -262,10 +266,27 @@ def trained_events_counter() -> Any:
     return TrainedEvents()
 
 
+def _loader(stream: Any, cfg: TrainConfig) -> tuple[Any, str]:
+    """The split's DataLoader and its kind: ``resident`` (on the training device, see
+    :mod:`pipeline.train.resident`) where ``data.resident`` allows it and the split fits, else ``streaming``."""
+    import torch
+
+    from .data import make_loader
+    from .resident import ResidentStream, make_resident_loader, use_resident
+
+    on_cuda = _on_cuda(cfg.trainer.accelerator)
+    device = torch.device("cuda", torch.cuda.current_device()) if on_cuda else torch.device("cpu")
+    if use_resident(cfg.data.resident, stream, device, cfg.data.resident_fraction):
+        # on CUDA the device is resolved at the first epoch (each DDP rank has its own)
+        return make_resident_loader(ResidentStream(stream, None if on_cuda else device)), "resident"
+    return make_loader(stream), "streaming"
+
+
 def _without_trainer(cfg: TrainConfig) -> dict[str, Any]:
     d = cfg.to_dict()
     d.pop("trainer")
-    d["data"] = {k: v for k, v in d["data"].items() if k not in ("num_workers", "batch_size", "verify_checksums")}
+    d["data"] = {k: v for k, v in d["data"].items() if k not in ("num_workers", "batch_size", "verify_checksums",
+                                                                 "resident", "resident_fraction")}
     return d
 
 

@@ -27,12 +27,23 @@ class RegressionModule(L.LightningModule):
         self.save_hyperparameters()
         self.cfg = config_from_dict(config, legacy=True)  # runs from before frame_fields still load
         self.model = build_model(self.cfg, hit_fields, muon_fields, centres, scales)
+        # ``trainer.compile``: the compiled wrapper is kept outside the module tree (a plain dict), so
+        # parameters and checkpoints are those of ``self.model`` either way.
+        self._compiled: dict[str, Any] = {}
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         return self.model(batch)
 
+    def net(self) -> Any:
+        """The model as the steps run it: ``torch.compile``-d when ``trainer.compile`` is set."""
+        if not self.cfg.trainer.compile:
+            return self.model
+        if "model" not in self._compiled:
+            self._compiled["model"] = compile_model(self.model)
+        return self._compiled["model"]
+
     def _step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
-        out = self.model(batch)  # [B, M, T]
+        out = self.net()(batch)  # [B, M, T]
         loss = self.model.task.loss(out, batch["muons"], batch["muon_mask"])
         self.log(f"{stage}/loss", loss, batch_size=int(batch["muon_mask"].sum()), on_step=stage == "train",
                  on_epoch=True, prog_bar=True, sync_dist=stage != "train")
@@ -62,3 +73,35 @@ class RegressionModule(L.LightningModule):
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+
+class _CompiledOrEager:
+    """``torch.compile(model, dynamic=True)`` that falls back to the eager model, with one warning, if
+    compilation fails at its first call (no C++ compiler, unsupported platform or op)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model, self.ok = model, False
+        self.compiled: Any = torch.compile(model, dynamic=True)
+
+    def __call__(self, batch: dict[str, Tensor]) -> Tensor:
+        if self.compiled is None:
+            return self.model(batch)
+        if self.ok:
+            return self.compiled(batch)
+        try:
+            out = self.compiled(batch)
+        except Exception as err:  # noqa: BLE001 - any failure to compile means: run eager
+            import warnings
+
+            warnings.warn(f"trainer.compile: torch.compile failed ({type(err).__name__}: "
+                          f"{str(err).splitlines()[0] if str(err) else ''}); running eager", stacklevel=2)
+            self.compiled = None
+            return self.model(batch)
+        self.ok = True
+        return out
+
+
+def compile_model(model: torch.nn.Module) -> Any:
+    """The model under ``torch.compile`` (dynamic shapes: batches vary in padded length), eager on failure."""
+    return _CompiledOrEager(model)
