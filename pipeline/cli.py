@@ -128,7 +128,8 @@ def main() -> None:
               help="At most this many input entries per work unit; each unit writes one shard.")
 @click.option("--shard-bytes", default="256 MB", show_default=True,
               help="About this many bytes per work unit, estimated from the file's basket sizes; 'none' for no cap.")
-@click.option("-j", "--workers", type=int, default=None, help="Local worker processes [default: number of cores].")
+@click.option("-j", "--workers", type=click.IntRange(min=1), default=None,
+              help="Local worker processes [default: number of cores].")
 @click.option("--scheduler", default=None, help="Run units on Dask: tcp://HOST:PORT of a running scheduler, 'local' "
               "(an embedded cluster on loopback that only this run can use: temporary TLS credentials), "
               "or 'slurm' (--workers SLURM jobs of one Dask worker each, via dask-jobqueue; needs [grid]).")
@@ -162,8 +163,11 @@ def convert(inputs, output, schema_version, tree, layout_file, step_size, min_pt
     from .transform import TransformConfig
 
     os.environ["MUON_PIPELINE_REMOTE_TIMEOUT"] = repr(remote_timeout)  # read by pipeline.source, inherited by workers
-    version = schema_version or latest_version()
-    schema = load_schema(version)
+    version = latest_version() if schema_version is None else schema_version
+    try:
+        schema = load_schema(version)
+    except PipelineError as err:
+        raise click.BadParameter(str(err), param_hint="--schema-version") from None
     layout = SourceLayout.from_yaml(layout_file, schema) if layout_file else SourceLayout()
     if tree:
         layout = dataclasses.replace(layout, tree=tree)

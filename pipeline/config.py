@@ -28,6 +28,9 @@ CODECS = ("zstd", "lz4", "snappy", "gzip", "brotli", "none")
 #: (bench/bench_codecs.py: the fastest setting whose files are within 10 % of the smallest; pyarrow's
 #: own default, 1, writes 17 % larger files).
 DEFAULT_LEVELS = {"zstd": 3}
+#: The levels Arrow's Parquet writer accepts per codec (the others take none): checked up front, so a
+#: bad level is a usage error before any work, not an ArrowInvalid in the middle of a run.
+_LEVEL_RANGES = {"zstd": (1, 22), "gzip": (1, 9), "brotli": (0, 11)}
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,14 @@ class Compression:
         m = re.fullmatch(r"([a-z0-9]+)(?::(-?\d+))?", text.strip().lower())
         if not m or m.group(1) not in CODECS:
             raise ConfigError(f"unknown compression {text!r}; use one of {', '.join(CODECS)}, optionally CODEC:LEVEL")
-        return cls(m.group(1), int(m.group(2)) if m.group(2) else None)
+        level = int(m.group(2)) if m.group(2) else None
+        if level is not None:
+            lo, hi = _LEVEL_RANGES.get(m.group(1), (None, None))
+            if lo is None:
+                raise ConfigError(f"compression {text!r}: {m.group(1)} takes no level")
+            if not lo <= level <= hi:
+                raise ConfigError(f"compression {text!r}: {m.group(1)} levels are {lo}..{hi}")
+        return cls(m.group(1), level)
 
     def __str__(self) -> str:
         return self.codec if self.level is None else f"{self.codec}:{self.level}"
@@ -110,7 +120,10 @@ def _opt_int(value) -> int | None:
     return None if value is None else int(value)
 
 
-_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20,
+          "gib": 2**30, "tib": 2**40}
+#: Sizes and counts beyond this are refused as typos (and would overflow the int64 arithmetic of sizing).
+_MAX_SIZE = 2**53
 
 
 def parse_step_size(text: str | int) -> int | str:
@@ -118,7 +131,7 @@ def parse_step_size(text: str | int) -> int | str:
     if isinstance(text, int):
         value: int | str = text
     else:
-        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmg]i?b|b)?\s*", str(text).lower())
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b|b)?\s*", str(text).lower())
         if not m:
             raise ConfigError(f"--step-size {text!r}: give an event count (e.g. 5000) or a size (e.g. '100 MB')")
         if m.group(2) is None:
@@ -129,6 +142,8 @@ def parse_step_size(text: str | int) -> int | str:
             value = f"{int(float(m.group(1)) * _UNITS[m.group(2)])} B"
     if isinstance(value, int) and value < 1:
         raise ConfigError("--step-size must be at least 1 event")
+    if (value if isinstance(value, int) else int(value[:-2])) > _MAX_SIZE:
+        raise ConfigError(f"--step-size {text!r} is too large")
     return value
 
 
@@ -137,12 +152,14 @@ def parse_size(text: str | int, option: str) -> int:
     if isinstance(text, int):
         value = text
     else:
-        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmg]i?b|b)?\s*", str(text).lower())
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b|b)?\s*", str(text).lower())
         if not m:
             raise ConfigError(f"{option} {text!r}: give a size such as '64 MB' or '1 GiB'")
         value = int(float(m.group(1)) * _UNITS[m.group(2) or ""])
     if value < 1:
         raise ConfigError(f"{option} must be a positive size")
+    if value > _MAX_SIZE:
+        raise ConfigError(f"{option} {text!r} is too large")
     return value
 
 

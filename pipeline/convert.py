@@ -151,6 +151,9 @@ def convert(inputs: list[str], output: str, cfg: ConvertConfig, *, workers: int 
     workers = workers or os.cpu_count() or 1
     if task is not None and not (0 <= task[0] < task[1]):
         raise ConfigError(f"--task-index must be in [0, --task-count), got {task[0]} of {task[1]}")
+    if scheduler is not None and scheduler not in ("local", "slurm") and "://" not in scheduler:
+        raise ConfigError(f"--scheduler {scheduler!r}: give 'local', 'slurm' or a scheduler address such as "
+                          "tcp://HOST:8786")
     paths = expand_inputs(inputs)
     if not output.strip():
         raise ConfigError("--output must name a folder")

@@ -33,7 +33,8 @@ class Reporter:
         self.entries = 0
         self.hits = 0
         self.t0 = time.perf_counter()
-        self._last = self.t0
+        self._last = self.t0   # when the last line was printed
+        self._moved = self.t0  # when work last advanced (a chunk or a unit finished)
         self._bar = None
         self._task = None
         self._beat: threading.Thread | None = None
@@ -68,8 +69,9 @@ class Reporter:
         """Batch logs: a line every ``interval`` even while no chunk finishes (a slow or stalled read),
         so a log that stops growing means a dead job, not a busy one."""
         while not self._stop.wait(self.interval):
-            if time.perf_counter() - self._last >= self.interval:
-                self._last = time.perf_counter()
+            now = time.perf_counter()
+            if now - self._moved >= self.interval and now - self._last >= self.interval:
+                self._last = now
                 self.log(f"still working: {self.entries}/{self.total} {self.noun} done{self._units(', ')}, "
                          f"{time.perf_counter() - self.t0:.0f} s elapsed, no chunk finished in the last "
                          f"{self.interval:g} s")
@@ -78,6 +80,7 @@ class Reporter:
         self.entries += entries
         self.hits += hits
         now = time.perf_counter()
+        self._moved = now
         rate = self.hits / max(now - self.t0, 1e-9)
         if self._bar is not None:
             self._bar.update(self._task, completed=self.entries, rate=self._rate(rate), units=self._units())
@@ -100,6 +103,7 @@ class Reporter:
     def unit_done(self) -> None:
         """One work unit finished (its entries were reported through :meth:`advance`)."""
         self.units_done += 1
+        self._moved = time.perf_counter()
         if self._bar is not None:
             self._bar.update(self._task, units=self._units())
 

@@ -16,6 +16,7 @@ Order, as in the existing per-event script:
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -39,6 +40,8 @@ def parse_technologies(text: str) -> tuple[str, ...] | None:
     items = [t.strip().upper() for t in text.split(",") if t.strip()]
     if items == ["ALL"]:
         return None
+    if "ALL" in items:
+        raise ConfigError(f"--technologies {text!r}: 'all' stands alone (it already keeps every code)")
     return tuple(items)
 
 
@@ -59,6 +62,12 @@ class SelectionConfig:
                                   "integer codes, or 'all'")
             if not self.technologies:
                 raise ConfigError("--technologies must name at least one technology (or 'all')")
+        if not (math.isfinite(self.min_pt) and math.isfinite(self.max_abs_eta)):
+            raise ConfigError("--min-pt and --max-abs-eta must be finite numbers")
+        if self.technologies is not None:
+            bad = [t for t in self.technologies if _is_code(t) and not -1 <= int(t) <= 255]
+            if bad:
+                raise ConfigError(f"--technologies: code(s) {bad} outside -1..255, the range the schema stores")
         if self.min_hits < 0 or self.min_pt < 0 or self.max_abs_eta < 0:
             raise ConfigError("--min-pt, --max-abs-eta and --min-hits must be non-negative")
 

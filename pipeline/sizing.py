@@ -29,6 +29,9 @@ import numpy as np
 from .errors import InputError
 from .schema import Schema
 
+#: Entries whose counts are read at once when a file has no basket metadata to plan units from.
+COUNT_PIECE = 100_000
+
 #: Levels of the raw format and how their sizes are counted.
 LEVELS = ("event", "hit", "muon")
 
@@ -141,11 +144,18 @@ def basket_cumulative_bytes(tree, branch_names: list[str]) -> tuple[np.ndarray, 
     return entries, total
 
 
-def plan_unit_edges(tree, branch_names: list[str], max_entries: int, max_bytes: int | None) -> np.ndarray:
+def plan_unit_edges(tree, branch_names: list[str], max_entries: int, max_bytes: int | None,
+                    exact_sizes=None) -> np.ndarray:
     """Entry edges ``[0, …, num_entries]`` of a file's work units: at most ``max_entries`` entries and,
-    by the basket metadata, about ``max_bytes`` estimated bytes each (at least one entry)."""
+    by the basket metadata, about ``max_bytes`` estimated bytes each (at least one entry).
+
+    Without basket metadata (an RNTuple), ``exact_sizes(start, stop)`` (per-entry bytes, e.g.
+    :func:`entry_bytes`) is read over the file in pieces of :data:`COUNT_PIECE` entries instead."""
     n = int(tree.num_entries)
     curve = basket_cumulative_bytes(tree, branch_names) if max_bytes is not None else None
+    if curve is None and max_bytes is not None and exact_sizes is not None and n > 0:
+        sizes = np.concatenate([exact_sizes(lo, min(lo + COUNT_PIECE, n)) for lo in range(0, n, COUNT_PIECE)])
+        curve = (np.arange(n + 1, dtype=np.int64), np.concatenate([[0.0], np.cumsum(sizes)]))
     edges = [0]
     start = 0
     while start < n:

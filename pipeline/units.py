@@ -83,10 +83,12 @@ def plan_units(inputs: list[str], cfg: ConvertConfig, skip_bad: bool,
     chash = cfg.hash()
     branches = cfg.layout.read_branches(schema)
 
-    def cut(tree):
-        return plan_unit_edges(tree, branches, cfg.shard_events, cfg.shard_bytes)
-
+    per_item, counted = item_bytes(schema), level_branches(schema, cfg.layout)
     for path in inputs:
+        def cut(tree, path=path):
+            return plan_unit_edges(tree, branches, cfg.shard_events, cfg.shard_bytes,
+                                   exact_sizes=lambda lo, hi: entry_bytes(tree, path, counted, per_item, lo, hi))
+
         try:
             info, edges = inspect_input(path, cfg.layout, schema, cut)
         except InputError as err:

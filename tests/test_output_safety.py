@@ -119,3 +119,26 @@ def test_a_linked_shards_folder_is_refused_before_any_work(tmp_path, two):
     r = run("convert", two[0], "-o", real, "--reconfigure", *ARGS)
     assert r.exit_code == 2 and "symbolic link" in r.output
     assert (real / "_work" / "plan.json").read_bytes() == plan and (real / "manifest.json").read_bytes() == manifest
+
+
+@pytest.mark.parametrize(("option", "message"), [
+    (["--technologies", "99999999999999999999"], "outside -1..255"),
+    (["--technologies", "300"], "outside -1..255"),
+    (["--technologies", "all,MDT"], "'all' stands alone"),
+    (["--step-size", "99999999999999999999"], "too large"),
+    (["--shard-bytes", "10000 TB"], "too large"),
+    (["--compression", "snappy:3"], "takes no level"),
+    (["--compression", "zstd:99"], "levels are 1..22"),
+    (["--scheduler", "garbage"], "scheduler address"),
+    (["--min-pt", "nan"], "finite"),
+    (["--max-abs-eta", "inf"], "finite"),
+    (["-j", "0"], "--workers"),
+    (["--schema-version", "0"], "unknown schema version 0"),
+])
+def test_bad_options_are_usage_errors_before_any_work(tmp_path, two, option, message):
+    """Each of these ended in a traceback (exit 1), some after the plan or shards were written, or wrote
+    a manifest holding NaN (not JSON)."""
+    out = tmp_path / "out"
+    r = run("convert", two[0], "-o", out, *ARGS, *option)
+    assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output, r.output
+    assert not out.exists()

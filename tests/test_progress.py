@@ -153,3 +153,22 @@ def test_step_log_speaks_at_least_every_max_silence():
     trainer.global_step = 3
     log.on_train_batch_end(trainer, None, {"loss": torch.tensor(1.0)}, {"event": torch.zeros(4)}, 3)
     assert out.getvalue().startswith("train step 3/5000")
+
+
+def test_heartbeat_says_stalled_only_when_nothing_moved():
+    """A batch log said "no chunk finished in the last 10 s" while chunks were finishing steadily: the
+    heartbeat looked at when a line was last printed, not at when work last advanced."""
+    import io
+    import time
+
+    from pipeline.progress import Reporter
+
+    log = io.StringIO()
+    with Reporter(1000, interval=0.3, stream=log) as rep:
+        for _ in range(15):  # steady progress, faster than the interval
+            time.sleep(0.1)
+            rep.advance(10, 100)
+        steady = log.getvalue()
+        time.sleep(0.9)  # then nothing moves
+    assert "still working" not in steady and "converted" in steady
+    assert "still working: 150/1000" in log.getvalue()

@@ -154,3 +154,32 @@ def test_byte_caps_are_options_with_a_clear_error(tmp_path, uneven_dump):
     assert r.exit_code == 0, r.output
     m = json.loads((tmp_path / "y" / "manifest.json").read_text())
     assert len(m["shards"]) == 1 and m["config"]["row_group_bytes"] is None
+
+
+def test_rntuple_units_follow_the_bytes_too(tmp_path):
+    """An RNTuple has no basket metadata: --shard-bytes was ignored (one unit). Its units are now cut from
+    the exact per-entry sizes, read in pieces: the greedy per-entry reference on uproot's own counts."""
+    from rawdump import flat_branches, write_rntuple
+
+    import pipeline.sizing as sizing
+
+    path = tmp_path / "r.root"
+    write_rntuple(path, flat_branches(random_events(600, seed=3, n_hits=_uneven_hits(600, 3))))
+    schema = load_schema(2)
+    with uproot.open(path) as f:
+        import awkward as ak
+
+        tree = f["MuonHitDump"]
+        per = {lvl: sum(np.dtype(x.dtype).itemsize for x in schema.fields if x.source and x.level == lvl)
+               for lvl in ("event", "hit", "muon")}
+        ref = (per["event"] + per["hit"] * np.asarray(ak.num(tree["spacePoint_time"].array()), dtype=float)
+               + per["muon"] * np.asarray(ak.num(tree["truthMuon_pt"].array()), dtype=float))
+    budget = int(ref.sum() / 7)
+    cfg = ConvertConfig(schema_version=2, shard_bytes=budget, shard_events=10**6)
+    old_piece, sizing.COUNT_PIECE = sizing.COUNT_PIECE, 128  # several pieces
+    try:
+        _, _, units = plan_units([str(path)], cfg, skip_bad=False)
+    finally:
+        sizing.COUNT_PIECE = old_piece
+    edges = [units[0].entry_start] + [u.entry_stop for u in units]
+    assert edges == _greedy_reference(ref, 10**9, budget) and len(units) >= 7
