@@ -21,7 +21,7 @@ venv: $(BIN)/python
 # Elsewhere, pass the CPU wheel index of pytorch.org's selector: make setup TORCH_INDEX=<url>
 setup: $(BIN)/python
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(BIN)/pip install -q -e ".[dask,remote,train]"
+	$(BIN)/pip install -q -e ".[dask,remote,train,readers]"
 
 venv-test: $(BIN)/python
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH)"

@@ -45,7 +45,13 @@ def test_makefile_has_the_setup_target():
         pytest.skip("make is not installed")
     res = subprocess.run(["make", "-n", "setup"], cwd=REPO, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
-    assert 'pip install -q -e ".[dask,remote,train]"' in res.stdout and "torch==" in res.stdout
+    assert 'pip install -q -e ".[dask,remote,train,readers]"' in res.stdout and "torch==" in res.stdout
+    # the tour's last line reads the shards with polars: `make setup` must install it (a newcomer's
+    # `make setup` venv had no polars, pandas or duckdb; the test venv has them through [test])
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert {"pandas", "polars", "duckdb"} <= {d.split(">")[0].split("=")[0] for d in extras["readers"]}
 
 
 @pytest.mark.slow
