@@ -11,7 +11,7 @@ from __future__ import annotations
 from ._version import __version__
 from .config import ConvertConfig
 from .dataset import open_dataset
-from .errors import ConfigError, DatasetError
+from .errors import ConfigError, DatasetError, SchemaError
 from .features import DERIVED, hit_features
 from .manifest import MANIFEST
 from .schema import load_schema
@@ -110,7 +110,10 @@ def migrate_dataset(source: str, output: str, to_version: int) -> dict:
     dataset = open_dataset(source, checksums=True)
     manifest = dataset.manifest
     old = dataset.schema
-    new = load_schema(to_version)
+    try:
+        new = load_schema(to_version)
+    except SchemaError as err:
+        raise ConfigError(f"--to-version: {err}") from None
     if new.version <= old.version:
         raise ConfigError(f"dataset is already at v{old.version}; --to-version must be newer")
     source_digest = src.sha256(MANIFEST)

@@ -347,8 +347,10 @@ def validate_dataset(directory: str, check_values: bool = True, check_checksums:
     Raises ``ConfigError`` (exit 2) only when ``directory`` does not exist.
     """
     out = OutputDir(directory)
-    if not out.fs.exists(out.root) or not out.fs.isdir(out.root):
+    if not out.fs.exists(out.root):
         raise ConfigError(f"{directory}: no such directory")
+    if not out.fs.isdir(out.root):
+        raise ConfigError(f"{directory} is a file, not a dataset directory (give the folder that holds manifest.json)")
     report = Report(directory=directory, problems=[])
     report.levels = ["structure"] + (["checksums"] if check_checksums else []) + (["values"] if check_values else [])
     if source is not None:

@@ -220,6 +220,8 @@ def train(cfg: TrainConfig | None, data_dir: str | Path, run_dir: str | Path, *,
         warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
         if resume:  # resuming writes into the run's own checkpoint directory, on purpose
             warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+            # the loader is resumed by seed and epoch (data.py), not by a state_dict
+            warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")
         trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader,
                     ckpt_path=str(last) if resume else None, weights_only=True)
     seconds = time.perf_counter() - start
