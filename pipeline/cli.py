@@ -13,6 +13,7 @@ when they run, so preprocessing never pays for it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import os
@@ -272,7 +273,9 @@ def finalize(directory):
     from .manifest import finalize as run
     from .storage import OutputDir
 
-    m = run(OutputDir(directory))
+    out = OutputDir(directory)
+    with out.lock(what="finalize") if out.local and os.path.isdir(out.root) else contextlib.nullcontext():
+        m = run(out)
     click.echo(f"{directory}: manifest written, {m['totals']['events']} events in {len(m['shards'])} shard(s)")
     if m["skipped"]["inputs"] or m["skipped"]["units"]:
         sys.exit(3)

@@ -162,14 +162,15 @@ def convert(inputs: list[str], output: str, cfg: ConvertConfig, *, workers: int 
     created = not out.fs.exists(out.root)
     out.makedirs(SHARDS)
     try:
-        todo, units, mine, skipped = _run(out, output, paths, cfg, workers, scheduler, step_size, skip_bad, task,
-                                          reconfigure, quiet, dashboard)
+        with out.lock(shared=task is not None):
+            todo, units, mine, skipped = _run(out, output, paths, cfg, workers, scheduler, step_size, skip_bad,
+                                              task, reconfigure, quiet, dashboard)
+            manifest = None if task is not None else finalize(out)
     except BaseException:
         if created:
             _remove_empty_dirs(out)  # a command that failed before writing anything leaves no folder behind
         raise
 
-    manifest = None if task is not None else finalize(out)
     records = load_records(out, units)
     skipped_units = [r for r in records.values() if r["status"] == "skipped"]
     return ConvertResult(manifest=manifest, units_total=len(units), units_run=len(todo),

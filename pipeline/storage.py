@@ -49,6 +49,33 @@ class OutputDir:
                               f"partial shard could be visible under its final name; write to a local or shared "
                               f"folder or a root:// server, then copy the finished dataset")
 
+    @contextlib.contextmanager
+    def lock(self, shared: bool = False, what: str = "convert") -> Iterator[None]:
+        """Hold a lock on the output folder while writing (local folders; a no-op elsewhere).
+
+        Exclusive for a command that may delete or rewrite (convert, finalize, migrate), shared for
+        job-array tasks, which run side by side but never with a finalize. A second writer gets a
+        ConfigError at once instead of racing the first (two identical converts: the second died on a
+        temporary the first's finalize had removed). ``flock`` on the folder itself: no lock file to
+        leave behind; released when the process (and its forked workers) end, even after ``kill -9``.
+        """
+        if not self.local:
+            yield
+            return
+        import fcntl
+
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            try:
+                fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ConfigError(f"another muon-pipeline command is writing to {self.root} (a convert, job-array "
+                                  f"task, finalize or migrate); wait for it to end, or use another folder for this "
+                                  f"{what}") from None
+            yield
+        finally:
+            os.close(fd)
+
     def path(self, rel: str) -> str:
         norm = posixpath.normpath(rel)
         if norm.startswith("/") or norm == ".." or norm.startswith("../"):

@@ -142,3 +142,29 @@ def test_bad_options_are_usage_errors_before_any_work(tmp_path, two, option, mes
     r = run("convert", two[0], "-o", out, *ARGS, *option)
     assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output, r.output
     assert not out.exists()
+
+
+def test_a_second_writer_is_refused_while_the_first_holds_the_folder(tmp_path, two):
+    """Two identical converts at once: the second died with a traceback on a temporary the first's finalize
+    had removed. Now a writer holds a lock on the output folder: exclusive for convert and finalize,
+    shared for job-array tasks (they run side by side, never beside a finalize)."""
+    import fcntl
+
+    ds = tmp_path / "ds"
+    assert run("convert", two[0], "-o", ds, *ARGS).exit_code == 0
+    before = (ds / "manifest.json").read_bytes()
+    fd = os.open(ds, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running convert holds it
+        for args in (["convert", two[0], "-o", ds, *ARGS], ["finalize", ds],
+                     ["convert", two[0], "-o", ds, "--task-index", "0", "--task-count", "2", *ARGS]):
+            r = run(*args)
+            assert r.exit_code == 2 and "another muon-pipeline command is writing" in r.output, (args, r.output)
+        assert (ds / "manifest.json").read_bytes() == before
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # as a running job-array task holds it
+        r = run("convert", two[0], "-o", ds, "--task-index", "1", "--task-count", "2", *ARGS)
+        assert r.exit_code == 0, r.output  # another task runs beside it
+        assert run("finalize", ds).exit_code == 2  # but no finalize
+    finally:
+        os.close(fd)
+    assert run("finalize", ds).exit_code == 0
