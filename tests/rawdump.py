@@ -72,3 +72,13 @@ def write_rntuple(path, events: dict, name: str = "MuonHitDump") -> None:
     named like the TTree branches."""
     with uproot.recreate(path) as f:
         f.mkrntuple(name, events)
+
+
+def dump_files(directory, n: int = 3, seed: int = 0, events: int = 150) -> list[str]:
+    """``n`` small random dumps ``in0.root`` … in ``directory`` (seeds ``seed``, ``seed + 1``, …)."""
+    paths = []
+    for i in range(n):
+        p = directory / f"in{i}.root"
+        write_dump(p, random_events(events, seed=seed + i))
+        paths.append(str(p))
+    return paths

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 from grid_fixtures import start_xrootd, xrootd_missing
-from rawdump import random_events, write_dump
+from rawdump import dump_files
 
 from pipeline.cli import main
 from pipeline.convert import expand_inputs
@@ -42,13 +42,7 @@ def shard_bytes(directory: Path) -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> list[str]:
-    d = tmp_path_factory.mktemp("grid_inputs")
-    paths = []
-    for i in range(3):
-        p = d / f"in{i}.root"
-        write_dump(p, random_events(150, seed=20 + i))
-        paths.append(str(p))
-    return paths
+    return dump_files(tmp_path_factory.mktemp("grid_inputs"), 3, seed=20)
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import uproot
 from click.testing import CliRunner
-from rawdump import random_events, write_dump
+from rawdump import dump_files, random_events, write_dump
 
 from pipeline.cli import main
 
@@ -36,13 +36,7 @@ def comparable(directory: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> list[str]:
-    d = tmp_path_factory.mktemp("inputs")
-    paths = []
-    for i in range(3):
-        p = d / f"in{i}.root"
-        write_dump(p, random_events(150, seed=10 + i))
-        paths.append(str(p))
-    return paths
+    return dump_files(tmp_path_factory.mktemp("inputs"), 3, seed=10)
 
 
 @pytest.fixture(scope="module")
