@@ -74,7 +74,7 @@ class SourceLayout:
         if any(v not in PRECISIONS for v in values):
             raise ConfigError(f"{where}: precision must be one of {PRECISIONS} or a mapping raw field -> one "
                               f"of them, got {self.precision!r}")
-        fill = {name: _fill_value(raw[name], value, where) for name, value in self.fill.items()}
+        fill = {name: _fill_value(raw[name], value, where, self.rounds(name)) for name, value in self.fill.items()}
         for level, counted in (("hit", "hits"), ("muon", "truth muons")):
             if all(f.source in fill for f in schema.level(level) if f.source):
                 raise ConfigError(f"{where}: every {level} field is filled; at least one must come from a branch "
@@ -130,12 +130,24 @@ class SourceLayout:
         return d
 
 
-def _fill_value(fld, value, where: str) -> int | float:
+def _fill_value(fld, value, where: str, may_round: bool = False) -> int | float:
     """A ``fill`` constant checked against its field: a number of the field's kind, within the dtype
-    and the schema's range / allowed values (the same rules ``validate`` applies)."""
+    and the schema's range / allowed values (the same rules ``validate`` applies), and, like a branch
+    value, exactly representable in the field's dtype unless the field's precision is ``round`` (then
+    the rounded value is what is stored and recorded). Text is refused, with a hint where YAML 1.1 read
+    a number as text (``1e39`` without a decimal point)."""
     from .rules import field_violations
 
     what = f"{where}: fill {fld.source}: {value!r}"
+    if isinstance(value, str):
+        hint = ""
+        try:
+            float(value)
+            hint = (" (quoted, or YAML 1.1 read it as text: an exponent needs a decimal point and a sign, "
+                    "e.g. 1.0e+39, not 1e39)")
+        except ValueError:
+            pass
+        raise ConfigError(f"{what} is not a number{hint}")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"{what} is not a number")
     dtype = np.dtype(fld.dtype)
@@ -150,6 +162,12 @@ def _fill_value(fld, value, where: str) -> int | float:
         value = float(value)
         if not np.isfinite(value) or abs(value) > float(np.finfo(dtype).max):
             raise ConfigError(f"{what} is not a finite {fld.dtype} value")
+        stored = float(dtype.type(value))
+        if stored != value:
+            if not may_round:
+                raise ConfigError(f"{what} is not exactly a {fld.dtype} value (the nearest is {stored!r}); write "
+                                  f"that, or allow rounding for this field with 'precision: {{{fld.source}: round}}'")
+            value = stored
     for _kind, _bad, why in field_violations(np.array([value], dtype=dtype), fld):
         raise ConfigError(f"{what}: {why}")
     return value

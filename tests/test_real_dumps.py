@@ -404,6 +404,8 @@ def test_layout_mapping_to_an_absent_branch_names_the_nearest(tmp_path, random_d
     ("fill: {truthMuon_q: 0}", "fill truthMuon_q: 0: value 0 not in [-1, 1]"),
     ("fill: {spacePoint_time: .nan}", "fill spacePoint_time: nan is not a finite float32 value"),
     ("fill: {spacePoint_time: '3'}", "fill spacePoint_time: '3' is not a number"),
+    ("fill: {spacePoint_time: 1e39}", "'1e39' is not a number (quoted, or YAML 1.1 read it as text"),
+    ("fill: {spacePoint_covXY: 0.1}", "0.1 is not exactly a float32 value (the nearest is 0.10000000149011612)"),
     ("fill: {spacePoint_time: 1}\nbranches: {spacePoint_time: t}", "are both mapped to a branch and filled"),
     ("fill: {spacePoint_nope: 1}", "fill: ['spacePoint_nope'] are not raw fields of the schema"),
     ("fill: {truthMuon_pt: 10, truthMuon_eta: 0, truthMuon_phi: 0, truthMuon_q: 1}",
@@ -557,3 +559,19 @@ def test_rntuple_fill_and_rounding_are_the_same_in_worker_processes(tmp_path):
     assert len(m1["shards"]) == 4 and [s["sha256"] for s in m1["shards"]] == [s["sha256"] for s in m2["shards"]]
     assert m1["reading"] == m2["reading"] and m1["reading"]["rounded"]["spacePoint_time"] > 0
     assert m1["cutflow"] == m2["cutflow"] and m1["inputs"] == m2["inputs"]
+
+
+def test_a_fill_constant_follows_the_precision_policy(tmp_path):
+    """`fill: {covXY: 0.1}` was stored as float32(0.1) while the manifest recorded 0.1; now it is refused
+    under the default exact policy and, under `round`, stored and recorded as the same float32 value."""
+    b = flat_branches(random_events(80, seed=7))
+    b.pop("spacePoint_covXY")
+    path = tmp_path / "d.root"
+    write_dump(path, b)
+    layout = tmp_path / "layout.yaml"
+    layout.write_text("fill: {spacePoint_covXY: 0.1}\nprecision: {spacePoint_covXY: round}\n")
+    m = convert_ok(path, tmp_path / "out", "--layout", layout)
+    want = float(np.float32(0.1))
+    assert m["config"]["layout"]["fill"]["spacePoint_covXY"] == want
+    hits = read_dataset(str(tmp_path / "out")).column("hits").combine_chunks().flatten()
+    assert set(np.asarray(hits.field("spacePoint_covXY")).tolist()) == {want}
