@@ -60,6 +60,12 @@ def manifest_problems(manifest: dict) -> list[tuple[str, str]]:
     """
     out: list[tuple[str, str]] = []
     out += _keys(manifest.get("schema"), {"name": (str,), "version": _INT}, "schema")
+    # what inspect and the trainer read besides shards (their absence was a KeyError traceback)
+    skipped = manifest.get("skipped")
+    if not isinstance(skipped, dict) or not all(isinstance(skipped.get(k), list) for k in ("inputs", "units")):
+        out.append(("skipped", "missing or not an object with lists 'inputs' and 'units'"))
+    if not isinstance(manifest.get("statistics"), dict):
+        out.append(("statistics", "missing or not an object (the trainer normalises with it)"))
     if not isinstance(manifest.get("tool_version"), str):
         out.append(("tool_version", "missing or not a string"))
     config = manifest.get("config")
@@ -295,7 +301,8 @@ def open_dataset(directory: str, *, checksums: bool = False, shard_schemas: bool
         for i, entry in enumerate(entries):
             try:
                 with out.fs.open(ds.path(i), "rb") as fh:
-                    arrow_schema = pq.ParquetFile(fh).schema_arrow
+                    pf = pq.ParquetFile(fh)
+                    arrow_schema, rows = pf.schema_arrow, pf.metadata.num_rows
             except Exception as err:  # noqa: BLE001 - pyarrow raises several types for damaged files
                 raise DatasetError(f"{directory}: shard {entry['path']}: not a readable Parquet file "
                                    f"({' '.join(str(err).split())})") from err
@@ -307,6 +314,9 @@ def open_dataset(directory: str, *, checksums: bool = False, shard_schemas: bool
             found_id = identity.problems(read_identity(arrow_schema.metadata), entry)
             if found_id:
                 raise DatasetError(f"{directory}: shard {entry['path']}: {found_id[0]}")
+            if rows != entry["rows"]:  # free: the footer holds it
+                raise DatasetError(f"{directory}: shard {entry['path']}: {rows} rows, the manifest says "
+                                   f"{entry['rows']} (run `muon-pipeline validate`)")
     if checksums:
         for i in range(len(entries)):
             ds.verify_checksum(i)

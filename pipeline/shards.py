@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from .chunk import EventChunk
+from .errors import DatasetError, one_line
 from .schema import Schema
 from .storage import OutputDir
 
@@ -87,10 +88,16 @@ def open_parquet(out: OutputDir, rel: str):
 
 def iter_row_groups(out: OutputDir, rel: str) -> Iterator[tuple[int, object]]:
     """(first row index, table) for each row group of a shard: bounded memory."""
+    import pyarrow as pa
+
     pf = open_parquet(out, rel)
     first = 0
     for i in range(pf.num_row_groups):
-        table = pf.read_row_group(i)
+        try:
+            table = pf.read_row_group(i)
+        except (OSError, pa.ArrowException) as err:  # bit rot in a page: zstd or Thrift decoding fails
+            raise DatasetError(f"{out.url}/{rel}, row group {i} (rows from {first}): cannot be decoded "
+                               f"({one_line(err)}); run `muon-pipeline validate`") from err
         yield first, table
         first += table.num_rows
 
@@ -107,5 +114,14 @@ def read_dataset(directory: str, columns: list[str] | None = None, verify_checks
     from .dataset import open_dataset
 
     ds = open_dataset(directory, checksums=verify_checksums)
-    tables = [pq.read_table(ds.out.fs.open(ds.path(i), "rb"), columns=columns) for i in range(len(ds.entries))]
+    tables = []
+    for i in range(len(ds.entries)):
+        # use_threads=False: with Arrow's reader threads on a Python file object, pyarrow 26 aborted the
+        # interpreter at exit ("terminate called without an active exception") in ~1 run of 5
+        with ds.out.fs.open(ds.path(i), "rb") as fh:
+            try:
+                tables.append(pq.read_table(fh, columns=columns, use_threads=False))
+            except (OSError, pa.ArrowException) as err:
+                raise DatasetError(f"{directory}: shard {ds.entries[i]['path']} cannot be decoded ({one_line(err)}); "
+                                   "run `muon-pipeline validate`") from err
     return pa.concat_tables(tables)

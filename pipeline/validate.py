@@ -243,7 +243,9 @@ def _check_counts(manifest: dict, malformed: set[str], add) -> None:
 
 
 def _check_coverage(manifest: dict, identity: Identity, good: list[int], add) -> None:
-    """The units (shards and skipped units) tile each input's entries in steps of shard_events, once each."""
+    """The units (shards and skipped units) tile each input's entries [0, entries) once each: sorted by
+    start, each begins where the previous one ended, none is longer than ``shard_events`` entries. Units
+    are cut by entries and by bytes (``pipeline.sizing``), so their lengths vary; the tiling does not."""
     step = int(manifest["config"]["shard_events"])
     have: dict[str, list[tuple[int, int, str]]] = defaultdict(list)
     for i in good:
@@ -251,8 +253,8 @@ def _check_coverage(manifest: dict, identity: Identity, good: list[int], add) ->
         have[u["input"]].append((u["entry_start"], u["entry_stop"], manifest["shards"][i]["path"]))
     skipped = manifest.get("skipped", {})
     for rec in (skipped.get("units", []) if isinstance(skipped, dict) else []):
-        try:
-            u = rec["unit"]
+        try:  # finalize writes {path, entry_start, entry_stop, reason}; {unit: {...}} is read too
+            u = rec["unit"] if "unit" in rec else {"input": rec["path"], **rec}
             have[u["input"]].append((int(u["entry_start"]), int(u["entry_stop"]), "(skipped unit)"))
         except (KeyError, TypeError, ValueError):
             add(Problem("manifest", f"malformed skipped unit record {rec!r:.80}", column="skipped.units"))
@@ -260,20 +262,23 @@ def _check_coverage(manifest: dict, identity: Identity, good: list[int], add) ->
         add(Problem("coverage", f"shard(s) of input {path!r}, which the manifest's inputs do not list",
                     have[path][0][2], "unit.input"))
     for path, info in identity.inputs.items():
-        expected = {(s, min(s + step, info.entries)) for s in range(0, info.entries, step)}
-        counts: dict[tuple[int, int], list[str]] = defaultdict(list)
-        for start, stop, rel in have.get(path, []):
-            counts[(start, stop)].append(rel)
-        for rng in sorted(expected - set(counts)):
-            add(Problem("coverage", f"entries {rng[0]}-{rng[1]} of input {path} are in no shard and no skipped unit "
-                        "(a shard dropped from the manifest?)", column="shards"))
-        for rng, rels in sorted(counts.items()):
-            if rng not in expected:
-                add(Problem("coverage", f"unit entries {rng[0]}-{rng[1]} of input {path} are not a planned unit "
-                            f"(units of {step} entries from 0 to {info.entries})", rels[0], "unit"))
-            elif len(rels) > 1:
-                add(Problem("duplicate", f"entries {rng[0]}-{rng[1]} of input {path} are in {len(rels)} shards: "
-                            f"{', '.join(rels)}", rels[1], "unit"))
+        units = sorted(have.get(path, []))
+        at = 0
+        for start, stop, rel in units:
+            if start < at:
+                add(Problem("duplicate", f"entries {start}-{min(stop, at)} of input {path} are in more than one unit "
+                            f"({rel} and an earlier one)", rel if rel != "(skipped unit)" else None, "unit"))
+            elif start > at:
+                add(Problem("coverage", f"entries {at}-{start} of input {path} are in no shard and no skipped unit "
+                            "(a shard dropped from the manifest?)", column="shards"))
+            if not (0 <= start < stop <= info.entries) or stop - start > step:
+                add(Problem("coverage", f"unit entries {start}-{stop} of input {path} are not a planned unit "
+                            f"(at most {step} entries within 0-{info.entries})",
+                            rel if rel != "(skipped unit)" else None, "unit"))
+            at = max(at, stop)
+        if at < info.entries:
+            add(Problem("coverage", f"entries {at}-{info.entries} of input {path} are in no shard and no skipped "
+                        "unit (a shard dropped from the manifest?)", column="shards"))
 
 
 def _check_statistics(manifest: dict, stats: dict, add) -> None:

@@ -168,3 +168,23 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_folder(tmp_path, t
     finally:
         os.close(fd)
     assert run("finalize", ds).exit_code == 0
+
+
+def test_validate_accepts_what_skip_bad_files_writes(tmp_path):
+    """validate rejected every dataset with a skipped unit (it read a record shape finalize never writes)
+    and every dataset whose units are cut by bytes (it expected units of exactly shard_events entries)."""
+    import uproot
+
+    path = tmp_path / "d.root"
+    write_dump(path, random_events(400, seed=5), compression=uproot.ZLIB(1), basket_entries=50)
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2
+    data[mid: mid + 4000] = bytes(4000)  # zeros over a few baskets in the middle of the file
+    path.write_bytes(bytes(data))
+    ds = tmp_path / "ds"
+    r = run("convert", path, "-o", ds, "--shard-events", "100", "--skip-bad-files", "-q", "-j", "1")
+    assert r.exit_code == 3, r.output
+    m = json.loads((ds / "manifest.json").read_text())
+    assert m["skipped"]["units"] and m["shards"]
+    r = run("validate", ds)
+    assert r.exit_code == 0, r.output

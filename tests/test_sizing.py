@@ -143,6 +143,8 @@ def test_output_does_not_depend_on_step_size_or_workers(tmp_path, uneven_dump):
         hashes[name] = _shard_hashes(ds)
     assert len(hashes["small-step"]) > 1
     assert hashes["small-step"] == hashes["big-step"] == hashes["entries-step"]
+    r = CliRunner().invoke(main, ["validate", str(tmp_path / "small-step")])  # units of unequal lengths
+    assert r.exit_code == 0, r.output
 
 
 def test_byte_caps_are_options_with_a_clear_error(tmp_path, uneven_dump):

@@ -388,3 +388,53 @@ def test_source_sample_of_a_sound_dataset(ds):
     assert code == 0 and "2 unit(s) re-derived" in out
     report = validate_dataset(str(ds), source="all")
     assert report.ok and report.source_units_checked == 3
+
+
+# ---- readers refuse what validate rejects, in one line (found by a second break-it review) ----
+
+def _reader_outputs(d) -> dict[str, tuple[int, str]]:
+    from pipeline.errors import DatasetError
+    from pipeline.shards import read_dataset
+
+    out = {}
+    r = CliRunner().invoke(main, ["inspect", str(d)])
+    out["inspect"] = (r.exit_code, r.output)
+    try:
+        read_dataset(str(d), verify_checksums=False)
+        out["read_dataset"] = (0, "")
+    except DatasetError as err:
+        out["read_dataset"] = (1, str(err))
+    return out
+
+
+def test_readers_refuse_a_row_dropped_with_the_checksum_fixed(ds):
+    m = manifest(ds)
+    rel = m["shards"][0]["path"]
+    table = pq.read_table(ds / rel)
+    pq.write_table(table.slice(1).replace_schema_metadata(table.schema.metadata), ds / rel, row_group_size=50)
+    from pipeline.storage import OutputDir
+
+    out = OutputDir(str(ds))
+    m["shards"][0].update(bytes=out.size(rel), sha256=out.sha256(rel))
+    write_manifest(ds, m)  # rows left as they were: the footer says one fewer
+    for name, (code, text) in _reader_outputs(ds).items():
+        assert code == 1 and f"{table.num_rows - 1} rows, the manifest says {table.num_rows}" in text, (name, text)
+
+
+def test_readers_report_bit_rot_in_one_line(ds):
+    m = manifest(ds)
+    rel = m["shards"][0]["path"]
+    data = bytearray((ds / rel).read_bytes())
+    data[len(data) // 3] ^= 0x10  # inside a compressed page; the manifest is left alone
+    (ds / rel).write_bytes(bytes(data))
+    for name, (code, text) in _reader_outputs(ds).items():
+        assert code == 1 and "Traceback" not in text and rel in text, (name, text)
+
+
+@pytest.mark.parametrize("key", ["skipped", "statistics"])
+def test_readers_refuse_a_manifest_without_a_key_they_read(ds, key):
+    m = manifest(ds)
+    del m[key]
+    write_manifest(ds, m)
+    for name, (code, text) in _reader_outputs(ds).items():
+        assert code == 1 and f"key {key}" in text, (name, text)
