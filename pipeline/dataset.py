@@ -60,6 +60,13 @@ def manifest_problems(manifest: dict) -> list[tuple[str, str]]:
     """
     out: list[tuple[str, str]] = []
     out += _keys(manifest.get("schema"), {"name": (str,), "version": _INT}, "schema")
+    if manifest.get("format_version") != 1 or isinstance(manifest.get("format_version"), bool):
+        out.append(("format_version", f"{manifest.get('format_version')!r}; this version reads format 1"))
+    if not isinstance(manifest.get("dataset_id"), str):
+        out.append(("dataset_id", "missing or not a string"))
+    units = manifest.get("units")
+    if not _typed(units, _INT) or units < 0:
+        out.append(("units", "missing or not a non-negative integer"))
     # what inspect and the trainer read besides shards (their absence was a KeyError traceback)
     skipped = manifest.get("skipped")
     if not isinstance(skipped, dict) or not all(isinstance(skipped.get(k), list) for k in ("inputs", "units")):

@@ -438,3 +438,17 @@ def test_readers_refuse_a_manifest_without_a_key_they_read(ds, key):
     write_manifest(ds, m)
     for name, (code, text) in _reader_outputs(ds).items():
         assert code == 1 and f"key {key}" in text, (name, text)
+
+
+@pytest.mark.parametrize(("key", "value"), [("format_version", 99), ("dataset_id", None), ("units", -5)])
+def test_manifest_keys_readers_rely_on(ds, key, value):
+    m = manifest(ds)
+    if value is None:
+        del m[key]
+    else:
+        m[key] = value
+    write_manifest(ds, m)
+    code, out = run(ds)
+    assert code == 1 and key in out
+    for name, (code, text) in _reader_outputs(ds).items():
+        assert code == 1 and f"key {key}" in text, (name, text)
