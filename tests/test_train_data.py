@@ -184,10 +184,14 @@ def test_normalisation_without_manifest_statistics(synthetic, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(synthetic, copy)
     manifest = json.loads((copy / "manifest.json").read_text())
-    del manifest["statistics"]
+    manifest["statistics"]["hits"] = {}  # no hit statistics (the key itself is required by the opener)
     (copy / "manifest.json").write_text(json.dumps(manifest))
     norm = normalisation_for(open_dataset(copy), ["r", "eta"])
     assert norm.std[0] > 100 and np.isfinite(norm.mean).all()
+    del manifest["statistics"]  # no statistics at all: refused in one line, as validate reports it
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DatasetError, match="key statistics"):
+        open_dataset(copy)
 
 
 def test_max_muons_truncates_and_relinks(synthetic):
