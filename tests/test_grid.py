@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -173,9 +174,13 @@ def test_stalled_xrootd_server_is_a_named_error_within_the_timeout(tmp_path, inp
                                       "--remote-timeout", "2", *ARGS])
         took = time.monotonic() - t0
         server.resume()
-        assert calls["n"] == 2
+        # the chunk read right after the pause may still be served from baskets already fetched: the
+        # error comes at the first read that needs the (stopped) server, naming its entries
+        assert calls["n"] >= 2
         assert r.exit_code == 1, r.output
-        assert f"file {url}, entry 25: cannot read entries 25-50 (no answer from the server within 2 s" in r.output
+        m = re.search(rf"file {re.escape(url)}, entry (\d+): cannot read entries (\d+)-(\d+) \(no answer from "
+                      r"the server within 2 s", r.output)
+        assert m and m.group(1) == m.group(2) and int(m.group(2)) >= 25, r.output
         assert took < 15
         shards = tmp_path / "mid" / "shards"  # a failed first run leaves no folder, or an empty one
         assert not shards.exists() or not list(shards.iterdir())  # no shard, not even a temporary
