@@ -272,10 +272,13 @@ def open_tree(path: str, layout: SourceLayout):
     try:
         # A local path goes to uproot as a Path: a str is split at ".root:" into file and object
         # (``dump.root:v2.root`` would open ``dump.root``); a Path never is.
+        # array_cache=None: each entry range is read once, so uproot's per-file array cache (100 MB by
+        # default) only held memory: with every unit opening its file again, a serial convert grew by
+        # ~100 MB per unit until a garbage collection freed the closed files' caches.
         if _is_local(path):
-            f = uproot.open(Path(path.removeprefix("file://")))
+            f = uproot.open(Path(path.removeprefix("file://")), array_cache=None)
         else:
-            f = uproot.open(path, **options)
+            f = uproot.open(path, array_cache=None, **options)
     except Exception as err:  # uproot raises many types for a damaged file
         raise InputError(f"cannot open as a ROOT file ({read_error_text(err)})", file=path) from err
     try:
