@@ -218,11 +218,10 @@ def _keep_finished_inputs(out: OutputDir, cfg: ConvertConfig, paths: list[str], 
 
 
 def _check_output(out: OutputDir, output: str) -> None:
-    """Before any work: the output is new, empty, or a convert output (it has a plan); never a file, a
+    """Before any work (``output`` is not empty; :func:`convert` checks that before making ``out``): the
+    output is new, empty, or a convert output (it has a plan); never a file, a
     migrate output or someone else's folder (finalize would delete part-* files there); and no folder
     below it is a symbolic link (nothing may be deleted through one, so refuse now, not after the work)."""
-    if not output.strip():
-        raise ConfigError("--output must name a folder")
     if out.local and os.path.isfile(out.root):
         raise ConfigError(f"--output {output} is a file, not a folder")
     for rel in (SHARDS, "_work", "_work/units"):

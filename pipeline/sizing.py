@@ -48,19 +48,9 @@ def item_bytes(schema: Schema) -> dict[str, int]:
 def greedy_edges(sizes: np.ndarray, max_entries: int, max_bytes: int | None) -> np.ndarray:
     """Cut ``len(sizes)`` entries into consecutive groups, each of at most ``max_entries`` entries and
     at most ``max_bytes`` bytes (``None``: no byte cap); a single entry larger than ``max_bytes`` is a
-    group of its own. Returns the edges ``[0, e1, …, n]`` (int64)."""
-    n = len(sizes)
-    cum = np.concatenate([[0], np.cumsum(np.asarray(sizes, dtype=np.float64))])
-    edges = [0]
-    start = 0
-    while start < n:
-        stop = min(start + max_entries, n)
-        if max_bytes is not None:
-            fit = int(np.searchsorted(cum, cum[start] + max_bytes, side="right")) - 1
-            stop = min(stop, max(fit, start + 1))
-        edges.append(stop)
-        start = stop
-    return np.asarray(edges, dtype=np.int64)
+    group of its own. Returns the edges ``[0, e1, …, n]`` (int64): :func:`group_edges` over groups of
+    one entry each."""
+    return group_edges(np.arange(len(sizes) + 1, dtype=np.int64), sizes, max_entries, max_bytes)
 
 
 def group_edges(edges: np.ndarray, sizes: np.ndarray, max_entries: int | None,
@@ -155,7 +145,7 @@ def plan_unit_edges(tree, branch_names: list[str], max_entries: int, max_bytes: 
     curve = basket_cumulative_bytes(tree, branch_names) if max_bytes is not None else None
     if curve is None and max_bytes is not None and exact_sizes is not None and n > 0:
         sizes = np.concatenate([exact_sizes(lo, min(lo + COUNT_PIECE, n)) for lo in range(0, n, COUNT_PIECE)])
-        curve = (np.arange(n + 1, dtype=np.int64), np.concatenate([[0.0], np.cumsum(sizes)]))
+        return greedy_edges(sizes, max_entries, max_bytes)
     edges = [0]
     start = 0
     while start < n:

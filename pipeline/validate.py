@@ -265,16 +265,16 @@ def _check_coverage(manifest: dict, identity: Identity, good: list[int], add) ->
         units = sorted(have.get(path, []))
         at = 0
         for start, stop, rel in units:
+            shard = rel if rel != "(skipped unit)" else None
             if start < at:
                 add(Problem("duplicate", f"entries {start}-{min(stop, at)} of input {path} are in more than one unit "
-                            f"({rel} and an earlier one)", rel if rel != "(skipped unit)" else None, "unit"))
+                            f"({rel} and an earlier one)", shard, "unit"))
             elif start > at:
                 add(Problem("coverage", f"entries {at}-{start} of input {path} are in no shard and no skipped unit "
                             "(a shard dropped from the manifest?)", column="shards"))
             if not (0 <= start < stop <= info.entries) or stop - start > step:
                 add(Problem("coverage", f"unit entries {start}-{stop} of input {path} are not a planned unit "
-                            f"(at most {step} entries within 0-{info.entries})",
-                            rel if rel != "(skipped unit)" else None, "unit"))
+                            f"(at most {step} entries within 0-{info.entries})", shard, "unit"))
             at = max(at, stop)
         if at < info.entries:
             add(Problem("coverage", f"entries {at}-{info.entries} of input {path} are in no shard and no skipped "

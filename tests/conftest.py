@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from rawdump import random_events, write_dump  # noqa: E402
+from rawdump import convert_dump, random_events, write_dump  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data_samples" / "sample.root"
@@ -46,13 +46,14 @@ def converted_sample(tmp_path_factory, sample_root) -> Path:
 @pytest.fixture(scope="session")
 def converted_random(tmp_path_factory, random_dump) -> Path:
     """The random dump converted in 3 units (shards) with the defaults; read-only for tests."""
-    from pipeline.config import ConvertConfig
-    from pipeline.convert import convert
+    return convert_dump(random_dump, tmp_path_factory.mktemp("converted") / "random", shard_events=200,
+                        row_group_size=50)
 
-    out = tmp_path_factory.mktemp("converted") / "random"
-    convert([str(random_dump)], str(out), ConvertConfig(schema_version=2, shard_events=200, row_group_size=50),
-            workers=1, quiet=True)
-    return out
+
+@pytest.fixture(scope="session")
+def converted_random_5x5(tmp_path_factory, random_dump) -> Path:
+    """The random dump in many small shards and row groups (5 shards x 5 row groups); read-only."""
+    return convert_dump(random_dump, tmp_path_factory.mktemp("multi") / "ds", shard_events=100, row_group_size=20)
 
 
 @pytest.fixture(scope="session")

@@ -26,15 +26,9 @@ HIT_FIELDS = load_schema(2).inputs("hit")
 
 
 @pytest.fixture(scope="module")
-def synthetic(tmp_path_factory, random_dump):
+def synthetic(converted_random_5x5):
     """Many small shards and row groups (5 shards x 5 row groups) of the hand-made random dump."""
-    from pipeline.config import ConvertConfig
-    from pipeline.convert import convert
-
-    out = tmp_path_factory.mktemp("multi") / "ds"
-    convert([str(random_dump)], str(out), ConvertConfig(schema_version=2, shard_events=100, row_group_size=20),
-            workers=1, quiet=True)
-    return out
+    return converted_random_5x5
 
 
 @pytest.fixture(params=["synthetic", "sample"])

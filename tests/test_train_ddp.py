@@ -15,6 +15,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from click.testing import CliRunner  # noqa: E402
+from rawdump import convert_dump  # noqa: E402
 
 from pipeline.cli import main  # noqa: E402
 from pipeline.errors import DatasetError  # noqa: E402
@@ -35,13 +36,7 @@ FRACTIONS = dict(train_fraction=0.7, val_fraction=0.15, split_seed=3)
 @pytest.fixture(scope="module")
 def uneven(tmp_path_factory, random_dump):
     """The random dump in 4 uneven shards (130, 130, 130, 110 entries) of uneven row groups."""
-    from pipeline.config import ConvertConfig
-    from pipeline.convert import convert
-
-    out = tmp_path_factory.mktemp("uneven") / "ds"
-    convert([str(random_dump)], str(out), ConvertConfig(schema_version=2, shard_events=130, row_group_size=45),
-            workers=1, quiet=True)
-    return out
+    return convert_dump(random_dump, tmp_path_factory.mktemp("uneven") / "ds", shard_events=130, row_group_size=45)
 
 
 def train_rows(directory) -> set[int]:

@@ -25,15 +25,9 @@ CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
-def many_groups(tmp_path_factory, random_dump):
+def many_groups(converted_random_5x5):
     """5 shards x 5 row groups of the random dump: the plan crosses row groups and shuffle buffers."""
-    from pipeline.config import ConvertConfig
-    from pipeline.convert import convert
-
-    out = tmp_path_factory.mktemp("resident") / "ds"
-    convert([str(random_dump)], str(out), ConvertConfig(schema_version=2, shard_events=100, row_group_size=20),
-            workers=1, quiet=True)
-    return out
+    return converted_random_5x5
 
 
 def make(info, split="train", **kw):
