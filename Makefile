@@ -7,6 +7,9 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 TORCH_INDEX ?=
 DEMO   ?= demo_out
+# pytest-xdist processes for the tests (tests sharing one test SLURM are kept on one of them: loadgroup)
+PYTEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup
 
 .PHONY: demo test test-fast lint bench clean venv venv-test setup
 
@@ -37,11 +40,11 @@ lint: venv-test
 	$(BIN)/ruff check pipeline tests bench
 
 test: venv-test lint
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
 
 # The same minus the end-to-end tests marked `slow` (CI runs `make test`, i.e. everything).
 test-fast: venv-test lint
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 bench: venv-test
 	$(BIN)/python bench/bench_convert.py

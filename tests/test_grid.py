@@ -258,6 +258,7 @@ PY = [sys.executable, "-m", "pipeline"]
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("slurm")  # one test SLURM per session: its tests share an xdist worker
 def test_sbatch_array_of_4_tasks_plus_finalize_equals_one_local_worker(tmp_path, slurm, inputs, reference):
     out = tmp_path / "array"
     task = " ".join([*PY, "convert", *inputs, "-o", str(out), "--task-index", "$SLURM_ARRAY_TASK_ID",
@@ -274,6 +275,7 @@ def test_sbatch_array_of_4_tasks_plus_finalize_equals_one_local_worker(tmp_path,
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("slurm")
 def test_generated_slurm_script_runs_as_submitted(tmp_path, slurm, inputs, reference, monkeypatch):
     monkeypatch.chdir(tmp_path)
     r = CliRunner().invoke(main, ["submit-script", "--system", "slurm", "--tasks", "4", "--script", "convert.sh",
@@ -291,6 +293,7 @@ def test_generated_slurm_script_runs_as_submitted(tmp_path, slurm, inputs, refer
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("slurm")
 def test_dask_workers_as_slurm_jobs_give_the_same_dataset(tmp_path, slurm, inputs, reference):
     import dask
 

@@ -227,6 +227,7 @@ def test_inspect_missing_shard_is_one_line(converted_random, tmp_path):
     assert r.exit_code == 1 and r.output.count("\n") == 1 and rel in r.output and "does not exist" in r.output
 
 
+@pytest.mark.slow  # two `train --devices 2` runs, each spawning two gloo ranks (~8 s each)
 @pytest.mark.parametrize("resident", ["off", "on"])
 def test_lightning_ddp_two_cpu_ranks_trains_on_every_event(uneven, tmp_path, resident):
     """`train --devices 2` on CPU (Lightning DDP, gloo; streaming with 2 workers per rank, or the
