@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from pipeline.errors import DatasetError
 from pipeline.train.config import check_against_schema, load_config
 from pipeline.train.data import make_loader, make_stream, muon_values, normalisation_for, open_dataset
 from pipeline.train.fit import resolve_threads
@@ -46,7 +47,11 @@ def make_dataset(out: Path, events: int, seed: int = 1, background: int = 300,
     """A converted dataset of ``events`` simulated events in ``out`` (cached); returns (path, how)."""
     how = f"simulate (background {background}/event{f', pT up to {pt_max:g} GeV' if pt_max else ''}) + convert"
     if (out / "manifest.json").exists():
-        return out, how
+        try:
+            open_dataset(out)  # a cache made by an older version of the format is made again
+            return out, how
+        except DatasetError:
+            pass
     shutil.rmtree(out, ignore_errors=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     raw = out.parent / f"{out.name}.root"

@@ -11,9 +11,19 @@ from pipeline.errors import ConfigError  # noqa: E402
 from pipeline.muon_frame import frame_field_names  # noqa: E402
 from pipeline.schema import load_schema  # noqa: E402
 from pipeline.train.config import config_from_dict  # noqa: E402
-from pipeline.train.data import ShardStream, make_loader, normalisation_for, open_dataset  # noqa: E402
+from pipeline.train.data import (  # noqa: E402
+    Chunk,
+    ShardStream,
+    clip_links,
+    collate,
+    make_loader,
+    normalisation_for,
+    open_dataset,
+)
 from pipeline.train.resident import (  # noqa: E402
+    Resident,
     ResidentStream,
+    collate_tensors,
     fits,
     make_resident_loader,
     split_bytes,
@@ -70,6 +80,32 @@ def test_same_batches_under_the_global_seed_through_dataloaders(many_groups):
     assert_same(streamed, resident)
     rows = torch.cat([b["row"] for b in resident]).tolist()
     assert len(rows) == len(set(rows)) == s.events
+
+
+def test_links_beyond_max_muons_or_the_events_muons_are_background_in_both_paths():
+    """The link rule is per event (a link at or beyond min(muons of its event, max_muons) is -1), applied
+    by the streaming collate per batch and by the resident store once at load. Before, the streaming
+    rule used the batch's padded muon count, so a link to a muon its event does not have survived when
+    another event of the batch had more muons."""
+    n_hits, n_mu = np.array([4, 4, 1]), np.array([2, 5, 0])
+    link = np.array([0, 1, -1, 1, 4, 2, 3, 0, 0], np.int32)  # the last: a link in an event without muons
+    chunk = Chunk(np.concatenate([[0], np.cumsum(n_hits)]), np.arange(27, dtype=np.float32).reshape(9, 3), link,
+                  np.concatenate([[0], np.cumsum(n_mu)]), np.ones((7, 2), np.float32), np.arange(3), np.arange(3))
+    max_muons = 3
+    expected = []  # per hit, by hand from the rule
+    for e in range(3):
+        for h in range(n_hits[e]):
+            lk = int(link[n_hits[:e].sum() + h])
+            expected.append(lk if lk < min(n_mu[e], max_muons) else -1)
+    assert clip_links(chunk, max_muons).tolist() == expected == [0, 1, -1, 1, -1, 2, -1, 0, -1]
+    idx = np.array([2, 0, 1])
+    streamed = collate(chunk, idx, max_muons)
+    store = Resident.from_chunk(chunk, CPU, max_muons)
+    resident = collate_tensors(store, torch.from_numpy(idx), int(n_hits.max()), max_muons, max_muons)
+    for k, v in streamed.items():
+        assert torch.equal(torch.from_numpy(np.asarray(v)), resident[k]), k
+    flat = [int(x) for b, e in enumerate(idx) for x in streamed["link"][b, :n_hits[e]]]
+    assert flat == [expected[i] for e in idx for i in range(n_hits[:e].sum(), n_hits[:e + 1].sum())]
 
 
 def test_frame_inputs_are_computed_at_load_and_match(many_groups):

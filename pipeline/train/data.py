@@ -265,7 +265,9 @@ def collate(chunk: Chunk, idx: np.ndarray, max_muons: int) -> dict[str, np.ndarr
     """Pad events ``idx`` of ``chunk`` into one batch (numpy; the loader wraps it in tensors).
 
     Hits are padded to the longest event of the batch, muons to ``min(max_muons, most in batch)``.
-    Hits of muons beyond ``max_muons`` become background (link -1): they are not regressed.
+    Hits of muons beyond ``max_muons`` become background (link -1): they are not regressed. The rule is
+    per event (a link at or beyond ``min(muons of its event, max_muons)`` is -1), so it needs nothing
+    of the rest of the batch: the device-resident path applies it once, at load (:func:`clip_links`).
     """
     idx = np.asarray(idx, dtype=np.int64)
     B = len(idx)
@@ -292,9 +294,18 @@ def collate(chunk: Chunk, idx: np.ndarray, max_muons: int) -> dict[str, np.ndarr
     mpos = np.where(muon_mask, mstarts[:, None] + mar[None, :], 0)
     muons = chunk.muons[mpos] if len(chunk.muons) else np.zeros((B, M, chunk.muons.shape[1]), np.float32)
     muons[~muon_mask] = 0.0  # [B, M, K]
-    link[link >= M] = -1
+    link[link >= mlens[:, None]] = -1
     return {"hits": hits, "hit_mask": hit_mask, "link": link, "muons": muons, "muon_mask": muon_mask,
             "event": chunk.event[idx], "row": chunk.row[idx]}
+
+
+def clip_links(chunk: Chunk, max_muons: int) -> np.ndarray:
+    """``chunk.link`` [N_hits] as int64 with :func:`collate`'s rule applied: -1 where the link is at or
+    beyond ``min(muons of the hit's event, max_muons)`` (hits of muons that are not regressed)."""
+    limit = np.repeat(np.minimum(np.diff(chunk.muon_offsets), max_muons), np.diff(chunk.hit_offsets))
+    link = chunk.link.astype(np.int64)
+    link[link >= limit] = -1
+    return link
 
 
 def bucket_batches(n_hits: np.ndarray, batch_size: int, rng: np.random.Generator | None,
