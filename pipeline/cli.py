@@ -13,7 +13,6 @@ when they run, so preprocessing never pays for it.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import importlib
 import os
@@ -274,7 +273,7 @@ def finalize(directory):
     from .storage import OutputDir
 
     out = OutputDir(directory)
-    with out.lock(what="finalize") if out.local and os.path.isdir(out.root) else contextlib.nullcontext():
+    with out.lock(what="finalize"):
         m = run(out)
     click.echo(f"{directory}: manifest written, {m['totals']['events']} events in {len(m['shards'])} shard(s)")
     if m["skipped"]["inputs"] or m["skipped"]["units"]:

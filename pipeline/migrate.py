@@ -100,26 +100,42 @@ def _check_output(dst: OutputDir, output: str, planned: set[str]) -> None:
 
 
 def migrate_dataset(source: str, output: str, to_version: int) -> dict:
-    import pyarrow.parquet as pq
+    """Rewrite the dataset at ``source`` with schema version ``to_version`` into ``output``; returns its manifest.
 
+    Locks: a shared one on a local source (no convert or finalize rewrites it while it is read; other
+    readers and migrations from it run side by side) and an exclusive one on the output (as convert and
+    finalize take), both held before anything is inspected. Re-running a finished migration is a no-op.
+    Raises ConfigError (usage, a busy or foreign output) or DatasetError (a source that does not open).
+    """
     src, dst = OutputDir(source), OutputDir(output)
     if src.root == dst.root:
         raise ConfigError("--output must differ from the input dataset")
-    # the shared opener: manifest shape, shard path rules, shard schemas, and every sha256 (a shard
-    # changed after it was written is never migrated)
-    dataset = open_dataset(source, checksums=True)
-    manifest = dataset.manifest
-    old = dataset.schema
-    try:
-        new = load_schema(to_version)
-    except SchemaError as err:
-        raise ConfigError(f"--to-version: {err}") from None
-    if new.version <= old.version:
-        raise ConfigError(f"dataset is already at v{old.version}; --to-version must be newer")
-    source_digest = src.sha256(MANIFEST)
-    done = _finished(dst, source_digest, new.version)
+    with src.lock(shared=True, what="migrate"):
+        # the shared opener: manifest shape, shard path rules, shard schemas, and every sha256 (a shard
+        # changed after it was written is never migrated)
+        dataset = open_dataset(source, checksums=True)
+        try:
+            new = load_schema(to_version)
+        except SchemaError as err:
+            raise ConfigError(f"--to-version: {err}") from None
+        if new.version <= dataset.schema.version:
+            raise ConfigError(f"dataset is already at v{dataset.schema.version}; --to-version must be newer")
+        source_digest = src.sha256(MANIFEST)
+        done = _finished(dst, source_digest, new.version)
+        if done is not None:
+            return done  # re-run of a finished migration: nothing to do, nothing rewritten
+        dst.makedirs()
+        with dst.lock(what="migrate"):
+            return _migrate(src, dst, source, output, dataset, new, source_digest)
+
+
+def _migrate(src: OutputDir, dst: OutputDir, source: str, output: str, dataset, new, source_digest: str) -> dict:
+    import pyarrow.parquet as pq
+
+    manifest, old = dataset.manifest, dataset.schema
+    done = _finished(dst, source_digest, new.version)  # a run that finished while this one waited to start
     if done is not None:
-        return done  # re-run of a finished migration: nothing to do, nothing rewritten
+        return done
     cfg_dict = dict(manifest["config"], schema_version=new.version)
     cfg = ConvertConfig.from_dict(cfg_dict)
     infos = {i["path"]: InputInfo(i["path"], i["size"], i["entries"], i["uuid"]) for i in manifest["inputs"]}

@@ -58,8 +58,10 @@ class OutputDir:
         ConfigError at once instead of racing the first (two identical converts: the second died on a
         temporary the first's finalize had removed). ``flock`` on the folder itself: no lock file to
         leave behind; released when the process (and its forked workers) end, even after ``kill -9``.
+        A local folder that does not exist holds nothing to protect: no lock (the command then fails on
+        its own terms, e.g. finalize's "no plan").
         """
-        if not self.local:
+        if not self.local or not os.path.isdir(self.root):
             yield
             return
         import fcntl

@@ -170,6 +170,37 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_folder(tmp_path, t
     assert run("finalize", ds).exit_code == 0
 
 
+def test_migrate_takes_the_same_locks(tmp_path, two):
+    """`migrate` took no lock: two migrations into one folder raced, and a convert could rewrite the source
+    while it was read. Now it holds the output exclusively and the source shared, like the other writers."""
+    import fcntl
+
+    src = tmp_path / "v1"
+    assert run("convert", two[0], "-o", src, "--schema-version", "1", *ARGS).exit_code == 0
+    out = tmp_path / "v2"
+    out.mkdir()
+    for folder, mode in ((out, fcntl.LOCK_EX), (src, fcntl.LOCK_EX), (out, fcntl.LOCK_SH)):
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)  # a running migrate, convert or job-array task holds it
+            r = run("migrate", src, "--to-version", "2", "-o", out)
+            assert r.exit_code == 2 and "another muon-pipeline command is writing" in r.output, (folder, r.output)
+            assert not list(out.iterdir())  # nothing written
+        finally:
+            os.close(fd)
+    fd = os.open(src, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # another reader (a migrate from the same source)
+        r = run("migrate", src, "--to-version", "2", "-o", out)
+        assert r.exit_code == 0, r.output  # runs beside it
+        r = run("convert", two[0], "-o", src, "--schema-version", "1", "--reconfigure", *ARGS)
+        assert r.exit_code == 2 and "another muon-pipeline command is writing" in r.output, r.output
+    finally:
+        os.close(fd)
+    assert run("validate", out).exit_code == 0
+    assert json.loads((out / "manifest.json").read_text())["schema"]["version"] == 2
+
+
 def test_validate_accepts_what_skip_bad_files_writes(tmp_path):
     """validate rejected every dataset with a skipped unit (it read a record shape finalize never writes)
     and every dataset whose units are cut by bytes (it expected units of exactly shard_events entries)."""
