@@ -123,6 +123,25 @@ def _write_plan(out: OutputDir, cfg: ConvertConfig, inputs, skipped, units: list
     out.write_json(PLAN, plan)
 
 
+def _as_planned(out: OutputDir, paths: list[str]) -> list[str]:
+    """``paths`` with each local input spelled as the existing plan recorded it, when both spellings
+    name the same file (``in/a.root``, ``./in/a.root``, ``/abs/in/a.root``, a link to it): a resumed
+    run then compares, keys and labels (``source_file``) its inputs exactly as the first run did.
+    Remote inputs and files the plan does not hold are left as given."""
+    if not out.exists(PLAN):
+        return paths
+    plan = out.read_json(PLAN)
+    recorded: dict[str, str] = {}
+    for q in _input_paths(plan):
+        if "://" not in q or q.startswith("file://"):
+            recorded.setdefault(os.path.realpath(q.removeprefix("file://")), q)
+    mapped = []
+    for p in paths:
+        local = "://" not in p or p.startswith("file://")
+        mapped.append(recorded.get(os.path.realpath(p.removeprefix("file://")), p) if local else p)
+    return mapped
+
+
 def _input_paths(plan: dict) -> set[str]:
     return {i["path"] for i in plan.get("inputs", [])} | {i["path"] for i in plan.get("skipped_inputs", [])}
 
@@ -239,6 +258,7 @@ def _check_output(out: OutputDir, output: str) -> None:
 def _run(out: OutputDir, output: str, paths: list[str], cfg: ConvertConfig, workers: int, scheduler: str | None,
          step_size: int | str, skip_bad: bool, task: tuple[int, int] | None, reconfigure: bool, quiet: bool,
          dashboard: str | None = None):
+    paths = _as_planned(out, paths)
     reused = _reusable_plan(out, cfg, paths) if task is not None else None
     if reused is not None:
         units = reused  # job-array tasks: no need for every task to open every input again

@@ -67,6 +67,39 @@ def test_the_same_file_under_two_spellings_is_refused(tmp_path, two, monkeypatch
         assert not (tmp_path / "d").exists()
 
 
+def test_a_resume_may_spell_the_same_inputs_differently(tmp_path, two, monkeypatch):
+    """Resuming with `./in/` after `in/` (or an absolute path, or a link to the folder) was refused as a
+    different input set. Now each local input takes the spelling the plan recorded when both name the
+    same file, so the resumed dataset is byte for byte the first one (source_file included)."""
+    monkeypatch.chdir(tmp_path)
+    os.symlink(tmp_path / "in", tmp_path / "linked")
+    ds = tmp_path / "ds"
+    first = run("convert", "in/in0.root", "in/in1.root", "-o", "ds", "--shard-events", "30", "-q", "-j", "1")
+    assert first.exit_code == 0, first.output
+    shards = {f: (ds / f).read_bytes() for f in _files(ds) if f.startswith("shards/")}
+    manifest = json.loads((ds / "manifest.json").read_text())
+    victim = sorted(f for f in shards if f.endswith(".parquet"))[-1]
+    for spelling in (["./in/in0.root", "./in//in1.root"], [str(tmp_path / "in" / "in0.root"), "in/in1.root"],
+                     ["linked/in0.root", "linked/in1.root"], ["in"]):
+        (ds / victim).unlink()  # one unit to redo: the resume must write it as the first run did
+        r = run("convert", *spelling, "-o", "ds", "--shard-events", "30", "-j", "1")
+        assert r.exit_code == 0 and "already done" in r.output, (spelling, r.output)
+        assert {f: (ds / f).read_bytes() for f in _files(ds) if f.startswith("shards/")} == shards, spelling
+        again = json.loads((ds / "manifest.json").read_text())
+        assert [i["path"] for i in again["inputs"]] == ["in/in0.root", "in/in1.root"]
+        assert again["shards"] == manifest["shards"]
+    (ds / victim).unlink()  # job-array tasks too (they reuse the plan when the inputs are the same)
+    for i in range(2):
+        r = run("convert", "./in/in0.root", "./in/in1.root", "-o", "ds", "--shard-events", "30", "-q", "-j", "1",
+                "--task-index", i, "--task-count", 2)
+        assert r.exit_code == 0, r.output
+    assert run("finalize", "ds").exit_code == 0
+    assert {f: (ds / f).read_bytes() for f in _files(ds) if f.startswith("shards/")} == shards
+    r = run("convert", "./in/in0.root", "-o", "ds", "--shard-events", "30", "-q")  # still a different set
+    assert r.exit_code == 2 and "- in/in1.root" in r.output, r.output
+    assert run("validate", "ds").exit_code == 0
+
+
 def test_a_replaced_input_is_refused_unless_reconfigure(tmp_path, two):
     """A plain run re-converted a file replaced under the same path and deleted its old shards."""
     ds = tmp_path / "ds"
