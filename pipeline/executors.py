@@ -9,13 +9,15 @@ On the first failed unit the executor stops submitting and re-raises; finished u
 recorded, so re-running the command resumes.
 
 Progress: every executor calls ``on_record`` as each unit finishes (not once at the end) and, when
-given, ``progress(entries, hits)`` as work completes: per chunk in this process and in local pool
-workers (through a queue), per unit on Dask. The entries reported for a unit always add up to its
+given, ``progress(entries, hits)`` as work completes: per chunk in this process, in local pool
+workers (through a queue) and on Dask workers (as worker events on the topic :data:`PROGRESS_TOPIC`,
+which the scheduler forwards to this client). The entries reported for a unit always add up to its
 size once its record arrives (:class:`UnitProgress`), whatever the executor.
 """
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import os
 import queue
@@ -34,8 +36,9 @@ OnProgress = Callable[[int, int], None]
 class UnitProgress:
     """Adds up what was reported per unit, and tops a unit up to its full size when its record arrives.
 
-    A chunk report may be lost (a skipped unit stops mid-way; Dask reports whole units only), yet the
-    entries reported in total must equal the entries planned, so the bar ends at 100 %.
+    A chunk report may be lost or late (a skipped unit stops mid-way; a Dask event may arrive after its
+    unit's result), yet the entries reported in total must equal the entries planned, so the bar ends
+    at 100 %. Reports for units that are not ours (another job on a shared Dask cluster) are ignored.
     """
 
     def __init__(self, units: list[Unit], progress: OnProgress | None) -> None:
@@ -44,6 +47,8 @@ class UnitProgress:
         self.progress = progress
 
     def chunk(self, key: str, entries: int, hits: int) -> None:
+        if key not in self.size:
+            return
         entries = min(entries, self.size[key] - self.done[key])  # never past a finished unit
         self.done[key] += entries
         if self.progress is not None and entries > 0:
@@ -161,10 +166,19 @@ def local_cluster(workers: int, dashboard: str | None = None):
     return cluster, security
 
 
+#: The Dask worker-event topic that carries chunk progress: events ``(unit key, entries, hits)``.
+PROGRESS_TOPIC = "muon-pipeline-progress"
+
+
 def run_dask(units: list[Unit], job: dict, scheduler: str, workers: int, on_record: OnRecord,
-             dashboard: str | None = None, progress: OnProgress | None = None) -> None:
+             dashboard: str | None = None, progress: OnProgress | None = None, poll: float = 0.2) -> None:
+    """Run units on a Dask cluster (``local``: an embedded one behind TLS, else a scheduler address).
+
+    Records arrive as units finish; chunk progress as worker events, drained every ``poll`` seconds.
+    """
     try:
-        from distributed import Client, as_completed
+        from distributed import Client
+        from distributed import wait as distributed_wait
     except ImportError as err:
         raise ConfigError("--scheduler needs Dask: pip install 'muon-pipeline[dask]'") from err
     cluster = None
@@ -177,18 +191,34 @@ def run_dask(units: list[Unit], job: dict, scheduler: str, workers: int, on_reco
         except OSError as err:
             raise ConfigError(f"cannot reach the Dask scheduler at {scheduler}: {err}") from err
     track = UnitProgress(units, progress)
+    chunks: queue.SimpleQueue = queue.SimpleQueue()  # filled on the client's event-loop thread
     try:
+        if progress is not None:
+            client.subscribe_topic(PROGRESS_TOPIC, lambda event: chunks.put(event[1]))
+
+        def drain() -> None:
+            while not chunks.empty():
+                key, entries, hits = chunks.get()
+                track.chunk(key, entries, hits)
+
         # Plain dicts travel to the workers; pure=False since each call writes files.
-        fn = partial(_run_unit_dicts, **job)
+        fn = partial(_run_unit_dicts, progress_events=progress is not None, **job)
         futures = client.map(fn, [u.to_dict() for u in units], pure=False, key=[f"unit-{u.key[:16]}" for u in units])
-        for fut in as_completed(futures):
-            if fut.status == "error":
-                for f in futures:
-                    f.cancel()
-                fut.result()  # re-raises the worker's exception
-            rec = fut.result()
-            track.finished(rec)  # per unit, as each finishes
-            on_record(rec)
+        pending = set(futures)
+        while pending:
+            try:
+                done, pending = distributed_wait(pending, timeout=poll, return_when="FIRST_COMPLETED")
+            except (TimeoutError, asyncio.TimeoutError):  # none finished within poll (two classes on 3.10)
+                done = set()
+            drain()
+            for fut in done:
+                if fut.status == "error":
+                    for f in futures:
+                        f.cancel()
+                    fut.result()  # re-raises the worker's exception
+                rec = fut.result()
+                track.finished(rec)  # per unit, as each finishes
+                on_record(rec)
     finally:
         client.close()
         if cluster is not None:
@@ -227,9 +257,20 @@ def exit_with_parent(parent: int, interval: float = 0.5) -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
-def _run_unit_dicts(unit: dict, **job) -> dict:
+def _run_unit_dicts(unit: dict, progress_events: bool = False, **job) -> dict:
+    """On a Dask worker: run one unit; with ``progress_events`` each chunk is a worker event on
+    :data:`PROGRESS_TOPIC` (the scheduler forwards it to the subscribed client)."""
     _restore_heap_reuse()
-    return run_unit(unit, **job)
+    report = None
+    if progress_events:
+        from distributed import get_worker
+
+        worker, key = get_worker(), unit["key"]
+
+        def report(entries: int, hits: int) -> None:
+            worker.log_event(PROGRESS_TOPIC, (key, int(entries), int(hits)))
+
+    return run_unit(unit, progress=report, **job)
 
 
 def _restore_heap_reuse() -> None:

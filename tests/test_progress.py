@@ -12,7 +12,7 @@ from rawdump import random_events, write_dump
 
 from pipeline.config import ConvertConfig
 from pipeline.convert import convert
-from pipeline.executors import run_processes, run_serial
+from pipeline.executors import run_dask, run_processes, run_serial
 from pipeline.storage import OutputDir
 from pipeline.units import SHARDS, plan_units
 
@@ -32,7 +32,7 @@ def _plan(path, out):
     return units, job
 
 
-@pytest.mark.parametrize("runner", ["processes", "serial"])
+@pytest.mark.parametrize("runner", ["processes", "serial", "dask"])
 def test_progress_arrives_before_the_last_unit_ends(tmp_path, four_unit_dump, runner):
     """2 workers, 4 units: chunk progress and unit records reach the caller while units still run.
 
@@ -53,6 +53,9 @@ def test_progress_arrives_before_the_last_unit_ends(tmp_path, four_unit_dump, ru
 
     if runner == "processes":
         run_processes(units, job, 2, on_record, progress=progress, poll=0.05)
+    elif runner == "dask":  # the embedded cluster: chunk reports travel as worker events
+        pytest.importorskip("distributed")
+        run_dask(units, job, "local", 2, on_record, progress=progress, poll=0.05)
     else:
         run_serial(units, job, on_record, progress=progress)
     ends = sorted(os.stat(tmp_path / "ds" / u.record).st_mtime for u in units)
