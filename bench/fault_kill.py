@@ -149,6 +149,9 @@ def main() -> None:
     }
     summary, failed = {}, False
     wanted = [k.strip() for k in args.kinds.split(",") if k.strip()] or list(kinds)
+    unknown = [k for k in wanted if k not in kinds]
+    if unknown:
+        ap.error(f"--kinds: unknown {unknown}; the kinds are {list(kinds)}")
     for name, (prepare, command, finish) in kinds.items():
         if name not in wanted:
             continue
