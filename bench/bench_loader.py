@@ -49,7 +49,7 @@ def make_dataset(out: Path, events: int, seed: int = 1, background: int = 300,
     if (out / "manifest.json").exists():
         try:
             open_dataset(out)  # a cache made by an older version of the format is made again
-            return out, how
+            return out, how + ", reused from an earlier run (delete the folder to make it anew)"
         except DatasetError:
             pass
     shutil.rmtree(out, ignore_errors=True)
