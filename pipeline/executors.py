@@ -17,7 +17,7 @@ size once its record arrives (:class:`UnitProgress`), whatever the executor.
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import multiprocessing
 import os
 import queue
@@ -166,19 +166,24 @@ def local_cluster(workers: int, dashboard: str | None = None):
     return cluster, security
 
 
-#: The Dask worker-event topic that carries chunk progress: events ``(unit key, entries, hits)``.
+#: The Dask worker-event topic that carries chunk progress: events ``(run token, unit key, entries, hits)``.
 PROGRESS_TOPIC = "muon-pipeline-progress"
 
 
 def run_dask(units: list[Unit], job: dict, scheduler: str, workers: int, on_record: OnRecord,
-             dashboard: str | None = None, progress: OnProgress | None = None, poll: float = 0.2) -> None:
+             dashboard: str | None = None, progress: OnProgress | None = None) -> None:
     """Run units on a Dask cluster (``local``: an embedded one behind TLS, else a scheduler address).
 
-    Records arrive as units finish; chunk progress as worker events, drained every ``poll`` seconds.
+    Records arrive as units finish (``as_completed``); chunk progress as worker events, handled on the
+    client's event-loop thread under a lock. Task keys and events carry a token of this run, so two
+    runs of the same units on one shared scheduler (into two outputs) neither share tasks nor count
+    each other's progress. On the first failed unit the others are cancelled and its error re-raised.
     """
+    import threading
+    import uuid
+
     try:
-        from distributed import Client
-        from distributed import wait as distributed_wait
+        from distributed import Client, as_completed
     except ImportError as err:
         raise ConfigError("--scheduler needs Dask: pip install 'muon-pipeline[dask]'") from err
     cluster = None
@@ -190,36 +195,35 @@ def run_dask(units: list[Unit], job: dict, scheduler: str, workers: int, on_reco
             client = Client(scheduler, timeout="30s")
         except OSError as err:
             raise ConfigError(f"cannot reach the Dask scheduler at {scheduler}: {err}") from err
-    track = UnitProgress(units, progress)
-    chunks: queue.SimpleQueue = queue.SimpleQueue()  # filled on the client's event-loop thread
+    track, lock, token = UnitProgress(units, progress), threading.Lock(), uuid.uuid4().hex[:12]
+
+    def on_event(event) -> None:  # (time, (token, unit key, entries, hits)) from any worker of the cluster
+        msg = event[1]
+        if isinstance(msg, (list, tuple)) and len(msg) == 4 and msg[0] == token:
+            with lock:
+                track.chunk(msg[1], msg[2], msg[3])
+
     try:
         if progress is not None:
-            client.subscribe_topic(PROGRESS_TOPIC, lambda event: chunks.put(event[1]))
-
-        def drain() -> None:
-            while not chunks.empty():
-                key, entries, hits = chunks.get()
-                track.chunk(key, entries, hits)
-
+            client.subscribe_topic(PROGRESS_TOPIC, on_event)
         # Plain dicts travel to the workers; pure=False since each call writes files.
-        fn = partial(_run_unit_dicts, progress_events=progress is not None, **job)
-        futures = client.map(fn, [u.to_dict() for u in units], pure=False, key=[f"unit-{u.key[:16]}" for u in units])
-        pending = set(futures)
-        while pending:
-            try:
-                done, pending = distributed_wait(pending, timeout=poll, return_when="FIRST_COMPLETED")
-            except (TimeoutError, asyncio.TimeoutError):  # none finished within poll (two classes on 3.10)
-                done = set()
-            drain()
-            for fut in done:
-                if fut.status == "error":
-                    for f in futures:
+        fn = partial(_run_unit_dicts, progress_token=token if progress is not None else None, **job)
+        futures = client.map(fn, [u.to_dict() for u in units], pure=False,
+                             key=[f"unit-{u.key[:16]}-{token}" for u in units])
+        for fut in as_completed(futures):
+            if fut.status == "error":
+                for f in futures:
+                    if f is not fut:  # cancelling the failed one too would replace its error
                         f.cancel()
-                    fut.result()  # re-raises the worker's exception
-                rec = fut.result()
+                fut.result()  # re-raises the worker's exception
+            rec = fut.result()
+            with lock:
                 track.finished(rec)  # per unit, as each finishes
-                on_record(rec)
+            on_record(rec)
     finally:
+        if progress is not None:
+            with contextlib.suppress(Exception):
+                client.unsubscribe_topic(PROGRESS_TOPIC)
         client.close()
         if cluster is not None:
             cluster.close()
@@ -257,18 +261,19 @@ def exit_with_parent(parent: int, interval: float = 0.5) -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
-def _run_unit_dicts(unit: dict, progress_events: bool = False, **job) -> dict:
-    """On a Dask worker: run one unit; with ``progress_events`` each chunk is a worker event on
-    :data:`PROGRESS_TOPIC` (the scheduler forwards it to the subscribed client)."""
+def _run_unit_dicts(unit: dict, progress_token: str | None = None, **job) -> dict:
+    """On a Dask worker: run one unit; with ``progress_token`` each chunk is a worker event
+    ``(token, unit key, entries, hits)`` on :data:`PROGRESS_TOPIC` (the scheduler forwards it to the
+    subscribed client)."""
     _restore_heap_reuse()
     report = None
-    if progress_events:
+    if progress_token is not None:
         from distributed import get_worker
 
         worker, key = get_worker(), unit["key"]
 
         def report(entries: int, hits: int) -> None:
-            worker.log_event(PROGRESS_TOPIC, (key, int(entries), int(hits)))
+            worker.log_event(PROGRESS_TOPIC, (progress_token, key, int(entries), int(hits)))
 
     return run_unit(unit, progress=report, **job)
 

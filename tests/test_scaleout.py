@@ -91,6 +91,15 @@ def test_dask_cluster_identical(tmp_path, inputs, reference):
         r = CliRunner().invoke(main, ["convert", *inputs, "-o", str(tmp_path / "dask"), "--scheduler", addr, *ARGS])
         assert r.exit_code == 0, r.output
         assert comparable(tmp_path / "dask") == comparable(reference)
+        # Two users convert the same inputs into two outputs at once on the shared scheduler: the task keys
+        # were the unit keys alone, so the second run's tasks were the first's ("units are not finished").
+        runs = [subprocess.Popen([str(BIN / "muon-pipeline"), "convert", *inputs, "-o", str(tmp_path / name),
+                                  "--scheduler", addr, *ARGS], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 text=True) for name in ("a", "b")]
+        for name, run in zip(("a", "b"), runs):
+            out, _ = run.communicate(timeout=120)
+            assert run.returncode == 0, out
+            assert comparable(tmp_path / name) == comparable(reference)
     finally:
         for p in reversed(procs):
             p.terminate()
@@ -215,6 +224,21 @@ def test_bad_input_message_and_exit_code(tmp_path, bad_inputs, case, message):
     assert r.exit_code == 1, r.output
     assert "Traceback" not in r.output and f"file {path}" in r.output and message in r.output
     assert len(r.output.strip().splitlines()) == 1  # one clear line for the batch log
+
+
+@pytest.mark.parametrize("executor", [["-j", "2"], ["--scheduler", "local", "-j", "2"]], ids=["pool", "dask"])
+def test_a_unit_that_fails_on_a_worker_gives_the_same_one_line_error(tmp_path, bad_inputs, executor):
+    """A damaged basket is found while a unit runs, on a worker. On Dask the failed future was cancelled
+    with the others before its result was asked for: a FutureCancelledError traceback, not the error."""
+    if executor[0] == "--scheduler":
+        pytest.importorskip("distributed")
+    path = bad_inputs["corrupt_basket"]
+    r = CliRunner().invoke(main, ["convert", str(bad_inputs["good"]), str(path), "-o", str(tmp_path / "o"), "-q",
+                                  *executor])
+    assert r.exit_code == 1, r.output
+    assert "Traceback" not in r.output and f"file {path}" in r.output, r.output
+    assert "cannot read entries 0-120 of branch 'spacePoint_" in r.output
+    assert len(r.output.strip().splitlines()) == 1
 
 
 def test_skip_bad_files_loses_nothing_else(tmp_path, bad_inputs, random_dump):
