@@ -8,6 +8,8 @@ the new configuration), same values, same manifest apart from timing.
 
 from __future__ import annotations
 
+import os
+
 from ._version import __version__
 from .config import ConvertConfig
 from .dataset import open_dataset
@@ -67,9 +69,20 @@ def _check_values(table, new, added: list[str], shard: str, first_row: int) -> N
                                "not write them")
 
 
+def content_digest(manifest: dict) -> str:
+    """sha256 of a manifest without its ``timing`` block (canonical JSON): what a migration is keyed by.
+    A convert re-run that had nothing to do rewrites the manifest with new times, not a new dataset."""
+    import hashlib
+    import json
+
+    body = {k: v for k, v in manifest.items() if k != "timing"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def _finished(dst: OutputDir, source_digest: str, to_version: int) -> dict | None:
     """The output's manifest when it is this very migration, finished (a kill after the manifest was
-    written, or a plain re-run): same source manifest (sha256) and target version. None otherwise."""
+    written, or a plain re-run): same source content (:func:`content_digest`) and target version.
+    None otherwise."""
     if not dst.exists(MANIFEST):
         return None
     try:
@@ -77,7 +90,7 @@ def _finished(dst: OutputDir, source_digest: str, to_version: int) -> dict | Non
     except ValueError:
         return None
     origin = doc.get("migrated_from")
-    if (isinstance(origin, dict) and origin.get("manifest_sha256") == source_digest
+    if (isinstance(origin, dict) and origin.get("content_sha256") == source_digest
             and doc.get("schema", {}).get("version") == to_version):
         return doc
     return None
@@ -108,9 +121,15 @@ def migrate_dataset(source: str, output: str, to_version: int) -> dict:
     Raises ConfigError (usage, a busy or foreign output) or DatasetError (a source that does not open).
     """
     src, dst = OutputDir(source), OutputDir(output)
-    if src.root == dst.root:
+    same = src.root == dst.root
+    if src.local and dst.local:  # the same folder under another spelling or through a link, or one inside it
+        a, b = os.path.realpath(src.root), os.path.realpath(dst.root)
+        same = same or a == b
+        if not same and b.startswith(a.rstrip(os.sep) + os.sep):
+            raise ConfigError(f"--output {output} is inside the input dataset {source}: choose a folder outside it")
+    if same:
         raise ConfigError("--output must differ from the input dataset")
-    with src.lock(shared=True, what="migrate"):
+    with src.lock(shared=True, what="migrate", reading=True):
         # the shared opener: manifest shape, shard path rules, shard schemas, and every sha256 (a shard
         # changed after it was written is never migrated)
         dataset = open_dataset(source, checksums=True)
@@ -120,7 +139,7 @@ def migrate_dataset(source: str, output: str, to_version: int) -> dict:
             raise ConfigError(f"--to-version: {err}") from None
         if new.version <= dataset.schema.version:
             raise ConfigError(f"dataset is already at v{dataset.schema.version}; --to-version must be newer")
-        source_digest = src.sha256(MANIFEST)
+        source_digest = content_digest(dataset.manifest)
         done = _finished(dst, source_digest, new.version)
         if done is not None:
             return done  # re-run of a finished migration: nothing to do, nothing rewritten
@@ -175,6 +194,7 @@ def _migrate(src: OutputDir, dst: OutputDir, source: str, output: str, dataset, 
                     statistics=table_to_json(stats),
                     totals=dict(manifest["totals"], bytes=sum(s["bytes"] for s in shards)),
                     timing=dict(manifest.get("timing", {}), migrated_from=old.version),
-                    migrated_from={"path": source, "version": old.version, "manifest_sha256": source_digest})
+                    migrated_from={"path": source, "version": old.version, "content_sha256": source_digest,
+                                   "manifest_sha256": src.sha256(MANIFEST)})
     dst.write_json(MANIFEST, migrated)
     return migrated

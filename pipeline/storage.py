@@ -50,30 +50,46 @@ class OutputDir:
                               f"folder or a root:// server, then copy the finished dataset")
 
     @contextlib.contextmanager
-    def lock(self, shared: bool = False, what: str = "convert") -> Iterator[None]:
+    def lock(self, shared: bool = False, what: str = "convert", reading: bool = False) -> Iterator[None]:
         """Hold a lock on the output folder while writing (local folders; a no-op elsewhere).
 
         Exclusive for a command that may delete or rewrite (convert, finalize, migrate), shared for
-        job-array tasks, which run side by side but never with a finalize. A second writer gets a
-        ConfigError at once instead of racing the first (two identical converts: the second died on a
-        temporary the first's finalize had removed). ``flock`` on the folder itself: no lock file to
-        leave behind; released when the process (and its forked workers) end, even after ``kill -9``.
-        A local folder that does not exist holds nothing to protect: no lock (the command then fails on
-        its own terms, e.g. finalize's "no plan").
+        job-array tasks, which run side by side but never with a finalize, and for a dataset being read
+        (``reading``: migrate's source). A second writer gets a ConfigError at once instead of racing the
+        first (two identical converts: the second died on a temporary the first's finalize had removed).
+        ``flock`` on the folder itself: no lock file to leave behind; released when the process (and its
+        forked workers) end, even after ``kill -9``. A local folder that does not exist holds nothing to
+        protect: no lock (the command then fails on its own terms, e.g. finalize's "no plan"). Where the
+        folder cannot be opened for reading (mode 711) or the file system has no ``flock`` (Lustre
+        mounted ``noflock``: ENOSYS), the command runs unlocked, as before locks existed, with a warning.
         """
         if not self.local or not os.path.isdir(self.root):
             yield
             return
         import fcntl
+        import sys
 
-        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as err:
+            print(f"warning: cannot lock {self.root} ({err.strerror}); running without protection against a "
+                  "concurrent writer", file=sys.stderr)
+            yield
+            return
         try:
             try:
                 fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
             except BlockingIOError:
+                if reading:
+                    raise ConfigError(f"another muon-pipeline command is writing to {self.root} (a convert, "
+                                      f"job-array task or finalize); wait for it to end before this {what} "
+                                      "reads it") from None
                 raise ConfigError(f"another muon-pipeline command is writing to {self.root} (a convert, job-array "
                                   f"task, finalize or migrate); wait for it to end, or use another folder for this "
                                   f"{what}") from None
+            except OSError as err:
+                print(f"warning: cannot lock {self.root} ({err.strerror}: the file system has no flock); running "
+                      "without protection against a concurrent writer", file=sys.stderr)
             yield
         finally:
             os.close(fd)

@@ -111,9 +111,10 @@ def test_an_interrupted_migration_resumes_by_re_running_it(tmp_path, converted_r
     assert r.exit_code == 2 and "part-foreign.parquet" in r.output
 
 
-def test_re_running_a_finished_migration_is_a_no_op(tmp_path, converted_random_v1, converted_random):
-    """A kill after the manifest's rename (or a plain re-run) was refused as 'not empty'; a different
-    source into the same output still is."""
+def test_re_running_a_finished_migration_is_a_no_op(tmp_path, converted_random_v1, random_dump):
+    """A kill after the manifest's rename (or a plain re-run) was refused as 'not empty'. So was a re-run
+    after a convert resume that had nothing to do but rewrote the source manifest's timing: a migration
+    is keyed by the source manifest without its timing block. A different source is still refused."""
     src, _ = _v1_copy(tmp_path, converted_random_v1)
     out = tmp_path / "m"
     assert CliRunner().invoke(main, ["migrate", str(src), "--to-version", "2", "-o", str(out)]).exit_code == 0
@@ -121,11 +122,31 @@ def test_re_running_a_finished_migration_is_a_no_op(tmp_path, converted_random_v
     r = CliRunner().invoke(main, ["migrate", str(src), "--to-version", "2", "-o", str(out)])
     assert r.exit_code == 0, r.output
     assert {p.name: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before  # nothing rewritten
-    other = tmp_path / "other"
-    import shutil
-
-    shutil.copytree(converted_random_v1, other)
-    m = json.loads((other / "manifest.json").read_text())
-    (other / "manifest.json").write_text(json.dumps(m, indent=1))  # same content re-serialised: another file
+    m = json.loads((src / "manifest.json").read_text())
+    m["timing"]["finalized_at"] = "2000-01-01T00:00:00+00:00"  # what a no-op convert resume rewrites
+    (src / "manifest.json").write_text(json.dumps(m, indent=1))
+    r = CliRunner().invoke(main, ["migrate", str(src), "--to-version", "2", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert {p.name: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
+    other = tmp_path / "other"  # another dataset: the same events cut into other shards
+    r = CliRunner().invoke(main, ["convert", str(random_dump), "-o", str(other), "--schema-version", "1",
+                                  "--shard-events", "50", "-q", "-j", "1"])
+    assert r.exit_code == 0, r.output
     r = CliRunner().invoke(main, ["migrate", str(other), "--to-version", "2", "-o", str(out)])
     assert r.exit_code == 2 and "manifest of another dataset" in r.output
+
+
+def test_migrate_refuses_its_own_source_under_another_name_or_inside_it(tmp_path, converted_random_v1):
+    """`-o` through a link to the source, or a spelling with `..`, was refused only by the lock it had
+    taken itself ("another command is writing"); `-o SRC/shards/v2` migrated into the source and broke it."""
+    src, _ = _v1_copy(tmp_path, converted_random_v1)
+    (tmp_path / "link").symlink_to(src)
+    before = sorted(p.relative_to(src).as_posix() for p in src.rglob("*"))
+    for output in (tmp_path / "link", f"{src}/../v1", f"{src}/"):
+        r = CliRunner().invoke(main, ["migrate", str(src), "--to-version", "2", "-o", str(output)])
+        assert r.exit_code == 2 and "--output must differ from the input dataset" in r.output, (output, r.output)
+    for output in (src / "shards" / "v2", tmp_path / "link" / "v2"):
+        r = CliRunner().invoke(main, ["migrate", str(src), "--to-version", "2", "-o", str(output)])
+        assert r.exit_code == 2 and "is inside the input dataset" in r.output, (output, r.output)
+    assert sorted(p.relative_to(src).as_posix() for p in src.rglob("*")) == before
+    assert CliRunner().invoke(main, ["validate", str(src)]).exit_code == 0

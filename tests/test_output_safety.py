@@ -234,6 +234,40 @@ def test_migrate_takes_the_same_locks(tmp_path, two):
     assert json.loads((out / "manifest.json").read_text())["schema"]["version"] == 2
 
 
+@pytest.mark.parametrize("how", ["no flock (ENOSYS)", "folder not readable (mode 711)"])
+def test_writers_run_unlocked_with_a_warning_where_no_lock_can_be_taken(tmp_path, two, monkeypatch, how):
+    """Lustre mounted `noflock` answers flock with ENOSYS, and a source folder one may enter but not list
+    cannot be opened: convert, finalize and migrate stopped with a traceback there (migrate of such a
+    source had worked before it took a lock). Now they run as before locks existed, with one warning."""
+    import errno
+    import fcntl
+
+    import pipeline.storage as storage
+
+    if how.startswith("no flock"):
+        def flock(fd, op):
+            raise OSError(errno.ENOSYS, "Function not implemented")
+
+        monkeypatch.setattr(fcntl, "flock", flock)
+    else:
+        real_open = os.open
+
+        def guarded_open(path, flags, *args, **kwargs):
+            if flags & os.O_DIRECTORY:
+                raise PermissionError(errno.EACCES, "Permission denied")
+            return real_open(path, flags, *args, **kwargs)
+
+        monkeypatch.setattr(storage.os, "open", guarded_open)
+    src = tmp_path / "v1"
+    for args in (["convert", two[0], "-o", src, "--schema-version", "1", *ARGS], ["finalize", src],
+                 ["migrate", src, "--to-version", "2", "-o", tmp_path / "v2"]):
+        r = run(*args)
+        assert r.exit_code == 0 and "Traceback" not in r.output, (args, r.output)
+        assert f"warning: cannot lock {src}" in r.output, (args, r.output)
+    monkeypatch.undo()
+    assert run("validate", tmp_path / "v2").exit_code == 0
+
+
 def test_validate_accepts_what_skip_bad_files_writes(tmp_path):
     """validate rejected every dataset with a skipped unit (it read a record shape finalize never writes)
     and every dataset whose units are cut by bytes (it expected units of exactly shard_events entries)."""
