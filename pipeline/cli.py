@@ -33,8 +33,8 @@ _LAZY_COMMANDS = {
 
 
 class _Group(click.Group):
-    """Lazily loads stage commands, and turns ``PipelineError`` into a one-line message and its
-    exit code instead of a traceback."""
+    """Lazily loads stage commands, and turns ``PipelineError`` (and a ``PermissionError`` from any
+    command) into a one-line message and its exit code instead of a traceback."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(super().list_commands(ctx)) | set(_LAZY_COMMANDS))
@@ -54,6 +54,11 @@ class _Group(click.Group):
         except PipelineError as err:
             click.secho(f"Error: {err}", fg="red", err=True)
             sys.exit(err.exit_code)
+        except PermissionError as err:  # a folder one may not list or write, whichever command met it
+            where = f"{err.filename}: " if err.filename else ""
+            click.secho(f"Error: {where}permission denied ({err.strerror or err}); check the folder's owner and "
+                        "mode", fg="red", err=True)
+            sys.exit(1)
 
 
 def _unavailable(name: str, err: Exception) -> click.Command:

@@ -18,6 +18,7 @@ size once its record arrives (:class:`UnitProgress`), whatever the executor.
 from __future__ import annotations
 
 import contextlib
+import logging
 import multiprocessing
 import os
 import queue
@@ -159,8 +160,11 @@ def local_cluster(workers: int, dashboard: str | None = None):
     quiet = {} if dashboard else {"distributed.scheduler.http.routes": ["distributed.http.health"],
                                   "distributed.worker.http.routes": ["distributed.http.health"]}
     with dask.config.set(quiet):
+        # silence_logs: a failed unit's error reaches the user once, as its one-line message (the
+        # future re-raises it); the workers' "Compute Failed" blocks and cancellation warnings on this
+        # process's stderr only repeated it as tracebacks
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                               protocol="tls://", security=security,
+                               protocol="tls://", security=security, silence_logs=logging.CRITICAL,
                                dashboard_address=dashboard or "127.0.0.1:0",
                                scheduler_kwargs={"dashboard": bool(dashboard)})
     return cluster, security

@@ -79,10 +79,12 @@ def content_digest(manifest: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def _finished(dst: OutputDir, source_digest: str, to_version: int) -> dict | None:
+def _finished(dst: OutputDir, source_digest: str, file_digest: str, to_version: int) -> dict | None:
     """The output's manifest when it is this very migration, finished (a kill after the manifest was
-    written, or a plain re-run): same source content (:func:`content_digest`) and target version.
-    None otherwise."""
+    written, or a plain re-run): same source content (:func:`content_digest`; outputs that record only
+    the source file's sha256 are matched by that) and target version, and every shard it lists present
+    with its recorded size. A finished migration with a shard missing or resized is not finished: its
+    manifest is removed here and the run redoes the migration. None otherwise."""
     if not dst.exists(MANIFEST):
         return None
     try:
@@ -90,9 +92,17 @@ def _finished(dst: OutputDir, source_digest: str, to_version: int) -> dict | Non
     except ValueError:
         return None
     origin = doc.get("migrated_from")
-    if (isinstance(origin, dict) and origin.get("content_sha256") == source_digest
-            and doc.get("schema", {}).get("version") == to_version):
+    if not (isinstance(origin, dict) and doc.get("schema", {}).get("version") == to_version
+            and (origin.get("content_sha256") == source_digest
+                 or ("content_sha256" not in origin and origin.get("manifest_sha256") == file_digest))):
+        return None
+    try:
+        intact = all(dst.exists(s["path"]) and dst.size(s["path"]) == s["bytes"] for s in doc.get("shards", []))
+    except (KeyError, TypeError, OSError, ConfigError):
+        intact = False
+    if intact:
         return doc
+    dst.remove(MANIFEST)  # ours, but a shard has gone or changed: redo the migration (shards are rewritten)
     return None
 
 
@@ -115,21 +125,19 @@ def _check_output(dst: OutputDir, output: str, planned: set[str]) -> None:
 def migrate_dataset(source: str, output: str, to_version: int) -> dict:
     """Rewrite the dataset at ``source`` with schema version ``to_version`` into ``output``; returns its manifest.
 
-    Locks: a shared one on a local source (no convert or finalize rewrites it while it is read; other
-    readers and migrations from it run side by side) and an exclusive one on the output (as convert and
-    finalize take), both held before anything is inspected. Re-running a finished migration is a no-op.
+    Locks: exclusive ones on a local source (no convert, job-array task or finalize writes it while it
+    is read; a second migration of the same source waits its turn) and on the output (as convert and
+    finalize take), both held before anything is inspected. Re-running a finished migration is a
+    no-op; if a shard of it has gone, the migration is redone.
     Raises ConfigError (usage, a busy or foreign output) or DatasetError (a source that does not open).
     """
     src, dst = OutputDir(source), OutputDir(output)
-    same = src.root == dst.root
-    if src.local and dst.local:  # the same folder under another spelling or through a link, or one inside it
-        a, b = os.path.realpath(src.root), os.path.realpath(dst.root)
-        same = same or a == b
-        if not same and b.startswith(a.rstrip(os.sep) + os.sep):
-            raise ConfigError(f"--output {output} is inside the input dataset {source}: choose a folder outside it")
-    if same:
+    where = _output_within(src, dst)
+    if where == "same":
         raise ConfigError("--output must differ from the input dataset")
-    with src.lock(shared=True, what="migrate", reading=True):
+    if where == "inside":
+        raise ConfigError(f"--output {output} is inside the input dataset {source}: choose a folder outside it")
+    with src.lock(what="migrate", reading=True):
         # the shared opener: manifest shape, shard path rules, shard schemas, and every sha256 (a shard
         # changed after it was written is never migrated)
         dataset = open_dataset(source, checksums=True)
@@ -139,20 +147,39 @@ def migrate_dataset(source: str, output: str, to_version: int) -> dict:
             raise ConfigError(f"--to-version: {err}") from None
         if new.version <= dataset.schema.version:
             raise ConfigError(f"dataset is already at v{dataset.schema.version}; --to-version must be newer")
-        source_digest = content_digest(dataset.manifest)
-        done = _finished(dst, source_digest, new.version)
+        source_digest, file_digest = content_digest(dataset.manifest), src.sha256(MANIFEST)
+        done = _finished(dst, source_digest, file_digest, new.version)
         if done is not None:
             return done  # re-run of a finished migration: nothing to do, nothing rewritten
         dst.makedirs()
         with dst.lock(what="migrate"):
-            return _migrate(src, dst, source, output, dataset, new, source_digest)
+            return _migrate(src, dst, source, output, dataset, new, source_digest, file_digest)
 
 
-def _migrate(src: OutputDir, dst: OutputDir, source: str, output: str, dataset, new, source_digest: str) -> dict:
+def _output_within(src: OutputDir, dst: OutputDir) -> str | None:
+    """``"same"`` if ``dst`` is the folder ``src`` (any spelling, a link, a bind mount: compared by device
+    and inode), ``"inside"`` if it lies below it, else None. Remote folders compare by URL."""
+    if src.root == dst.root:
+        return "same"
+    if not (src.local and dst.local and os.path.isdir(src.root)):
+        return None
+    source = os.stat(src.root)
+    path, first = os.path.realpath(dst.root), True
+    while True:
+        if os.path.exists(path) and os.path.samestat(os.stat(path), source):
+            return "same" if first else "inside"
+        parent = os.path.dirname(path)
+        if parent == path:
+            return None
+        path, first = parent, False
+
+
+def _migrate(src: OutputDir, dst: OutputDir, source: str, output: str, dataset, new, source_digest: str,
+             file_digest: str) -> dict:
     import pyarrow.parquet as pq
 
     manifest, old = dataset.manifest, dataset.schema
-    done = _finished(dst, source_digest, new.version)  # a run that finished while this one waited to start
+    done = _finished(dst, source_digest, file_digest, new.version)  # one that finished while this one started
     if done is not None:
         return done
     cfg_dict = dict(manifest["config"], schema_version=new.version)
@@ -195,6 +222,6 @@ def _migrate(src: OutputDir, dst: OutputDir, source: str, output: str, dataset, 
                     totals=dict(manifest["totals"], bytes=sum(s["bytes"] for s in shards)),
                     timing=dict(manifest.get("timing", {}), migrated_from=old.version),
                     migrated_from={"path": source, "version": old.version, "content_sha256": source_digest,
-                                   "manifest_sha256": src.sha256(MANIFEST)})
+                                   "manifest_sha256": file_digest})
     dst.write_json(MANIFEST, migrated)
     return migrated

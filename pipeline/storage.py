@@ -53,9 +53,9 @@ class OutputDir:
     def lock(self, shared: bool = False, what: str = "convert", reading: bool = False) -> Iterator[None]:
         """Hold a lock on the output folder while writing (local folders; a no-op elsewhere).
 
-        Exclusive for a command that may delete or rewrite (convert, finalize, migrate), shared for
-        job-array tasks, which run side by side but never with a finalize, and for a dataset being read
-        (``reading``: migrate's source). A second writer gets a ConfigError at once instead of racing the
+        Exclusive for a command that may delete or rewrite (convert, finalize, migrate) and for a dataset
+        being read whole (``reading``: migrate's source; a job-array task must not write it meanwhile),
+        shared for job-array tasks, which run side by side but never with a finalize. A second writer gets a ConfigError at once instead of racing the
         first (two identical converts: the second died on a temporary the first's finalize had removed).
         ``flock`` on the folder itself: no lock file to leave behind; released when the process (and its
         forked workers) end, even after ``kill -9``. A local folder that does not exist holds nothing to
@@ -81,8 +81,8 @@ class OutputDir:
                 fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
             except BlockingIOError:
                 if reading:
-                    raise ConfigError(f"another muon-pipeline command is writing to {self.root} (a convert, "
-                                      f"job-array task or finalize); wait for it to end before this {what} "
+                    raise ConfigError(f"another muon-pipeline command is using {self.root} (a convert, job-array "
+                                      f"task, finalize or migrate); wait for it to end before this {what} "
                                       "reads it") from None
                 raise ConfigError(f"another muon-pipeline command is writing to {self.root} (a convert, job-array "
                                   f"task, finalize or migrate); wait for it to end, or use another folder for this "

@@ -150,3 +150,20 @@ def test_migrate_refuses_its_own_source_under_another_name_or_inside_it(tmp_path
         assert r.exit_code == 2 and "is inside the input dataset" in r.output, (output, r.output)
     assert sorted(p.relative_to(src).as_posix() for p in src.rglob("*")) == before
     assert CliRunner().invoke(main, ["validate", str(src)]).exit_code == 0
+
+
+def test_a_finished_migration_missing_a_shard_is_redone(tmp_path, converted_random_v1):
+    """A re-run of a finished migration whose output had lost a shard said "migrated" and exited 0 while
+    `validate` failed: now the migration is redone (the same bytes as the first time)."""
+    src, _ = _v1_copy(tmp_path, converted_random_v1)
+    out = tmp_path / "m"
+    assert CliRunner().invoke(main, ["migrate", str(src), "--to-version", "2", "-o", str(out)]).exit_code == 0
+    shards = {p.name: p.read_bytes() for p in (out / "shards").iterdir()}
+    victim = sorted(shards)[0]
+    (out / "shards" / victim).unlink()
+    assert CliRunner().invoke(main, ["validate", str(out)]).exit_code == 1
+    r = CliRunner().invoke(main, ["migrate", str(src), "--to-version", "2", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert {p.name: p.read_bytes() for p in (out / "shards").iterdir()} == shards
+    assert CliRunner().invoke(main, ["validate", str(out)]).exit_code == 0
+

@@ -205,31 +205,25 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_folder(tmp_path, t
 
 def test_migrate_takes_the_same_locks(tmp_path, two):
     """`migrate` took no lock: two migrations into one folder raced, and a convert could rewrite the source
-    while it was read. Now it holds the output exclusively and the source shared, like the other writers."""
+    while it was read. Now it holds the output and the source exclusively: a job-array task (shared lock)
+    rewrote the source under a migrate holding it shared, which then died with a traceback."""
     import fcntl
 
     src = tmp_path / "v1"
     assert run("convert", two[0], "-o", src, "--schema-version", "1", *ARGS).exit_code == 0
     out = tmp_path / "v2"
     out.mkdir()
-    for folder, mode in ((out, fcntl.LOCK_EX), (src, fcntl.LOCK_EX), (out, fcntl.LOCK_SH)):
+    for folder, mode, message in ((out, fcntl.LOCK_EX, "is writing"), (out, fcntl.LOCK_SH, "is writing"),
+                                  (src, fcntl.LOCK_EX, "is using"), (src, fcntl.LOCK_SH, "is using")):
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            fcntl.flock(fd, mode | fcntl.LOCK_NB)  # a running migrate, convert or job-array task holds it
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)  # a running convert, job-array task or migrate holds it
             r = run("migrate", src, "--to-version", "2", "-o", out)
-            assert r.exit_code == 2 and "another muon-pipeline command is writing" in r.output, (folder, r.output)
+            assert r.exit_code == 2 and f"another muon-pipeline command {message}" in r.output, (folder, r.output)
             assert not list(out.iterdir())  # nothing written
         finally:
             os.close(fd)
-    fd = os.open(src, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # another reader (a migrate from the same source)
-        r = run("migrate", src, "--to-version", "2", "-o", out)
-        assert r.exit_code == 0, r.output  # runs beside it
-        r = run("convert", two[0], "-o", src, "--schema-version", "1", "--reconfigure", *ARGS)
-        assert r.exit_code == 2 and "another muon-pipeline command is writing" in r.output, r.output
-    finally:
-        os.close(fd)
+    assert run("migrate", src, "--to-version", "2", "-o", out).exit_code == 0
     assert run("validate", out).exit_code == 0
     assert json.loads((out / "manifest.json").read_text())["schema"]["version"] == 2
 
@@ -266,6 +260,33 @@ def test_writers_run_unlocked_with_a_warning_where_no_lock_can_be_taken(tmp_path
         assert f"warning: cannot lock {src}" in r.output, (args, r.output)
     monkeypatch.undo()
     assert run("validate", tmp_path / "v2").exit_code == 0
+
+
+def test_a_folder_that_cannot_be_listed_is_a_one_line_error(tmp_path, two, monkeypatch):
+    """An output one may write to but not list (mode 733, without root's override) ended in a
+    PermissionError traceback from the listing; any command's PermissionError is now one line, exit 1."""
+    import errno
+
+    out = tmp_path / "o733"
+    out.mkdir()
+    real_scandir, real_listdir = os.scandir, os.listdir
+
+    def guard(real):
+        def listing(path="."):
+            if str(os.fspath(path)).startswith(str(out)):
+                raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
+            return real(path)
+        return listing
+
+    monkeypatch.setattr(os, "scandir", guard(real_scandir))
+    monkeypatch.setattr(os, "listdir", guard(real_listdir))
+    (out / "x").write_text("someone's file")  # not empty: convert must list it before writing
+    for args in (["convert", two[0], "-o", out, *ARGS], ["finalize", out]):
+        r = run(*args)
+        assert r.exit_code in (1, 2) and "Traceback" not in r.output, (args, r.output)
+        assert len(r.output.strip().splitlines()) == 1, (args, r.output)
+    r = run("convert", two[0], "-o", out, *ARGS)
+    assert r.exit_code == 1 and f"Error: {out}" in r.output and "permission denied" in r.output, r.output
 
 
 def test_validate_accepts_what_skip_bad_files_writes(tmp_path):
