@@ -353,9 +353,16 @@ def inspect(directory, as_json, no_scan):
 @main.command()
 @click.argument("directory")
 @click.option("--to-version", type=int, required=True, help="Schema version to upgrade to.")
-@click.option("-o", "--output", required=True, help="New dataset directory (must not exist or be empty).")
+@click.option("-o", "--output", required=True,
+              help="New dataset directory: new or empty, outside DIRECTORY (or this same migration's output, "
+                   "to resume or re-run it).")
 def migrate(directory, to_version, output):
-    """Upgrade a dataset to a newer schema version (e.g. v1 -> v2 adds eta) without the ROOT files."""
+    """Upgrade a dataset to a newer schema version (e.g. v1 -> v2 adds eta) without the ROOT files.
+
+    Every shard's sha256 is checked before it is read; new columns are computed from stored ones, the
+    others copied. DIRECTORY is locked while it is read (no convert, job-array task or finalize may
+    write it meanwhile) and OUTPUT while it is written. An interrupted run resumes when re-run; a
+    finished one is a no-op (redone if a shard of it has gone)."""
     from .migrate import migrate_dataset
 
     m = migrate_dataset(directory, output, to_version)
