@@ -126,7 +126,8 @@ def evaluate(run_dir: str, data_dir: str, output: str | None, split: str, device
 
     metrics = run_evaluate(run_dir, data_dir, output, split=split, device=device, plots=not no_plots, quiet=False)
     click.echo(table([(metrics["label"], metrics)]))
-    click.echo(f"baseline: {metrics['baseline_status']}")
+    status = metrics["baseline_status"]
+    click.echo("classical-fit baseline: " + ("ok (its column is in the table above)" if status == "ok" else status))
     click.echo(f"evaluate: wrote {metrics['output']}/ ({', '.join(metrics['written'])})")
 
 
