@@ -80,6 +80,8 @@ def main() -> None:
     ap.add_argument("--background", type=int, help="background hits per event (default 300 GPU, 20 --cpu-small)")
     ap.add_argument("--runs", default=",".join(CONFIGS), help="which of direct_pt,inverse_pt,signed_curvature")
     ap.add_argument("--out", type=Path, default=Path("/tmp/muon-pipeline-bench/gpu_train"))
+    ap.add_argument("--data", type=Path, help="a converted dataset to use instead of simulating one (a GPU host "
+                                              "without uproot/awkward: make it elsewhere and carry it)")
     args = ap.parse_args()
     small = args.cpu_small or not torch.cuda.is_available()
     if not args.cpu_small and not torch.cuda.is_available():
@@ -97,7 +99,10 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
 
     t0 = time.perf_counter()
-    data, how = make_dataset(args.out / f"data-{events}-bkg{background}", events, background=background)
+    if args.data:
+        data, how = args.data, "given"
+    else:
+        data, how = make_dataset(args.out / f"data-{events}-bkg{background}", events, background=background)
     t_data = time.perf_counter() - t0
     n_muons = muons_in(data)
     gpu = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"

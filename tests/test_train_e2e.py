@@ -141,3 +141,35 @@ def test_run_from_before_frame_fields_still_evaluates(dataset, tmp_path):
     module = RegressionModule.load_from_checkpoint(run / "checkpoints" / "best.ckpt", map_location="cpu")
     assert module.cfg.frame_fields == [] and module.cfg.loss_beta == 1.0
     assert "σ(pT)/pT core" in invoke("evaluate", run, "--data", dataset, "--no-plots")
+
+
+@pytest.mark.slow  # a fresh interpreter importing torch and lightning, then a 2-step run (~8 s)
+def test_training_stage_runs_without_uproot_or_awkward(dataset, tmp_path):
+    """A GPU host may have torch, lightning and pyarrow but not the ROOT readers: `train`, `evaluate`'s
+    imports, `validate` and the loader benchmark's modules must not need uproot or awkward (a dataset
+    made elsewhere is carried there)."""
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY.replace("trainer: {max_epochs: 2,", "trainer: {max_steps: 2, max_epochs: 1,"))
+    code = f"""
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in ("uproot", "awkward"):
+            raise ImportError("not installed on this host: " + name)
+sys.meta_path.insert(0, Block())
+for m in [m for m in sys.modules if m.split(".")[0] in ("uproot", "awkward")]:
+    del sys.modules[m]
+import pipeline.train.evaluate, pipeline.train.resident, pipeline.train.compare
+from click.testing import CliRunner
+from pipeline.cli import main
+for args in (["train", "--config", {str(cfg)!r}, "--data", {str(dataset)!r}, "--output", {str(tmp_path / "run")!r}],
+             ["validate", {str(dataset)!r}]):
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, (args, r.output)
+assert not [m for m in sys.modules if m.split(".")[0] in ("uproot", "awkward")]
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
