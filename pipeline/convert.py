@@ -288,16 +288,18 @@ def _run(out: OutputDir, output: str, paths: list[str], cfg: ConvertConfig, work
                         f"{rec['unit']['entry_stop']}: {rec['reason']}")
             rep.unit_done()
 
-        # Every executor reports entries as they are done and each record as its unit finishes.
+        # Every executor reports entries as they are done and each record as its unit finishes; with
+        # --quiet nothing is shown, so no chunk reports travel at all (no queue, no Dask events).
+        advance = None if quiet else rep.advance
         if scheduler == "slurm":  # Dask workers as SLURM jobs (dask-jobqueue), one per --workers
             if todo:
                 with slurm_cluster(min(workers, len(todo))) as address:
-                    run_dask(todo, job, address, workers, on_record, progress=rep.advance)
+                    run_dask(todo, job, address, workers, on_record, progress=advance)
         elif scheduler:
-            run_dask(todo, job, scheduler, workers, on_record, dashboard=dashboard, progress=rep.advance)
+            run_dask(todo, job, scheduler, workers, on_record, dashboard=dashboard, progress=advance)
         elif workers <= 1 or len(todo) <= 1:
-            run_serial(todo, job, on_record, progress=rep.advance)
+            run_serial(todo, job, on_record, progress=advance)
         else:
-            run_processes(todo, job, min(workers, len(todo)), on_record, progress=rep.advance)
+            run_processes(todo, job, min(workers, len(todo)), on_record, progress=advance)
 
     return todo, units, mine, skipped
