@@ -21,6 +21,7 @@ from .executors import run_dask, run_processes, run_serial
 from .manifest import MANIFEST, finalize, load_records
 from .progress import Reporter
 from .schema import load_schema
+from .source import local_identity
 from .storage import TMP_MARK, OutputDir
 from .units import PLAN, SHARDS, Unit, plan_units
 
@@ -80,9 +81,9 @@ def expand_inputs(specs: list[str]) -> list[str]:
     # the same local file under two spellings (./a.root and a.root, a link to it) would be converted twice
     real: dict[str, str] = {}
     for p in out:
-        if "://" in p and not p.startswith("file://"):
+        key = local_identity(p)
+        if key is None:
             continue
-        key = os.path.realpath(p.removeprefix("file://"))
         if key in real:
             raise ConfigError(f"inputs {real[key]!r} and {p!r} are the same file ({key}); give it once")
         real[key] = p
@@ -130,16 +131,11 @@ def _as_planned(out: OutputDir, paths: list[str]) -> list[str]:
     Remote inputs and files the plan does not hold are left as given."""
     if not out.exists(PLAN):
         return paths
-    plan = out.read_json(PLAN)
-    recorded: dict[str, str] = {}
-    for q in _input_paths(plan):
-        if "://" not in q or q.startswith("file://"):
-            recorded.setdefault(os.path.realpath(q.removeprefix("file://")), q)
-    mapped = []
-    for p in paths:
-        local = "://" not in p or p.startswith("file://")
-        mapped.append(recorded.get(os.path.realpath(p.removeprefix("file://")), p) if local else p)
-    return mapped
+    recorded: dict[str | None, str] = {}
+    for q in sorted(_input_paths(out.read_json(PLAN))):
+        recorded.setdefault(local_identity(q), q)
+    recorded.pop(None, None)  # remote inputs keep their spelling
+    return [recorded.get(local_identity(p), p) for p in paths]
 
 
 def _input_paths(plan: dict) -> set[str]:

@@ -148,9 +148,6 @@ def migrate_dataset(source: str, output: str, to_version: int) -> dict:
         if new.version <= dataset.schema.version:
             raise ConfigError(f"dataset is already at v{dataset.schema.version}; --to-version must be newer")
         source_digest, file_digest = content_digest(dataset.manifest), src.sha256(MANIFEST)
-        done = _finished(dst, source_digest, file_digest, new.version)
-        if done is not None:
-            return done  # re-run of a finished migration: nothing to do, nothing rewritten
         dst.makedirs()
         with dst.lock(what="migrate"):
             return _migrate(src, dst, source, output, dataset, new, source_digest, file_digest)
@@ -179,9 +176,9 @@ def _migrate(src: OutputDir, dst: OutputDir, source: str, output: str, dataset, 
     import pyarrow.parquet as pq
 
     manifest, old = dataset.manifest, dataset.schema
-    done = _finished(dst, source_digest, file_digest, new.version)  # one that finished while this one started
+    done = _finished(dst, source_digest, file_digest, new.version)
     if done is not None:
-        return done
+        return done  # re-run of a finished migration: nothing to do, nothing rewritten
     cfg_dict = dict(manifest["config"], schema_version=new.version)
     cfg = ConvertConfig.from_dict(cfg_dict)
     infos = {i["path"]: InputInfo(i["path"], i["size"], i["entries"], i["uuid"]) for i in manifest["inputs"]}

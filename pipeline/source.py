@@ -206,6 +206,12 @@ def _is_local(path: str) -> bool:
     return "://" not in path or path.startswith("file://")
 
 
+def local_identity(path: str) -> str | None:
+    """The real path (links and ``..`` resolved) of a local input, plain or ``file://``; None for a
+    remote URL. Two spellings of one file have the same identity."""
+    return os.path.realpath(path.removeprefix("file://")) if _is_local(path) else None
+
+
 #: Seconds a remote server may stay silent before a read fails (``--remote-timeout``; the CLI exports it
 #: as ``MUON_PIPELINE_REMOTE_TIMEOUT`` so forked workers inherit it). Without it a server that stops
 #: answering mid-read hung the conversion forever.

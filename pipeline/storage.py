@@ -55,8 +55,9 @@ class OutputDir:
 
         Exclusive for a command that may delete or rewrite (convert, finalize, migrate) and for a dataset
         being read whole (``reading``: migrate's source; a job-array task must not write it meanwhile),
-        shared for job-array tasks, which run side by side but never with a finalize. A second writer gets a ConfigError at once instead of racing the
-        first (two identical converts: the second died on a temporary the first's finalize had removed).
+        shared for job-array tasks, which run side by side but never with a finalize. A second writer
+        gets a ConfigError at once instead of racing the first (two identical converts: the second died
+        on a temporary the first's finalize had removed).
         ``flock`` on the folder itself: no lock file to leave behind; released when the process (and its
         forked workers) end, even after ``kill -9``. A local folder that does not exist holds nothing to
         protect: no lock (the command then fails on its own terms, e.g. finalize's "no plan"). Where the
@@ -69,11 +70,14 @@ class OutputDir:
         import fcntl
         import sys
 
+        def unlocked(err: OSError) -> None:
+            print(f"warning: cannot lock {self.root} ({err.strerror}); running without protection against a "
+                  "concurrent writer", file=sys.stderr)
+
         try:
             fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
         except OSError as err:
-            print(f"warning: cannot lock {self.root} ({err.strerror}); running without protection against a "
-                  "concurrent writer", file=sys.stderr)
+            unlocked(err)
             yield
             return
         try:
@@ -87,9 +91,8 @@ class OutputDir:
                 raise ConfigError(f"another muon-pipeline command is writing to {self.root} (a convert, job-array "
                                   f"task, finalize or migrate); wait for it to end, or use another folder for this "
                                   f"{what}") from None
-            except OSError as err:
-                print(f"warning: cannot lock {self.root} ({err.strerror}: the file system has no flock); running "
-                      "without protection against a concurrent writer", file=sys.stderr)
+            except OSError as err:  # ENOSYS, ENOLCK, EOPNOTSUPP: the file system has no flock
+                unlocked(err)
             yield
         finally:
             os.close(fd)

@@ -138,9 +138,9 @@ class Resident:
             t = torch.from_numpy(np.ascontiguousarray(a))
             return (t.pin_memory() if pin else t).to(device, non_blocking=pin)
 
-        return cls(up(chunk.hit_offsets), up(chunk.hits, 0.0), up(clip_links(chunk, max_muons), -1), up(chunk.muon_offsets),
-                   up(chunk.muons, 0.0), up(chunk.event), up(chunk.row), np.diff(chunk.hit_offsets),
-                   np.diff(chunk.muon_offsets))
+        return cls(up(chunk.hit_offsets), up(chunk.hits, 0.0), up(clip_links(chunk, max_muons), -1),
+                   up(chunk.muon_offsets), up(chunk.muons, 0.0), up(chunk.event), up(chunk.row),
+                   np.diff(chunk.hit_offsets), np.diff(chunk.muon_offsets))
 
     @property
     def hits(self) -> Tensor:  # [N_hits, F]
