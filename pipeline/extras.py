@@ -1,0 +1,81 @@
+"""Optional dependencies: one function per extra, each importing it or failing with the install line.
+
+A leaf (imports only :mod:`pipeline.errors`): every layer may use it. The install line names both ways
+muon-pipeline is installed: from a clone (``pip install -e '.[EXTRA]'``, run in the clone) and from a
+package index where it is published (``pip install 'muon-pipeline[EXTRA]'``).
+
+The checks use :func:`importlib.util.find_spec` where importing would be slow (torch, lightning) or
+would start threads (the XRootD client): a missing module is found without loading the others.
+"""
+
+from __future__ import annotations
+
+from importlib.util import find_spec
+from types import ModuleType
+
+from .errors import ConfigError
+
+#: The modules each extra of ``pyproject.toml`` provides (import names, not distribution names).
+EXTRAS: dict[str, tuple[str, ...]] = {
+    "dask": ("distributed", "cryptography"),
+    "grid": ("XRootD", "fsspec_xrootd", "dask_jobqueue"),
+    "train": ("torch", "lightning", "matplotlib", "scipy"),
+}
+
+
+def install_line(extra: str) -> str:
+    """The command that installs ``extra``: from a clone, and from a package index."""
+    return (f"pip install -e '.[{extra}]' in a clone of muon-pipeline "
+            f"(pip install 'muon-pipeline[{extra}]' where it is published)")
+
+
+def missing(modules: tuple[str, ...] | list[str]) -> list[str]:
+    """The modules of ``modules`` that cannot be imported (found without importing them)."""
+    out = []
+    for name in modules:
+        try:
+            if find_spec(name) is None:
+                out.append(name)
+        except (ImportError, ValueError):  # a parent package missing, or a broken module spec
+            out.append(name)
+    return out
+
+
+def require(extra: str, what: str, modules: tuple[str, ...] | list[str] | None = None) -> None:
+    """Raise :class:`ConfigError` naming ``what`` needs, the missing modules and the install line,
+    when any module of ``extra`` (or only ``modules`` of it) is missing."""
+    gone = missing(EXTRAS[extra] if modules is None else modules)
+    if gone:
+        raise ConfigError(f"{what} needs {', '.join(gone)}, which {'is' if len(gone) == 1 else 'are'} not "
+                          f"installed: {install_line(extra)}")
+
+
+def train(what: str = "the training stage") -> None:
+    """Check the ``[train]`` extra (torch, lightning, matplotlib, scipy) without importing it."""
+    require("train", what)
+
+
+def dask(what: str = "--scheduler") -> ModuleType:
+    """``distributed`` (the ``[dask]`` extra), imported."""
+    require("dask", what, ("distributed",))
+    import distributed
+
+    return distributed
+
+
+def tls(what: str = "--scheduler local") -> None:
+    """The ``cryptography`` package that Dask's temporary TLS credentials need (``[dask]``)."""
+    require("dask", what + " (its temporary TLS credentials)", ("cryptography",))
+
+
+def xrootd(what: str) -> None:
+    """The XRootD client and fsspec-xrootd (the ``[grid]`` extra), checked without importing them."""
+    require("grid", what, ("XRootD", "fsspec_xrootd"))
+
+
+def jobqueue(what: str = "--scheduler slurm") -> ModuleType:
+    """``dask_jobqueue`` (the ``[grid]`` extra), imported."""
+    require("grid", what, ("dask_jobqueue",))
+    import dask_jobqueue
+
+    return dask_jobqueue
