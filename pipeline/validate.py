@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -37,6 +37,7 @@ from .dataset import (
 from .errors import ConfigError, DatasetError, SchemaError, one_line
 from .features import DERIVED, hit_features, truth_qpt
 from .manifest import read_manifest
+from .report import MAX_ROWS_PER_PROBLEM, Problem, Report, summarize
 from .rules import field_violations
 from .schema import load_schema
 from .selection import SelectionConfig
@@ -46,44 +47,7 @@ from .storage import TMP_MARK, OutputDir
 from .transform import LOW_EDGE, chunk_stats
 from .units import SHARDS
 
-MAX_ROWS_PER_PROBLEM = 5
-
-
-@dataclass
-class Problem:
-    check: str
-    message: str
-    shard: str | None = None
-    column: str | None = None
-    rows: list[int] | None = None
-    count: int = 1
-
-    def __str__(self) -> str:
-        where = ", ".join(x for x in (self.shard, self.column and f"column {self.column}",
-                                      self.rows and f"row(s) {self.rows}" + (" ..." if self.count > len(self.rows) else ""))
-                          if x)
-        return f"[{self.check}] {where + ': ' if where else ''}{self.message}"
-
-
-@dataclass
-class Report:
-    directory: str
-    problems: list[Problem]
-    shards_checked: int = 0
-    events_checked: int = 0
-    schema_version: int | None = None
-    levels: list[str] = field(default_factory=list)
-    source_units_checked: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    def to_dict(self) -> dict:
-        return {"directory": self.directory, "ok": self.ok, "schema_version": self.schema_version,
-                "levels": self.levels, "shards_checked": self.shards_checked, "events_checked": self.events_checked,
-                "source_units_checked": self.source_units_checked,
-                "problems": [asdict(p) for p in self.problems]}
+__all__ = ["Problem", "Report", "summarize", "validate_dataset"]  # summarize: for the CLI
 
 
 def _rows(mask: np.ndarray, row_of: np.ndarray | None, first_row: int) -> tuple[list[int], int]:
@@ -115,14 +79,14 @@ def _check_values(chunk, table, schema, ctx: _ShardContext, first_row: int, add)
             for kind, bad, why in field_violations(values[f.name], f):
                 rows, n = _rows(bad, row_of, first_row)
                 add(Problem(kind, f"{int(bad.sum())} value(s) breaking the rule, e.g. {why}", shard,
-                            f"{column}.{f.name}", rows, n))
+                            (column, f.name), rows, n))
     link = chunk.hits["spacePoint_truthLink"]
     n_mu = np.diff(chunk.muon_offsets)[hit_row]
     bad = (link < -1) | (link >= n_mu)
     if bad.any():
         rows, n = _rows(bad, hit_row, first_row)
         add(Problem("truth-link", f"{int(bad.sum())} link(s) outside [-1, n_muons)", shard,
-                    f"{schema.hit_column}.spacePoint_truthLink", rows, n))
+                    (schema.hit_column, "spacePoint_truthLink"), rows, n))
     ok = (link >= 0) & ~bad
     gmuon = chunk.muon_offsets[hit_row[ok]] + link[ok]
     nhits = np.bincount(gmuon, minlength=chunk.n_muons)[: chunk.n_muons]
@@ -136,7 +100,7 @@ def _check_values(chunk, table, schema, ctx: _ShardContext, first_row: int, add)
         if bad.any():
             rows, n = _rows(bad, hit_row, first_row)
             add(Problem("formula", f"{int(bad.sum())} value(s) differ from {schema.field(name).formula}", shard,
-                        f"{schema.hit_column}.{name}", rows, n))
+                        (schema.hit_column, name), rows, n))
     if schema.has("truthMuon_qpt"):
         qpt = chunk.muons["truthMuon_qpt"]
         expect_qpt = truth_qpt(chunk.muons["truthMuon_q"], chunk.muons["truthMuon_pt"])
@@ -144,7 +108,7 @@ def _check_values(chunk, table, schema, ctx: _ShardContext, first_row: int, add)
         if bad.any():
             rows, n = _rows(bad, muon_row, first_row)
             add(Problem("formula", f"{int(bad.sum())} value(s) differ from {schema.field('truthMuon_qpt').formula}",
-                        shard, f"{schema.muon_column}.truthMuon_qpt", rows, n))
+                        shard, (schema.muon_column, "truthMuon_qpt"), rows, n))
     _check_provenance(chunk, table, ctx, first_row, add)
 
 
@@ -163,7 +127,7 @@ def _check_cuts(chunk, nhits: np.ndarray, sel: dict, schema, first_row: int, sha
                                    f"{'' if sel.get('keep_muons_without_hits', True) else ', and no muon without a hit'})")):
         if bad.any():
             rows, n = _rows(bad, muon_row, first_row)
-            col = f"{schema.muon_column}.{name}" if name else schema.muon_column
+            col = (schema.muon_column, name) if name else (schema.muon_column,)
             add(Problem("cuts" if name else "min-hits", f"{int(bad.sum())} muon(s) with {why} (config.selection)",
                         shard, col, rows, n))
     allowed = SelectionConfig.from_dict(sel).codes()  # None: every technology code is kept
@@ -172,13 +136,13 @@ def _check_cuts(chunk, nhits: np.ndarray, sel: dict, schema, first_row: int, sha
     if bad.any():
         rows, n = _rows(bad, hit_row, first_row)
         add(Problem("cuts", f"{int(bad.sum())} hit(s) of technologies not in config.selection.technologies "
-                    f"{list(sel['technologies'])}", shard, f"{schema.hit_column}.spacePoint_technology", rows, n))
+                    f"{list(sel['technologies'])}", shard, (schema.hit_column, "spacePoint_technology"), rows, n))
     if not sel.get("keep_empty_events", False):
         bad = np.diff(chunk.muon_offsets) == 0
         if bad.any():
             rows, n = _rows(bad, None, first_row)
             add(Problem("cuts", f"{int(bad.sum())} event(s) without a muon, but config.selection.keep_empty_events "
-                        "is false", shard, schema.muon_column, rows, n))
+                        "is false", shard, (schema.muon_column,), rows, n))
 
 
 def _check_provenance(chunk, table, ctx: _ShardContext, first_row: int, add) -> None:
@@ -193,19 +157,19 @@ def _check_provenance(chunk, table, ctx: _ShardContext, first_row: int, add) -> 
     if bad.any():
         rows, n = _rows(bad, None, first_row)
         add(Problem("provenance", f"{int(bad.sum())} event(s) from another file than the unit's input "
-                    f"{unit['input']}, e.g. {files[int(np.flatnonzero(bad)[0])].as_py()!r}", shard, "source_file", rows, n))
+                    f"{unit['input']}, e.g. {files[int(np.flatnonzero(bad)[0])].as_py()!r}", shard, ("source_file",), rows, n))
     entry = chunk.event["source_entry"]
     bad = (entry < unit["entry_start"]) | (entry >= unit["entry_stop"])
     if bad.any():
         rows, n = _rows(bad, None, first_row)
         add(Problem("provenance", f"{int(bad.sum())} source_entry value(s) outside the unit's entries "
-                    f"[{unit['entry_start']}, {unit['entry_stop']})", shard, "source_entry", rows, n))
+                    f"[{unit['entry_start']}, {unit['entry_stop']})", shard, ("source_entry",), rows, n))
     previous = np.concatenate([[ctx.last_entry], entry[:-1]])
     bad = entry <= previous
     if bad.any():
         rows, n = _rows(bad, None, first_row)
         add(Problem("order", f"{int(bad.sum())} event(s) not in increasing source_entry order (a duplicated, "
-                    "moved or shuffled row)", shard, "source_entry", rows, n))
+                    "moved or shuffled row)", shard, ("source_entry",), rows, n))
     ctx.last_entry = int(entry[-1])
     ctx.events.append(chunk.event["eventNumber"])
     ctx.first_rows.append(first_row)
@@ -230,16 +194,16 @@ def _check_counts(manifest: dict, malformed: set[str], add) -> None:
                  f"fail hits {cf['muons_fail_hits']} + out {cf['muons_out']}")):
             # muons of events dropped as invalid are counted in no muon counter: then only in >= the sum
             if lhs != rhs and not (text.startswith("muons") and cf["events_invalid"] and lhs > rhs):
-                add(Problem("counts", f"cut flow does not reconcile: {text}", column="cutflow"))
+                add(Problem("counts", f"cut flow does not reconcile: {text}", where=("cutflow",)))
         for key, col in (("events_out", "rows"), ("muons_out", "muons"), ("hits_out", "hits")):
             if key in cf and cf[key] != total(col):
                 add(Problem("counts", f"cut flow says {cf[key]} {key.split('_')[0]} out but the shards list "
-                            f"{total(col)}", column=f"cutflow.{key}"))
+                            f"{total(col)}", where=("cutflow", key)))
     if "totals" not in malformed:
         for key, col in (("events", "rows"), ("hits", "hits"), ("muons", "muons"), ("bytes", "bytes")):
             if manifest["totals"][key] != total(col):
                 add(Problem("counts", f"totals say {manifest['totals'][key]} {key}, the shards list {total(col)}",
-                            column=f"totals.{key}"))
+                            where=("totals", key)))
 
 
 def _check_coverage(manifest: dict, identity: Identity, good: list[int], add) -> None:
@@ -257,10 +221,10 @@ def _check_coverage(manifest: dict, identity: Identity, good: list[int], add) ->
             u = rec["unit"] if "unit" in rec else {"input": rec["path"], **rec}
             have[u["input"]].append((int(u["entry_start"]), int(u["entry_stop"]), "(skipped unit)"))
         except (KeyError, TypeError, ValueError):
-            add(Problem("manifest", f"malformed skipped unit record {rec!r:.80}", column="skipped.units"))
+            add(Problem("manifest", f"malformed skipped unit record {rec!r:.80}", where=("skipped", "units")))
     for path in sorted(set(have) - set(identity.inputs)):
         add(Problem("coverage", f"shard(s) of input {path!r}, which the manifest's inputs do not list",
-                    have[path][0][2], "unit.input"))
+                    have[path][0][2], ("unit", "input")))
     for path, info in identity.inputs.items():
         units = sorted(have.get(path, []))
         at = 0
@@ -268,17 +232,17 @@ def _check_coverage(manifest: dict, identity: Identity, good: list[int], add) ->
             shard = rel if rel != "(skipped unit)" else None
             if start < at:
                 add(Problem("duplicate", f"entries {start}-{min(stop, at)} of input {path} are in more than one unit "
-                            f"({rel} and an earlier one)", shard, "unit"))
+                            f"({rel} and an earlier one)", shard, ("unit",)))
             elif start > at:
                 add(Problem("coverage", f"entries {at}-{start} of input {path} are in no shard and no skipped unit "
-                            "(a shard dropped from the manifest?)", column="shards"))
+                            "(a shard dropped from the manifest?)", where=("shards",)))
             if not (0 <= start < stop <= info.entries) or stop - start > step:
                 add(Problem("coverage", f"unit entries {start}-{stop} of input {path} are not a planned unit "
                             f"(at most {step} entries within 0-{info.entries})", shard, "unit"))
             at = max(at, stop)
         if at < info.entries:
             add(Problem("coverage", f"entries {at}-{info.entries} of input {path} are in no shard and no skipped "
-                        "unit (a shard dropped from the manifest?)", column="shards"))
+                        "unit (a shard dropped from the manifest?)", where=("shards",)))
 
 
 def _check_statistics(manifest: dict, stats: dict, add) -> None:
@@ -287,22 +251,22 @@ def _check_statistics(manifest: dict, stats: dict, add) -> None:
     recorded = manifest.get("statistics")
     if not isinstance(recorded, dict):
         add(Problem("statistics", "the manifest has no statistics (the trainer normalises with them)",
-                    column="statistics"))
+                    where=("statistics",)))
         return
     for col in sorted(set(recorded) | set(stats)):
         rec, got = recorded.get(col, {}), stats.get(col, {})
         if not isinstance(rec, dict):
-            add(Problem("statistics", "not an object", column=f"statistics.{col}"))
+            add(Problem("statistics", "not an object", where=("statistics", col)))
             continue
         for name in list(got) + [n for n in rec if n not in got]:
-            key = f"statistics.{col}.{name}"
+            key = ("statistics", col, name)
             if name not in got:
-                add(Problem("statistics", "recorded for a field the shards do not hold", column=key))
+                add(Problem("statistics", "recorded for a field the shards do not hold", where=key))
                 continue
             want = got[name].to_dict()
             have = rec.get(name)
             if not isinstance(have, dict):
-                add(Problem("statistics", "missing from the manifest", column=key))
+                add(Problem("statistics", "missing from the manifest", where=key))
                 continue
             wrong = []
             for k, v in want.items():
@@ -311,7 +275,7 @@ def _check_statistics(manifest: dict, stats: dict, add) -> None:
                 if not same:
                     wrong.append(f"{k} {h!r} (recomputed {v!r})")
             if wrong:
-                add(Problem("statistics", "differs from the shards: " + ", ".join(wrong[:3]), column=key))
+                add(Problem("statistics", "differs from the shards: " + ", ".join(wrong[:3]), where=key))
 
 
 def _check_event_numbers(per_input: dict[str, list[tuple[str, _ShardContext]]], add) -> None:
@@ -341,7 +305,7 @@ def _check_event_numbers(per_input: dict[str, list[tuple[str, _ShardContext]]], 
         for rel, rows in by_shard.items():
             rows = sorted(rows)
             add(Problem("duplicate", f"{len(values)} eventNumber value(s) occur more than once in input {path}, "
-                        f"e.g. {int(values[0])}", rel, "eventNumber", rows[:MAX_ROWS_PER_PROBLEM], len(rows)))
+                        f"e.g. {int(values[0])}", rel, ("eventNumber",), rows[:MAX_ROWS_PER_PROBLEM], len(rows)))
 
 
 def validate_dataset(directory: str, check_values: bool = True, check_checksums: bool = True,
@@ -376,7 +340,7 @@ def _validate(out: OutputDir, report: Report, check_values: bool, check_checksum
         return
     found = manifest_problems(manifest)
     for key, why in found:
-        add(Problem("manifest", why, column=key))
+        add(Problem("manifest", why, where=(key,)))
     malformed = {re.split(r"[.\[]", key)[0] for key, _ in found}
     bad_shards = {int(m.group(1)) for key, _ in found if (m := re.match(r"shards\[(\d+)\]", key))}
     if "schema" in malformed:
@@ -387,7 +351,7 @@ def _validate(out: OutputDir, report: Report, check_values: bool, check_checksum
             raise SchemaError(f"schema name {manifest['schema']['name']!r} is not {schema.name!r}")
         report.schema_version = schema.version
     except SchemaError as err:
-        add(Problem("manifest", f"unusable schema declaration: {err}", column="schema"))
+        add(Problem("manifest", f"unusable schema declaration: {err}", where=("schema",)))
         return
     if "shards" in malformed and not isinstance(manifest.get("shards"), list):
         return
@@ -397,7 +361,7 @@ def _validate(out: OutputDir, report: Report, check_values: bool, check_checksum
         identity = Identity.of(manifest)
         if "dataset_id" in manifest and manifest["dataset_id"] != identity.dataset:
             add(Problem("identity", f"dataset_id {manifest['dataset_id']!r} is not {identity.dataset!r}, the id of "
-                        "the manifest's config and tool_version (one of them was edited)", column="dataset_id"))
+                        "the manifest's config and tool_version (one of them was edited)", where=("dataset_id",)))
     selection = None if "config" in malformed else manifest["config"]["selection"]
     entries = manifest["shards"]
     good = [i for i in range(len(entries)) if i not in bad_shards]
@@ -407,7 +371,7 @@ def _validate(out: OutputDir, report: Report, check_values: bool, check_checksum
             rows = sum(entries[i]["rows"] for i in good if entries[i]["unit"]["input"] == doc["path"])
             if isinstance(doc.get("events_out"), int) and doc["events_out"] != rows:
                 add(Problem("counts", f"input {doc['path']} says {doc['events_out']} events out, its shards list "
-                            f"{rows}", column=f"inputs[{k}].events_out"))
+                            f"{rows}", where=("inputs", k, "events_out")))
     listed: dict[str, int] = {}
     stats: dict = {}
     per_input: dict[str, list[tuple[str, _ShardContext]]] = defaultdict(list)
@@ -416,11 +380,11 @@ def _validate(out: OutputDir, report: Report, check_values: bool, check_checksum
         rel = entry["path"]
         why = shard_path_problem(rel)
         if why:
-            add(Problem("path", why, repr(rel), column=f"shards[{i}].path"))
+            add(Problem("path", why, repr(rel), ("shards", i, "path")))
             continue
         if rel in listed:
             add(Problem("duplicate", f"listed twice in the manifest (shards[{listed[rel]}] and shards[{i}])", rel,
-                        column=f"shards[{i}]"))
+                        ("shards", i)))
             continue
         listed[rel] = i
         why = shard_file_problem(out, rel)
@@ -456,9 +420,9 @@ def _check_shard(out: OutputDir, entry: dict, schema, identity: Identity | None,
     rel = entry["path"]
     size = out.size(rel)
     if size != entry["bytes"]:
-        add(Problem("size", f"{size} bytes, manifest says {entry['bytes']}", rel, column="bytes"))
+        add(Problem("size", f"{size} bytes, manifest says {entry['bytes']}", rel, ("bytes",)))
     if check_checksums and out.sha256(rel) != entry["sha256"]:
-        add(Problem("checksum", "sha256 differs from the manifest (corrupted or replaced file)", rel, column="sha256"))
+        add(Problem("checksum", "sha256 differs from the manifest (corrupted or replaced file)", rel, ("sha256",)))
     try:
         pf = open_parquet(out, rel)
         arrow_schema = pf.schema_arrow
@@ -467,13 +431,13 @@ def _check_shard(out: OutputDir, entry: dict, schema, identity: Identity | None,
         return None
     schema_found = shard_schema_problems(arrow_schema, schema)
     for kind, column, why in schema_found:
-        add(Problem(kind, why, rel, column))
+        add(Problem(kind, why, rel, (column,) if column else ()))
     types_ok = not any(kind in ("columns", "types") for kind, _, _ in schema_found)
     if identity is not None:
         for why in identity.problems(read_identity(arrow_schema.metadata), entry):
-            add(Problem("identity", why, rel, "metadata muon_pipeline.shard"))
+            add(Problem("identity", why, rel, ("metadata muon_pipeline.shard",)))
     if pf.metadata.num_rows != entry["rows"]:
-        add(Problem("counts", f"{pf.metadata.num_rows} rows, manifest says {entry['rows']}", rel, "rows"))
+        add(Problem("counts", f"{pf.metadata.num_rows} rows, manifest says {entry['rows']}", rel, ("rows",)))
     if not types_ok or not check_values:
         return None
     ctx = _ShardContext(rel, entry["unit"], selection)
@@ -493,23 +457,5 @@ def _check_shard(out: OutputDir, entry: dict, schema, identity: Identity | None,
     per_input[entry["unit"]["input"]].append((rel, ctx))
     if (hits, muons) != (entry["hits"], entry["muons"]):
         add(Problem("counts", f"{hits} hits / {muons} muons, manifest says {entry['hits']} / {entry['muons']}", rel,
-                    "hits/muons"))
+                    ("hits/muons",)))
     return shard_stats
-
-
-def summarize(report: Report) -> str:
-    """Readable report: problems grouped by check, then a verdict line."""
-    lines = []
-    by_check = defaultdict(list)
-    for p in report.problems:
-        by_check[p.check].append(p)
-    for check, problems in by_check.items():
-        lines.append(f"{check}: {len(problems)} problem(s)")
-        lines += [f"  {p}" for p in problems]
-    verdict = "OK" if report.ok else f"FAILED ({len(report.problems)} problem(s))"
-    source = f", {report.source_units_checked} unit(s) re-derived from the raw inputs" if any(
-        lv.startswith("source") for lv in report.levels) else ""
-    lines.append(f"{report.directory}: schema v{report.schema_version}, {report.shards_checked} shard(s), "
-                 f"{report.events_checked} events checked{source} [{', '.join(report.levels)}]: {verdict}")
-    return "\n".join(lines)
-

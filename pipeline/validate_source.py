@@ -20,6 +20,7 @@ import numpy as np
 from ._version import __version__
 from .config import ConvertConfig
 from .errors import InputError, one_line
+from .report import Problem
 from .storage import OutputDir
 from .units import Unit, run_unit
 
@@ -63,12 +64,10 @@ def _row_of(table, column: str, index: np.ndarray) -> np.ndarray:
 
 
 def _compare(stored, derived, rel: str, unit: dict, add) -> None:
-    from .validate import Problem
-
     what = f"differs from a re-derivation of input {unit['input']} entries {unit['entry_start']}-{unit['entry_stop']}"
     if stored.num_rows != derived.num_rows:
         add(Problem("source", f"{stored.num_rows} rows, but the raw input gives {derived.num_rows}: the shard {what}",
-                    rel, "rows"))
+                    rel, ("rows",)))
     a, b = _flat_columns(stored), _flat_columns(derived)
     reported = False
     for column in b:
@@ -90,10 +89,10 @@ def _compare(stored, derived, rel: str, unit: dict, add) -> None:
         reported = True
         first = int(diff[0]) if len(diff) else 0
         example = f"e.g. {x[first]!r} where the raw input gives {y[first]!r}" if len(diff) and len(x) == len(y) else ""
-        add(Problem("source", f"{len(diff)} value(s) {what} {example}".rstrip(), rel, column,
+        add(Problem("source", f"{len(diff)} value(s) {what} {example}".rstrip(), rel, (column,),
                     [int(r) for r in rows[:MAX_ROWS]], int(len(rows))))
     if not reported and stored.schema.metadata != derived.schema.metadata:
-        add(Problem("source", f"same values, but the Parquet metadata {what}", rel, "metadata"))
+        add(Problem("source", f"same values, but the Parquet metadata {what}", rel, ("metadata",)))
     elif not reported:
         add(Problem("source", f"same values, but the file's bytes differ from a re-derivation of input "
                     f"{unit['input']} (its encoding was changed after writing)", rel))
@@ -103,15 +102,13 @@ def check_sources(out: OutputDir, manifest: dict, identity, entries: list[dict],
     """Re-derive the chosen units of ``entries`` and compare; returns how many were re-derived."""
     import pyarrow.parquet as pq
 
-    from .validate import Problem
-
     if identity is None:
         add(Problem("source", "cannot re-derive units: the manifest's config, tool_version or inputs are unusable"))
         return 0
     if manifest["tool_version"] != __version__:
         add(Problem("source", f"the dataset was written by muon-pipeline {manifest['tool_version']}, this is "
                     f"{__version__}: re-derive with the same version (pip install muon-pipeline=="
-                    f"{manifest['tool_version']})", column="tool_version"))
+                    f"{manifest['tool_version']})", where=("tool_version",)))
         return 0
     cfg = ConvertConfig.from_dict(manifest["config"])
     done = 0
@@ -127,7 +124,7 @@ def check_sources(out: OutputDir, manifest: dict, identity, entries: list[dict],
             try:
                 run_unit(unit, cfg, tmp, step_size="100 MB")
             except InputError as err:
-                add(Problem("source", f"cannot re-derive from the raw input: {err}", rel, "unit.input"))
+                add(Problem("source", f"cannot re-derive from the raw input: {err}", rel, ("unit", "input")))
                 continue
             except Exception as err:  # noqa: BLE001 - e.g. the file is not ROOT any more
                 add(Problem("source", f"cannot re-derive from the raw input {u['input']}: {one_line(err)}", rel))
