@@ -23,6 +23,7 @@ from typing import Any
 
 from .errors import DatasetError, SchemaError
 from .manifest import MANIFEST, read_manifest
+from .report import Where, render_where
 from .schema import Schema, load_schema, schema_from_metadata
 from .storage import OutputDir
 from .units import SHARDS
@@ -41,69 +42,76 @@ def _typed(value: Any, types: tuple[type, ...]) -> bool:
     return isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
 
 
-def _keys(doc: Any, spec: dict[str, tuple[type, ...]], where: str) -> list[tuple[str, str]]:
+def _keys(doc: Any, spec: dict[str, tuple[type, ...]], where: Where) -> list[tuple[Where, str]]:
     if not isinstance(doc, dict):
         return [(where, f"expected an object, got {type(doc).__name__}")]
-    out = []
+    out: list[tuple[Where, str]] = []
     for key, types in spec.items():
         if key not in doc:
-            out.append((f"{where}.{key}", "missing"))
+            out.append(((*where, key), "missing"))
         elif not _typed(doc[key], types):
-            out.append((f"{where}.{key}", f"expected {types[0].__name__}, got {type(doc[key]).__name__}"))
+            out.append(((*where, key), f"expected {types[0].__name__}, got {type(doc[key]).__name__}"))
     return out
 
 
 def manifest_problems(manifest: dict) -> list[tuple[str, str]]:
     """``(key, message)`` for each key a reader needs that is missing or mistyped (empty: well-formed).
 
-    Keys are written as paths into the JSON (``shards[2].sha256``, ``schema.version``).
+    Keys are written as paths into the JSON (``shards[2].sha256``, ``schema.version``): the text of
+    :func:`manifest_faults`'s keys.
     """
-    out: list[tuple[str, str]] = []
-    out += _keys(manifest.get("schema"), {"name": (str,), "version": _INT}, "schema")
+    return [(render_where(where), why) for where, why in manifest_faults(manifest)]
+
+
+def manifest_faults(manifest: dict) -> list[tuple[Where, str]]:
+    """:func:`manifest_problems` with each key as a tuple of keys and list indices (``("shards", 2,
+    "sha256")``), so a caller reads the top-level key and the shard index without parsing text."""
+    out: list[tuple[Where, str]] = []
+    out += _keys(manifest.get("schema"), {"name": (str,), "version": _INT}, ("schema",))
     if manifest.get("format_version") != 1 or isinstance(manifest.get("format_version"), bool):
-        out.append(("format_version", f"{manifest.get('format_version')!r}; this version reads format 1"))
+        out.append((("format_version",), f"{manifest.get('format_version')!r}; this version reads format 1"))
     if not isinstance(manifest.get("dataset_id"), str):
-        out.append(("dataset_id", "missing or not a string"))
+        out.append((("dataset_id",), "missing or not a string"))
     units = manifest.get("units")
     if not _typed(units, _INT) or units < 0:
-        out.append(("units", "missing or not a non-negative integer"))
+        out.append((("units",), "missing or not a non-negative integer"))
     # what inspect and the trainer read besides shards (their absence was a KeyError traceback)
     skipped = manifest.get("skipped")
     if not isinstance(skipped, dict) or not all(isinstance(skipped.get(k), list) for k in ("inputs", "units")):
-        out.append(("skipped", "missing or not an object with lists 'inputs' and 'units'"))
+        out.append((("skipped",), "missing or not an object with lists 'inputs' and 'units'"))
     if not isinstance(manifest.get("statistics"), dict):
-        out.append(("statistics", "missing or not an object (the trainer normalises with it)"))
+        out.append((("statistics",), "missing or not an object (the trainer normalises with it)"))
     if not isinstance(manifest.get("tool_version"), str):
-        out.append(("tool_version", "missing or not a string"))
+        out.append((("tool_version",), "missing or not a string"))
     config = manifest.get("config")
     if not isinstance(config, dict):
-        out.append(("config", "missing or not an object"))
+        out.append((("config",), "missing or not an object"))
     else:
         from .config import ConvertConfig
 
         try:
             ConvertConfig.from_dict(config)
         except Exception as err:  # noqa: BLE001 - any defect of a hand-edited config is reported, not raised
-            out.append(("config", f"not a valid conversion configuration ({type(err).__name__}: {err})"))
+            out.append((("config",), f"not a valid conversion configuration ({type(err).__name__}: {err})"))
     inputs = manifest.get("inputs")
     if not isinstance(inputs, list):
-        out.append(("inputs", "missing or not a list"))
+        out.append((("inputs",), "missing or not a list"))
     else:
         for i, doc in enumerate(inputs):
-            out += _keys(doc, INPUT_KEYS, f"inputs[{i}]")
+            out += _keys(doc, INPUT_KEYS, ("inputs", i))
     shards = manifest.get("shards")
     if not isinstance(shards, list):
-        out.append(("shards", "missing or not a list"))
+        out.append((("shards",), "missing or not a list"))
     else:
         for i, doc in enumerate(shards):
-            found = _keys(doc, SHARD_KEYS, f"shards[{i}]")
+            found = _keys(doc, SHARD_KEYS, ("shards", i))
             out += found
             if isinstance(doc, dict) and isinstance(doc.get("unit"), dict):
-                out += _keys(doc["unit"], UNIT_KEYS, f"shards[{i}].unit")
+                out += _keys(doc["unit"], UNIT_KEYS, ("shards", i, "unit"))
     for name, keys in (("cutflow", CUTFLOW_KEYS), ("totals", TOTAL_KEYS)):
-        out += _keys(manifest.get(name), dict.fromkeys(keys, _INT), name)
+        out += _keys(manifest.get(name), dict.fromkeys(keys, _INT), (name,))
     if "statistics" in manifest and not isinstance(manifest["statistics"], dict):
-        out.append(("statistics", "not an object"))  # absent is allowed: readers recompute; validate reports it
+        out.append((("statistics",), "not an object"))  # absent is allowed: readers recompute; validate reports it
     return out
 
 
@@ -130,18 +138,25 @@ def shard_path_problem(rel: Any) -> str | None:
 
 def shard_file_problem(out: OutputDir, rel: str) -> str | None:
     """Why the (rule-abiding) path ``rel`` is not a readable shard file inside ``shards/``, or None."""
+    fault = shard_file_fault(out, rel)
+    return fault[1] if fault else None
+
+
+def shard_file_fault(out: OutputDir, rel: str) -> tuple[str, str] | None:
+    """:func:`shard_file_problem` as ``(kind, message)``: kind ``missing`` (no such file) or ``path`` (a
+    directory, a link out of ``shards/``, not a regular file)."""
     path = out.path(rel)
     if not out.fs.exists(path):
-        return "shard listed in the manifest does not exist"
+        return "missing", "shard listed in the manifest does not exist"
     if out.fs.isdir(path):
-        return "shard path is a directory, not a file"
+        return "path", "shard path is a directory, not a file"
     if out.local:
         real = os.path.realpath(path)
         inside = os.path.join(os.path.realpath(out.root), SHARDS) + os.sep  # a linked shards/ leads out too
         if not real.startswith(inside):
-            return f"shard is a link to {real}, outside the dataset's {SHARDS}/"
+            return "path", f"shard is a link to {real}, outside the dataset's {SHARDS}/"
         if not os.path.isfile(real):
-            return "shard is not a regular file"
+            return "path", "shard is not a regular file"
     return None
 
 

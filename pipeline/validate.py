@@ -21,7 +21,6 @@ Levels, cheapest first (``muon-pipeline validate --help`` gives their costs):
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -29,8 +28,8 @@ import numpy as np
 
 from .dataset import (
     Identity,
-    manifest_problems,
-    shard_file_problem,
+    manifest_faults,
+    shard_file_fault,
     shard_path_problem,
     shard_schema_problems,
 )
@@ -338,11 +337,11 @@ def _validate(out: OutputDir, report: Report, check_values: bool, check_checksum
     except DatasetError as err:
         add(Problem("manifest", str(err)))
         return
-    found = manifest_problems(manifest)
-    for key, why in found:
-        add(Problem("manifest", why, where=(key,)))
-    malformed = {re.split(r"[.\[]", key)[0] for key, _ in found}
-    bad_shards = {int(m.group(1)) for key, _ in found if (m := re.match(r"shards\[(\d+)\]", key))}
+    found = manifest_faults(manifest)
+    for where, why in found:
+        add(Problem("manifest", why, where=where))
+    malformed = {where[0] for where, _ in found}  # top-level keys that are unusable
+    bad_shards = {where[1] for where, _ in found if where[0] == "shards" and len(where) > 1}  # malformed entries
     if "schema" in malformed:
         return
     try:
@@ -387,9 +386,10 @@ def _validate(out: OutputDir, report: Report, check_values: bool, check_checksum
                         ("shards", i)))
             continue
         listed[rel] = i
-        why = shard_file_problem(out, rel)
-        if why:
-            add(Problem("missing" if "does not exist" in why else "path", why, rel))
+        fault = shard_file_fault(out, rel)
+        if fault:
+            kind, why = fault
+            add(Problem(kind, why, rel))
             continue
         report.shards_checked += 1
         shard_stats = _check_shard(out, entry, schema, identity, selection, check_values, check_checksums, report,
