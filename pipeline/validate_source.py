@@ -14,17 +14,16 @@ shard back); the raw inputs must be readable at the paths the manifest records.
 from __future__ import annotations
 
 import tempfile
+from typing import NamedTuple
 
 import numpy as np
 
 from ._version import __version__
 from .config import ConvertConfig
 from .errors import InputError, one_line
-from .report import Problem
+from .report import Problem, Where
 from .storage import OutputDir
 from .units import Unit, run_unit
-
-MAX_ROWS = 5
 
 
 def pick_units(n_units: int, source: int | str) -> list[int]:
@@ -35,8 +34,16 @@ def pick_units(n_units: int, source: int | str) -> list[int]:
     return sorted({int(round(x)) for x in np.linspace(0, n_units - 1, int(source))})
 
 
-def _flat_columns(table) -> dict[str, np.ndarray]:
-    """Every leaf of a shard table as numpy: event columns, list offsets, struct children."""
+class _Leaf(NamedTuple):
+    """One leaf of a shard table, as numpy."""
+
+    values: np.ndarray
+    kind: str  # "event": one value per row; "lengths": a list column's lengths; "item": a field of its items
+
+
+def _leaves(table) -> dict[Where, _Leaf]:
+    """Every leaf of a shard table, by its place: an event column (``("eventNumber",)``), the lengths of a
+    list column (``("hits (lengths)",)``) and each field of that column's items (``("hits", "spacePoint_x")``)."""
     import pyarrow as pa
 
     out = {}
@@ -44,38 +51,38 @@ def _flat_columns(table) -> dict[str, np.ndarray]:
         col = table.column(name).combine_chunks()
         if pa.types.is_list(col.type):
             offsets = np.asarray(col.offsets, dtype=np.int64)
-            out[f"{name} (lengths)"] = np.diff(offsets)
+            out[(f"{name} (lengths)",)] = _Leaf(np.diff(offsets), "lengths")
             values = col.values
             for i in range(values.type.num_fields):
-                out[f"{name}.{values.type.field(i).name}"] = values.field(i).slice(
-                    int(offsets[0]), int(offsets[-1] - offsets[0])).to_numpy(zero_copy_only=False)
+                out[(name, values.type.field(i).name)] = _Leaf(values.field(i).slice(
+                    int(offsets[0]), int(offsets[-1] - offsets[0])).to_numpy(zero_copy_only=False), "item")
         else:
-            out[name] = col.to_numpy(zero_copy_only=False)
+            out[(name,)] = _Leaf(col.to_numpy(zero_copy_only=False), "event")
     return out
 
 
-def _row_of(table, column: str, index: np.ndarray) -> np.ndarray:
-    """Rows (events) of flat positions ``index`` of ``column`` (a struct child or an event column)."""
-    name = column.split(".")[0].split(" ")[0]
-    if "." not in column:
-        return index
-    offsets = np.asarray(table.column(name).combine_chunks().offsets, dtype=np.int64)
+def _item_rows(table, column: str, index: np.ndarray) -> np.ndarray:
+    """Rows (events) of the items at flat positions ``index`` of list column ``column``."""
+    offsets = np.asarray(table.column(column).combine_chunks().offsets, dtype=np.int64)
     return np.searchsorted(offsets - offsets[0], index, side="right") - 1
 
 
 def _compare(stored, derived, rel: str, unit: dict, add) -> None:
+    """Report where the ``stored`` table of shard ``rel`` differs from the ``derived`` one (the same unit
+    converted again): per leaf, the differing values and their rows; else the metadata; else the encoding."""
     what = f"differs from a re-derivation of input {unit['input']} entries {unit['entry_start']}-{unit['entry_stop']}"
     if stored.num_rows != derived.num_rows:
         add(Problem("source", f"{stored.num_rows} rows, but the raw input gives {derived.num_rows}: the shard {what}",
                     rel, ("rows",)))
-    a, b = _flat_columns(stored), _flat_columns(derived)
+    a, b = _leaves(stored), _leaves(derived)
     reported = False
-    for column in b:
-        x, y = a.get(column), b[column]
-        if x is None:
+    for where, leaf in b.items():
+        mine = a.get(where)
+        if mine is None:
             continue
+        x, y = mine.values, leaf.values
         if len(x) != len(y):
-            if not column.endswith("(lengths)"):
+            if leaf.kind != "lengths":
                 continue  # reported through the lengths of its list column
             n = min(len(x), len(y))
             diff = np.flatnonzero(x[:n] != y[:n])
@@ -85,12 +92,11 @@ def _compare(stored, derived, rel: str, unit: dict, add) -> None:
             diff = np.flatnonzero(~np.asarray(same, dtype=bool))
             if not len(diff):
                 continue
-            rows = diff if column.endswith("(lengths)") else np.unique(_row_of(derived, column, diff))
+            rows = np.unique(_item_rows(derived, where[0], diff)) if leaf.kind == "item" else diff
         reported = True
         first = int(diff[0]) if len(diff) else 0
         example = f"e.g. {x[first]!r} where the raw input gives {y[first]!r}" if len(diff) and len(x) == len(y) else ""
-        add(Problem("source", f"{len(diff)} value(s) {what} {example}".rstrip(), rel, (column,),
-                    [int(r) for r in rows[:MAX_ROWS]], int(len(rows))))
+        add(Problem.with_rows("source", f"{len(diff)} value(s) {what} {example}".rstrip(), rel, where, rows))
     if not reported and stored.schema.metadata != derived.schema.metadata:
         add(Problem("source", f"same values, but the Parquet metadata {what}", rel, ("metadata",)))
     elif not reported:
