@@ -60,6 +60,10 @@ class Problem:
     rows: list[int] | None = None
     count: int = 1
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.where, tuple):  # a bare string would render letter by letter
+            raise TypeError(f"Problem.where must be a tuple such as ('shards', 3, 'sha256'), got {self.where!r}")
+
     @classmethod
     def with_rows(cls, check: str, message: str, shard: str | None, where: Where, rows: Sequence[int]) -> Problem:
         """A problem in ``rows`` (all of them, ascending). It keeps the first few and counts them all."""

@@ -1,30 +1,25 @@
-"""Every check of a produced dataset, each reporting where it failed; never stops at the first and never
-ends in a traceback (a malformed manifest is a problem like any other).
+"""``validate``: every check of a produced dataset, each reporting where it failed. It never stops at the
+first problem and never ends in a traceback (a malformed manifest is a problem like any other).
 
 Levels, cheapest first (``muon-pipeline validate --help`` gives their costs):
 
-* **structure** (always; reads the manifest and each shard's Parquet footer): the manifest's shape (every
-  key with its type), schema, cut flow and totals reconcile, the dataset id; every shard path (relative,
-  inside ``shards/``, a regular file, listed once), size, declared schema and Arrow types, row count, and
-  identity (the dataset and unit in the shard's own metadata equal what the manifest's config, tool version
-  and input identities give, and its file name is its unit's key); the units tile every input's entries
-  exactly (none missing, none twice); no stray file in ``shards/``.
-* **checksums** (default; reads every byte once): each shard's sha256.
-* **values** (default; decodes every shard once): finite, schema ranges and allowed sets; truth links in
-  range; the configuration's cuts hold for every muon (pT ≥ min_pt, |η| ≤ max_abs_eta, ≥ min_hits hits of
-  the kept technologies) and no event is without a muon unless kept on purpose; derived fields equal their
-  formulas (r, s, θ, φ, η from the Low edge; q/pT = q/pT); every event's ``source_file`` is its unit's input,
-  ``source_entry`` strictly increasing inside the unit's entry range, eventNumber unique per input; hit and
-  muon counts per shard; the manifest statistics equal those recomputed from the shards (bit for bit).
+* **structure** (always; reads the manifest and each shard's Parquet footer; this module): the manifest's
+  shape (every key with its type), schema, cut flow and totals reconcile, the dataset id; every shard path
+  (relative, inside ``shards/``, a regular file, listed once), size, declared schema and Arrow types, row
+  count, and identity (the dataset and unit in the shard's own metadata equal what the manifest's config,
+  tool version and input identities give, and its file name is its unit's key); the units tile every
+  input's entries exactly (none missing, none twice); no stray file in ``shards/``.
+* **checksums** (default; reads every byte once; this module): each shard's sha256.
+* **values** (default; decodes every shard once): see :mod:`pipeline.validate_values`; here, the hit and
+  muon counts per shard.
 * **source** (``source=N`` or ``"all"``; reads the raw inputs again): see :mod:`pipeline.validate_source`.
+
+Every problem goes into one :class:`~pipeline.report.Report` (:mod:`pipeline.report`, which also renders it).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
-
-import numpy as np
 
 from .dataset import (
     Identity,
@@ -34,147 +29,23 @@ from .dataset import (
     shard_schema_problems,
 )
 from .errors import ConfigError, DatasetError, SchemaError, one_line
-from .features import DERIVED, hit_features, truth_qpt
 from .manifest import read_manifest
-from .report import MAX_ROWS_PER_PROBLEM, Problem, Report, summarize
-from .rules import field_violations
+from .report import Problem, Report, summarize
 from .schema import load_schema
-from .selection import SelectionConfig
 from .shards import chunk_from_table, iter_row_groups, open_parquet, read_identity
-from .stats import merge_tables
+from .stats import StatsTable, merge_tables
 from .storage import TMP_MARK, OutputDir
-from .transform import LOW_EDGE, chunk_stats
+from .transform import chunk_stats
 from .units import SHARDS
+from .validate_values import ShardContext, check_event_numbers, check_row_group, check_statistics
 
 __all__ = ["Problem", "Report", "summarize", "validate_dataset"]  # summarize: for the CLI
 
 
-def _rows(mask: np.ndarray, row_of: np.ndarray | None, first_row: int) -> tuple[list[int], int]:
-    idx = np.flatnonzero(mask)
-    rows = np.unique(row_of[idx] if row_of is not None else idx) + first_row
-    return [int(r) for r in rows[:MAX_ROWS_PER_PROBLEM]], int(len(rows))
-
-
-@dataclass
-class _ShardContext:
-    """What the values of one shard must agree with."""
-
-    rel: str
-    unit: dict  # the manifest's unit (input, entry_start, entry_stop)
-    selection: dict | None  # the manifest's configured selection (None: config unusable)
-    last_entry: int = -1  # source_entry of the previous row, across row groups
-    events: list[np.ndarray] = field(default_factory=list)  # eventNumber per row group
-    first_rows: list[int] = field(default_factory=list)
-
-
-def _check_values(chunk, table, schema, ctx: _ShardContext, first_row: int, add) -> None:
-    shard = ctx.rel
-    hit_row = chunk.hit_event_index()
-    muon_row = chunk.muon_event_index()
-    for level, values, row_of in (("hit", chunk.hits, hit_row), ("muon", chunk.muons, muon_row)):
-        column = schema.columns[level]
-        for f in schema.level(level):
-            # the same rules convert and migrate apply before writing (pipeline.rules)
-            for kind, bad, why in field_violations(values[f.name], f):
-                rows, n = _rows(bad, row_of, first_row)
-                add(Problem(kind, f"{int(bad.sum())} value(s) breaking the rule, e.g. {why}", shard,
-                            (column, f.name), rows, n))
-    link = chunk.hits["spacePoint_truthLink"]
-    n_mu = np.diff(chunk.muon_offsets)[hit_row]
-    bad = (link < -1) | (link >= n_mu)
-    if bad.any():
-        rows, n = _rows(bad, hit_row, first_row)
-        add(Problem("truth-link", f"{int(bad.sum())} link(s) outside [-1, n_muons)", shard,
-                    (schema.hit_column, "spacePoint_truthLink"), rows, n))
-    ok = (link >= 0) & ~bad
-    gmuon = chunk.muon_offsets[hit_row[ok]] + link[ok]
-    nhits = np.bincount(gmuon, minlength=chunk.n_muons)[: chunk.n_muons]
-    sel = ctx.selection
-    if sel is not None:
-        _check_cuts(chunk, nhits, sel, schema, first_row, shard, add)
-    derived = [n for n in schema.names("hit") if n in DERIVED]
-    expect = hit_features(*(chunk.hits[c] for c in LOW_EDGE), derived)
-    for name in derived:
-        bad = ~((expect[name] == chunk.hits[name]) | (np.isnan(expect[name]) & np.isnan(chunk.hits[name])))
-        if bad.any():
-            rows, n = _rows(bad, hit_row, first_row)
-            add(Problem("formula", f"{int(bad.sum())} value(s) differ from {schema.field(name).formula}", shard,
-                        (schema.hit_column, name), rows, n))
-    if schema.has("truthMuon_qpt"):
-        qpt = chunk.muons["truthMuon_qpt"]
-        expect_qpt = truth_qpt(chunk.muons["truthMuon_q"], chunk.muons["truthMuon_pt"])
-        bad = ~((expect_qpt == qpt) | (np.isnan(expect_qpt) & np.isnan(qpt)))
-        if bad.any():
-            rows, n = _rows(bad, muon_row, first_row)
-            add(Problem("formula", f"{int(bad.sum())} value(s) differ from {schema.field('truthMuon_qpt').formula}",
-                        shard, (schema.muon_column, "truthMuon_qpt"), rows, n))
-    _check_provenance(chunk, table, ctx, first_row, add)
-
-
-def _check_cuts(chunk, nhits: np.ndarray, sel: dict, schema, first_row: int, shard: str, add) -> None:
-    """The selection the manifest's configuration records holds for every stored muon and hit (the same
-    comparisons, in the same dtypes, as ``selection.apply_selection``)."""
-    muon_row = chunk.muon_event_index()
-    hit_row = chunk.hit_event_index()
-    pt, eta = chunk.muons["truthMuon_pt"], chunk.muons["truthMuon_eta"]
-    # a muon no hit points to is never kept unless asked (older configurations kept them: absent key)
-    min_hits = sel["min_hits"] if sel.get("keep_muons_without_hits", True) else max(sel["min_hits"], 1)
-    for name, bad, why in (
-            ("truthMuon_pt", ~(pt >= sel["min_pt"]), f"pT below min_pt = {sel['min_pt']:g} GeV"),
-            ("truthMuon_eta", ~(np.abs(eta) <= sel["max_abs_eta"]), f"|eta| above max_abs_eta = {sel['max_abs_eta']:g}"),
-            ("", nhits < min_hits, f"fewer than {min_hits} hits (config.selection.min_hits = {sel['min_hits']}"
-                                   f"{'' if sel.get('keep_muons_without_hits', True) else ', and no muon without a hit'})")):
-        if bad.any():
-            rows, n = _rows(bad, muon_row, first_row)
-            col = (schema.muon_column, name) if name else (schema.muon_column,)
-            add(Problem("cuts" if name else "min-hits", f"{int(bad.sum())} muon(s) with {why} (config.selection)",
-                        shard, col, rows, n))
-    allowed = SelectionConfig.from_dict(sel).codes()  # None: every technology code is kept
-    bad = (~np.isin(chunk.hits["spacePoint_technology"], allowed) if allowed is not None
-           else np.zeros(len(chunk.hits["spacePoint_technology"]), dtype=bool))
-    if bad.any():
-        rows, n = _rows(bad, hit_row, first_row)
-        add(Problem("cuts", f"{int(bad.sum())} hit(s) of technologies not in config.selection.technologies "
-                    f"{list(sel['technologies'])}", shard, (schema.hit_column, "spacePoint_technology"), rows, n))
-    if not sel.get("keep_empty_events", False):
-        bad = np.diff(chunk.muon_offsets) == 0
-        if bad.any():
-            rows, n = _rows(bad, None, first_row)
-            add(Problem("cuts", f"{int(bad.sum())} event(s) without a muon, but config.selection.keep_empty_events "
-                        "is false", shard, (schema.muon_column,), rows, n))
-
-
-def _check_provenance(chunk, table, ctx: _ShardContext, first_row: int, add) -> None:
-    """source_file is the unit's input; source_entry strictly increasing inside the unit's range."""
-    import pyarrow.compute as pc
-
-    shard, unit = ctx.rel, ctx.unit
-    if chunk.n_events == 0:
-        return
-    files = table.column("source_file")
-    bad = np.asarray(pc.not_equal(files, unit["input"]).to_numpy(zero_copy_only=False), dtype=bool)
-    if bad.any():
-        rows, n = _rows(bad, None, first_row)
-        add(Problem("provenance", f"{int(bad.sum())} event(s) from another file than the unit's input "
-                    f"{unit['input']}, e.g. {files[int(np.flatnonzero(bad)[0])].as_py()!r}", shard, ("source_file",), rows, n))
-    entry = chunk.event["source_entry"]
-    bad = (entry < unit["entry_start"]) | (entry >= unit["entry_stop"])
-    if bad.any():
-        rows, n = _rows(bad, None, first_row)
-        add(Problem("provenance", f"{int(bad.sum())} source_entry value(s) outside the unit's entries "
-                    f"[{unit['entry_start']}, {unit['entry_stop']})", shard, ("source_entry",), rows, n))
-    previous = np.concatenate([[ctx.last_entry], entry[:-1]])
-    bad = entry <= previous
-    if bad.any():
-        rows, n = _rows(bad, None, first_row)
-        add(Problem("order", f"{int(bad.sum())} event(s) not in increasing source_entry order (a duplicated, "
-                    "moved or shuffled row)", shard, ("source_entry",), rows, n))
-    ctx.last_entry = int(entry[-1])
-    ctx.events.append(chunk.event["eventNumber"])
-    ctx.first_rows.append(first_row)
-
-
 def _check_counts(manifest: dict, malformed: set[str], add) -> None:
+    """The cut flow reconciles (entries in = out + cut + skipped; cut = no muon + invalid; muons in = the
+    muons failing each cut + out), and the cut flow's and the totals' events, hits, muons and bytes equal
+    the sums over the manifest's shard entries. ``malformed``: top-level keys too broken to read."""
     shards = [s for s in manifest.get("shards", []) if isinstance(s, dict)]
 
     def total(key: str) -> int:
@@ -237,74 +108,11 @@ def _check_coverage(manifest: dict, identity: Identity, good: list[int], add) ->
                             "(a shard dropped from the manifest?)", where=("shards",)))
             if not (0 <= start < stop <= info.entries) or stop - start > step:
                 add(Problem("coverage", f"unit entries {start}-{stop} of input {path} are not a planned unit "
-                            f"(at most {step} entries within 0-{info.entries})", shard, "unit"))
+                            f"(at most {step} entries within 0-{info.entries})", shard, ("unit",)))
             at = max(at, stop)
         if at < info.entries:
             add(Problem("coverage", f"entries {at}-{info.entries} of input {path} are in no shard and no skipped "
                         "unit (a shard dropped from the manifest?)", where=("shards",)))
-
-
-def _check_statistics(manifest: dict, stats: dict, add) -> None:
-    """Manifest statistics equal those recomputed from the shards (per row group, merged in order, as
-    convert computes them: bit for bit)."""
-    recorded = manifest.get("statistics")
-    if not isinstance(recorded, dict):
-        add(Problem("statistics", "the manifest has no statistics (the trainer normalises with them)",
-                    where=("statistics",)))
-        return
-    for col in sorted(set(recorded) | set(stats)):
-        rec, got = recorded.get(col, {}), stats.get(col, {})
-        if not isinstance(rec, dict):
-            add(Problem("statistics", "not an object", where=("statistics", col)))
-            continue
-        for name in list(got) + [n for n in rec if n not in got]:
-            key = ("statistics", col, name)
-            if name not in got:
-                add(Problem("statistics", "recorded for a field the shards do not hold", where=key))
-                continue
-            want = got[name].to_dict()
-            have = rec.get(name)
-            if not isinstance(have, dict):
-                add(Problem("statistics", "missing from the manifest", where=key))
-                continue
-            wrong = []
-            for k, v in want.items():
-                h = have.get(k)
-                same = isinstance(h, int | float) and (h == v or (np.isnan(h) and np.isnan(v)))
-                if not same:
-                    wrong.append(f"{k} {h!r} (recomputed {v!r})")
-            if wrong:
-                add(Problem("statistics", "differs from the shards: " + ", ".join(wrong[:3]), where=key))
-
-
-def _check_event_numbers(per_input: dict[str, list[tuple[str, _ShardContext]]], add) -> None:
-    """eventNumber unique within each input file (the split hashes it; a duplicate is a duplicated event)."""
-    for path, shards in per_input.items():
-        parts: list[np.ndarray] = []
-        where: list[tuple[str, int, int]] = []  # (shard, first row, events) of each part
-        for rel, ctx in shards:
-            for ev, first in zip(ctx.events, ctx.first_rows, strict=True):
-                parts.append(ev)
-                where.append((rel, first, len(ev)))
-        if not parts:
-            continue
-        ev = np.concatenate(parts)
-        order = np.argsort(ev, kind="stable")
-        dup = np.flatnonzero(ev[order][1:] == ev[order][:-1]) + 1
-        if not len(dup):
-            continue
-        # locate: the shard and row of each repeated occurrence
-        bounds = np.cumsum([0] + [n for _, _, n in where])
-        by_shard: dict[str, list[int]] = defaultdict(list)
-        for pos in order[dup]:
-            k = int(np.searchsorted(bounds, pos, side="right")) - 1
-            rel, first, _ = where[k]
-            by_shard[rel].append(first + int(pos - bounds[k]))
-        values = np.unique(ev[order[dup]])
-        for rel, rows in by_shard.items():
-            rows = sorted(rows)
-            add(Problem("duplicate", f"{len(values)} eventNumber value(s) occur more than once in input {path}, "
-                        f"e.g. {int(values[0])}", rel, ("eventNumber",), rows[:MAX_ROWS_PER_PROBLEM], len(rows)))
 
 
 def validate_dataset(directory: str, check_values: bool = True, check_checksums: bool = True,
@@ -372,8 +180,8 @@ def _validate(out: OutputDir, report: Report, check_values: bool, check_checksum
                 add(Problem("counts", f"input {doc['path']} says {doc['events_out']} events out, its shards list "
                             f"{rows}", where=("inputs", k, "events_out")))
     listed: dict[str, int] = {}
-    stats: dict = {}
-    per_input: dict[str, list[tuple[str, _ShardContext]]] = defaultdict(list)
+    stats: StatsTable = {}
+    per_input: dict[str, list[tuple[str, ShardContext]]] = defaultdict(list)
     for i in good:
         entry = entries[i]
         rel = entry["path"]
@@ -401,10 +209,10 @@ def _validate(out: OutputDir, report: Report, check_values: bool, check_checksum
             kind = "temporary file of an interrupted writer" if name.startswith(TMP_MARK) else "file"
             add(Problem("unlisted", f"{kind} in {SHARDS}/ that the manifest does not list", f"{SHARDS}/{name}"))
     if check_values:
-        _check_event_numbers(per_input, add)
+        check_event_numbers(per_input, add)
         if report.shards_checked == len(entries) and not any(p.check in ("readable", "types", "columns")
                                                              for p in report.problems):
-            _check_statistics(manifest, stats, add)
+            check_statistics(manifest, stats, add)
     if source is not None:
         from .validate_source import check_sources
 
@@ -414,8 +222,10 @@ def _validate(out: OutputDir, report: Report, check_values: bool, check_checksum
 
 
 def _check_shard(out: OutputDir, entry: dict, schema, identity: Identity | None, selection: dict | None,
-                 check_values: bool, check_checksums: bool, report: Report, per_input) -> dict | None:
-    """One shard's checks; returns its recomputed statistics (None when values were not read)."""
+                 check_values: bool, check_checksums: bool, report: Report, per_input) -> StatsTable | None:
+    """One shard's checks: size and sha256 against its manifest entry, its footer (schema, identity, row
+    count) and, with ``check_values``, every value (:mod:`pipeline.validate_values`) and its hit and muon
+    counts. Returns its recomputed statistics (None when its values were not read, or not all of them)."""
     add = report.problems.append
     rel = entry["path"]
     size = out.size(rel)
@@ -440,15 +250,15 @@ def _check_shard(out: OutputDir, entry: dict, schema, identity: Identity | None,
         add(Problem("counts", f"{pf.metadata.num_rows} rows, manifest says {entry['rows']}", rel, ("rows",)))
     if not types_ok or not check_values:
         return None
-    ctx = _ShardContext(rel, entry["unit"], selection)
+    ctx = ShardContext(rel, entry["unit"], selection)
     hits = muons = 0
-    shard_stats: dict = {}
+    shard_stats: StatsTable = {}
     try:
         for first, table in iter_row_groups(out, rel):
             chunk = chunk_from_table(table, schema)
             hits, muons = hits + chunk.n_hits, muons + chunk.n_muons
             report.events_checked += chunk.n_events
-            _check_values(chunk, table, schema, ctx, first, add)
+            check_row_group(chunk, table, schema, ctx, first, add)
             if chunk.n_events:
                 shard_stats = merge_tables(shard_stats, chunk_stats(chunk, schema))
     except Exception as err:  # noqa: BLE001 - a damaged page: reported with the shard
