@@ -5,7 +5,8 @@ The one check that also catches a value changed after writing with every checksu
 recomputed: a unit is a pure function of (input, entry range, configuration), so converting it again
 gives the same bytes. Each chosen unit is converted again (``units.run_unit``, the function every executor
 runs) into a temporary directory; its shard must equal the stored file byte for byte. When it does not,
-the tables are compared column by column to name the first differing column and rows.
+the tables are compared leaf by leaf (event columns, list lengths, item fields): one ``source`` problem per
+differing leaf, with its rows and a first example; else the Parquet metadata, else the encoding.
 
 Cost: the conversion cost of the chosen units (about what ``convert`` took for them, plus reading the
 shard back); the raw inputs must be readable at the paths the manifest records.
@@ -14,7 +15,7 @@ shard back); the raw inputs must be readable at the paths the manifest records.
 from __future__ import annotations
 
 import tempfile
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -24,6 +25,9 @@ from .errors import InputError, one_line
 from .report import Problem, Where
 from .storage import OutputDir
 from .units import Unit, run_unit
+
+if TYPE_CHECKING:
+    from .dataset import Identity
 
 
 def pick_units(n_units: int, source: int | str) -> list[int]:
@@ -104,8 +108,12 @@ def _compare(stored, derived, rel: str, unit: dict, add) -> None:
                     f"{unit['input']} (its encoding was changed after writing)", rel))
 
 
-def check_sources(out: OutputDir, manifest: dict, identity, entries: list[dict], source: int | str, add) -> int:
-    """Re-derive the chosen units of ``entries`` and compare; returns how many were re-derived."""
+def check_sources(out: OutputDir, manifest: dict, identity: Identity | None, entries: list[dict],
+                  source: int | str, add) -> int:
+    """Re-derive the chosen units of ``entries`` (well-formed manifest shard entries with valid paths, each
+    once) and compare; returns how many were re-derived. ``identity``: the manifest's (None when its config,
+    tool_version or inputs are unusable: one problem, nothing re-derived). A dataset written by another
+    tool version is not re-derived either (one problem naming the version to install)."""
     import pyarrow.parquet as pq
 
     if identity is None:
