@@ -83,8 +83,8 @@ def breakages() -> None:
     import test_validate_breakage as t
     from rawdump import random_events, write_dump
 
+    from pipeline import convert
     from pipeline.config import ConvertConfig
-    from pipeline.convert import convert
     from pipeline.storage import OutputDir
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-validate-"))

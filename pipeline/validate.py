@@ -36,15 +36,15 @@ from .dataset import (
 )
 from .errors import ConfigError, DatasetError, SchemaError, one_line
 from .features import DERIVED, hit_features, truth_qpt
+from .format import SHARDS, read_identity
 from .manifest import read_manifest
 from .rules import field_violations
 from .schema import load_schema
 from .selection import SelectionConfig
-from .shards import chunk_from_table, iter_row_groups, open_parquet, read_identity
+from .shards import chunk_from_table, iter_row_groups, open_parquet
 from .stats import merge_tables
 from .storage import TMP_MARK, OutputDir
 from .transform import LOW_EDGE, chunk_stats
-from .units import SHARDS
 
 MAX_ROWS_PER_PROBLEM = 5
 

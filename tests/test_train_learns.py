@@ -32,8 +32,8 @@ CONFIG = {
 @pytest.fixture(scope="module")
 def simulated(tmp_path_factory):
     """2,500 simulated events (seed 11, 10 background hits each), converted."""
+    from pipeline import convert
     from pipeline.config import ConvertConfig
-    from pipeline.convert import convert
     from pipeline.simulate.generate import SimConfig
     from pipeline.simulate.writer import write_dump
 
