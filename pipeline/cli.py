@@ -63,7 +63,9 @@ class _Group(click.Group):
 
 def _unavailable(name: str, err: Exception) -> click.Command:
     """Stand-in for a stage whose optional dependencies are missing: says how to install them."""
-    hint = "pip install 'muon-pipeline[train]'" if name in ("train", "evaluate", "compare") else "reinstall muon-pipeline"
+    from .extras import install_line
+
+    hint = install_line("train") if name in ("train", "evaluate", "compare") else "reinstall muon-pipeline"
 
     def fail() -> None:
         raise click.ClickException(f"command {name!r} is unavailable ({err}); {hint}")
