@@ -4,25 +4,25 @@ Attention is ``F.scaled_dot_product_attention`` with the padding mask as a boole
 padded hits neither attend nor are attended to (the flash / memory-efficient kernels pick it up on
 GPU). Pre-LN blocks (LayerNorm before attention and MLP, residual around both) train stably without
 a warm-up dance at this size.
+
+Ordered bottom-up (attention → block → encoder → regressor → :func:`build_model`). ``build_model`` is
+the composer: it imports the task (:mod:`.task`) in one direction, and both import their shared
+layers from :mod:`.layers`, so no component imports the composer back.
 """
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..muon_frame import per_object_fields
+from .layers import Dense, float32_region
+from .task import WeightedPoolingRegression
 
-class Dense(nn.Module):
-    """Linear → GELU → Linear: the input net that lifts hit fields (or encoded hits) to ``dim``."""
-
-    def __init__(self, input_size: int, output_size: int, hidden: int | None = None) -> None:
-        super().__init__()
-        hidden = hidden or 2 * output_size
-        self.net = nn.Sequential(nn.Linear(input_size, hidden), nn.GELU(), nn.Linear(hidden, output_size))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
+if TYPE_CHECKING:
+    from .config import TrainConfig
 
 
 class SelfAttention(nn.Module):
@@ -80,11 +80,6 @@ class HitEncoder(nn.Module):
         return self.ln_f(x)
 
 
-def float32_region(like: Tensor):
-    """A context in which autocast is off (ops run in the dtype of their float32 inputs)."""
-    return torch.autocast(device_type=like.device.type, enabled=False)
-
-
 class MuonRegressor(nn.Module):
     """Encoder + weighted-pooling task: a plain ``nn.Module``, usable without Lightning."""
 
@@ -99,16 +94,13 @@ class MuonRegressor(nn.Module):
         return self.task(batch["hits"], encoded, batch["hit_mask"], batch["link"], batch["muon_mask"])
 
 
-def build_model(cfg, hit_fields: list[str], muon_fields: list[str], centres: list[float] | None = None,
+def build_model(cfg: TrainConfig, hit_fields: list[str], muon_fields: list[str], centres: list[float] | None = None,
                 scales: list[float] | None = None) -> MuonRegressor:
     """The model a config describes.
 
     The input width is ``len(hit_fields) + len(cfg.frame_fields)`` (22 in v1, 23 with eta, plus the
     muon-frame inputs): the loader appends the frame inputs after the dataset's.
     """
-    from ..muon_frame import per_object_fields
-    from .task import WeightedPoolingRegression
-
     width = len(hit_fields) + len(cfg.frame_fields)
     per_object = set(per_object_fields())
     object_inputs = [len(hit_fields) + i for i, name in enumerate(cfg.frame_fields) if name in per_object]
