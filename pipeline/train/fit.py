@@ -91,7 +91,8 @@ def train(cfg: TrainConfig | None, data_dir: str | Path, run_dir: str | Path, *,
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
-    from .data import make_stream, muon_values, normalisation_for, open_dataset
+    from .data import muon_values, normalisation_for, open_training_set
+    from .data.stream import make_stream
     from .module import RegressionModule
     from .task import fit_target_scaling
 
@@ -114,7 +115,7 @@ def train(cfg: TrainConfig | None, data_dir: str | Path, run_dir: str | Path, *,
     assert cfg is not None  # preflight: a config unless resuming
     cfg = _apply_overrides(cfg, overrides or {})
 
-    info = open_dataset(data_dir, verify_checksums=cfg.data.verify_checksums)
+    info = open_training_set(data_dir, verify_checksums=cfg.data.verify_checksums)
     hit_fields = check_against_schema(cfg, info.schema)
     cfg = dataclasses.replace(cfg, hit_fields=hit_fields)
     norm = normalisation_for(info, hit_fields)
@@ -270,11 +271,11 @@ def trained_events_counter() -> Any:
 
 def _loader(stream: Any, cfg: TrainConfig) -> tuple[Any, str]:
     """The split's DataLoader and its kind: ``resident`` (on the training device, see
-    :mod:`pipeline.train.resident`) where ``data.resident`` allows it and the split fits, else ``streaming``."""
+    :mod:`pipeline.train.data.resident`) where ``data.resident`` allows it and the split fits, else ``streaming``."""
     import torch
 
-    from .data import make_loader
-    from .resident import ResidentStream, make_resident_loader, use_resident
+    from .data.resident import ResidentStream, make_resident_loader, use_resident
+    from .data.stream import make_loader
 
     on_cuda = _on_cuda(cfg.trainer.accelerator)
     device = torch.device("cuda", torch.cuda.current_device()) if on_cuda else torch.device("cpu")
