@@ -12,7 +12,7 @@ layers from :mod:`.layers`, so no component imports the composer back.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -92,6 +92,24 @@ class MuonRegressor(nn.Module):
         """batch → raw network output [B, M, T] (scaled loss space)."""
         encoded = self.encoder(batch["hits"], batch["hit_mask"])  # [B, L, D]
         return self.task(batch["hits"], encoded, batch["hit_mask"], batch["link"], batch["muon_mask"])
+
+    def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        """AdamW parameter groups ``[decay, no decay]``, after nanoGPT's ``configure_optimizers``.
+
+        Rule: a parameter decays iff it has >= 2 dimensions (the weight matrices of the linear layers,
+        attention included) and is not an ``nn.Embedding`` weight. Everything 1-D (biases, LayerNorm
+        gains and shifts) and every embedding table (here the task's ``slot_embedding``, one learned
+        vector per muon slot) gets weight decay 0. nanoGPT today decays iff ``p.dim() >= 2``, which would
+        decay the embedding; its earlier version (from minGPT) kept ``nn.Embedding`` out, as here.
+        Parameters keep their ``parameters()`` order within each group.
+        """
+        embeddings = {id(m.weight) for m in self.modules() if isinstance(m, nn.Embedding)}
+        decay: list[nn.Parameter] = []
+        no_decay: list[nn.Parameter] = []
+        for p in self.parameters():
+            (decay if p.dim() >= 2 and id(p) not in embeddings else no_decay).append(p)
+        return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
 
 
 def build_model(cfg: TrainConfig, hit_fields: list[str], muon_fields: list[str], centres: list[float] | None = None,
