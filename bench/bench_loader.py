@@ -31,11 +31,13 @@ import torch
 
 from pipeline.errors import DatasetError
 from pipeline.train.config import check_against_schema, load_config
-from pipeline.train.data import make_loader, make_stream, muon_values, normalisation_for, open_dataset
+from pipeline.train.data import muon_values, normalisation_for
+from pipeline.train.data import open_training_set as open_dataset
+from pipeline.train.data.resident import ResidentStream, make_resident_loader
+from pipeline.train.data.stream import make_loader, make_stream
 from pipeline.train.fit import resolve_threads
 from pipeline.train.model import build_model
 from pipeline.train.module import compile_model
-from pipeline.train.resident import ResidentStream, make_resident_loader
 from pipeline.train.task import fit_target_scaling
 
 REPO = Path(__file__).resolve().parents[1]

@@ -25,9 +25,9 @@ from pipeline.train.data import (  # noqa: E402
     deal_events,
     make_loader,
     normalisation_for,
-    open_dataset,
     split_codes,
 )
+from pipeline.train.data import open_training_set as open_dataset  # noqa: E402
 
 HIT_FIELDS = load_schema(2).inputs("hit")
 FRACTIONS = dict(train_fraction=0.7, val_fraction=0.15, split_seed=3)

@@ -87,7 +87,8 @@ def mirror_z(table: pa.Table) -> pa.Table:
 
 @pytest.mark.slow  # trains 400 steps (~20 s); `make test-fast` skips it, `make test` and CI run it
 def test_mirror_in_z_flips_the_predicted_charge(trained, simulated):
-    from pipeline.train.data import Normalisation, chunk_from_table, collate, open_dataset
+    from pipeline.train.data import Normalisation, chunk_from_table, collate
+    from pipeline.train.data import open_training_set as open_dataset
     from pipeline.train.module import RegressionModule
 
     module = RegressionModule.load_from_checkpoint(trained / "checkpoints" / "last.ckpt", map_location="cpu")
