@@ -8,7 +8,7 @@ Prints, in one run and per batch size:
 * the model's consumption: events/s of a train step (forward, loss, backward, AdamW) on batches already
   on the device, eager and (``--compile``) under ``torch.compile``;
 * per data path: events/s the path delivers alone (the streaming loader per DataLoader worker count,
-  and per worker; the device-resident path of ``pipeline/train/resident.py``, which runs in the training
+  and per worker; the device-resident path of ``pipeline/train/data/resident.py``, which runs in the training
   process), and the stall fraction of a real training loop fed by it (time waiting for the next batch /
   wall time) with its training events/s. A stall fraction near 0 means the data path keeps up.
 
