@@ -31,9 +31,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from _common import simulated
 
+from pipeline import convert, read_dataset
 from pipeline.config import ConvertConfig
-from pipeline.convert import convert
-from pipeline.shards import read_dataset
 
 CODECS = [("none", None), ("lz4_raw", None), ("snappy", None), ("zstd", 1), ("zstd", 3), ("zstd", 6), ("zstd", 9)]
 INPUTS = {100: 50, 350: 300}  # hits/event (approx.) -> simulated background hits/event

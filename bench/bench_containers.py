@@ -48,9 +48,9 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=4000)
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
+    from pipeline import convert
     from pipeline.config import ConvertConfig
-    from pipeline.convert import convert
-    from pipeline.source import SourceLayout
+    from pipeline.layout import SourceLayout
 
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)

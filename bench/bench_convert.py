@@ -19,10 +19,9 @@ import pyarrow.parquet as pq
 import uproot
 from _common import median_time, simulated
 
+from pipeline import convert, read_dataset
 from pipeline.config import ConvertConfig
-from pipeline.convert import convert
 from pipeline.schema import load_schema
-from pipeline.shards import read_dataset
 from pipeline.source import raw_fields
 
 

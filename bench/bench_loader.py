@@ -8,7 +8,7 @@ Prints, in one run and per batch size:
 * the model's consumption: events/s of a train step (forward, loss, backward, AdamW) on batches already
   on the device, eager and (``--compile``) under ``torch.compile``;
 * per data path: events/s the path delivers alone (the streaming loader per DataLoader worker count,
-  and per worker; the device-resident path of ``pipeline/train/resident.py``, which runs in the training
+  and per worker; the device-resident path of ``pipeline/train/data/resident.py``, which runs in the training
   process), and the stall fraction of a real training loop fed by it (time waiting for the next batch /
   wall time) with its training events/s. A stall fraction near 0 means the data path keeps up.
 
@@ -31,11 +31,13 @@ import torch
 
 from pipeline.errors import DatasetError
 from pipeline.train.config import check_against_schema, load_config
-from pipeline.train.data import make_loader, make_stream, muon_values, normalisation_for, open_dataset
+from pipeline.train.data import muon_values, normalisation_for
+from pipeline.train.data import open_training_set as open_dataset
+from pipeline.train.data.resident import ResidentStream, make_resident_loader
+from pipeline.train.data.stream import make_loader, make_stream
 from pipeline.train.fit import resolve_threads
 from pipeline.train.model import build_model
 from pipeline.train.module import compile_model
-from pipeline.train.resident import ResidentStream, make_resident_loader
 from pipeline.train.task import fit_target_scaling
 
 REPO = Path(__file__).resolve().parents[1]

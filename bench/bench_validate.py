@@ -57,7 +57,9 @@ def costs(events: int, repeat: int) -> None:
     print(f"validate {'+ --source all':40s} {time.perf_counter() - t0:7.2f} s (once)")
 
     from pipeline.train.config import TrainConfig
-    from pipeline.train.data import make_stream, normalisation_for, open_dataset
+    from pipeline.train.data import normalisation_for
+    from pipeline.train.data import open_training_set as open_dataset
+    from pipeline.train.data.stream import make_stream
 
     with_sum, _ = median_time(lambda: open_dataset(ds, verify_checksums=True), repeat)
     without, _ = median_time(lambda: open_dataset(ds, verify_checksums=False), repeat)
@@ -83,8 +85,8 @@ def breakages() -> None:
     import test_validate_breakage as t
     from rawdump import random_events, write_dump
 
+    from pipeline import convert
     from pipeline.config import ConvertConfig
-    from pipeline.convert import convert
     from pipeline.storage import OutputDir
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-validate-"))

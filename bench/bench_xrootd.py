@@ -25,8 +25,8 @@ from _common import simulated
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from grid_fixtures import _stop, start_xrootd, xrootd_missing  # noqa: E402
 
+from pipeline import convert  # noqa: E402
 from pipeline.config import ConvertConfig  # noqa: E402
-from pipeline.convert import convert  # noqa: E402
 from pipeline.schema import load_schema  # noqa: E402
 from pipeline.source import _remote_options, raw_fields  # noqa: E402
 

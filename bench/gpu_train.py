@@ -111,7 +111,7 @@ def main() -> None:
     stream, step = setup(data, REPO / "configs" / "inverse_pt.yaml", batch, device)
     stall, fed_rate = stall_fraction(stream(workers), step, device)
     print(f"# loader stall fraction with {workers} workers: {stall:.1%} ({fed_rate:,.0f} events/s fed to the model)")
-    from pipeline.train.resident import ResidentStream
+    from pipeline.train.data.resident import ResidentStream
 
     r_stall, r_rate = stall_fraction(ResidentStream(stream(0), torch.device(device)), step, device)
     print(f"# device-resident split (what train uses when it fits, data.resident: auto): stall {r_stall:.1%} "

@@ -1,7 +1,19 @@
 """muon-pipeline: ATLAS muon-spectrometer hit dumps to versioned, feature-augmented Parquet.
 
-The public API is re-exported here lazily, so ``import pipeline`` stays cheap (no uproot,
-no pyarrow, never torch) and command-line start-up stays fast.
+Public API (``import pipeline``; each name is loaded on first use, so ``import pipeline`` stays cheap:
+no uproot, no pyarrow, never torch):
+
+Converting
+    convert(inputs, output, cfg, *, settings=None, task=None, reconfigure=False, **settings_fields)
+    ConvertConfig, RunSettings, SourceLayout, SelectionConfig
+Reading and checking a dataset
+    open_dataset(directory, *, checksums=False), read_dataset(directory, columns=None)
+    validate_dataset(directory, ...), migrate_dataset(...), load_schema(version)
+Columnwise transforms
+    hit_features(...), add_hit_features(...), apply_selection(...)
+
+Every name is the same object on every access (``pipeline.convert is pipeline.convert``), and
+``help(pipeline)`` lists them with their docstrings.
 """
 
 from __future__ import annotations
@@ -11,25 +23,33 @@ from typing import Any
 
 from ._version import __version__
 
-_LAZY = {
+#: Public name -> the module that defines it.
+_PUBLIC = {
+    "convert": "pipeline.conversion",
+    "ConvertConfig": "pipeline.config",
+    "RunSettings": "pipeline.settings",
+    "SourceLayout": "pipeline.layout",
+    "SelectionConfig": "pipeline.selection",
+    "open_dataset": "pipeline.dataset",
+    "read_dataset": "pipeline.dataset",
+    "validate_dataset": "pipeline.validate",
+    "migrate_dataset": "pipeline.migrate",
     "load_schema": "pipeline.schema",
     "hit_features": "pipeline.features",
     "add_hit_features": "pipeline.features",
     "apply_selection": "pipeline.selection",
-    "SelectionConfig": "pipeline.selection",
-    "ConvertConfig": "pipeline.config",
-    "SourceLayout": "pipeline.source",
-    "convert": "pipeline.convert",
-    "validate_dataset": "pipeline.validate",
-    "migrate_dataset": "pipeline.migrate",
-    "read_dataset": "pipeline.shards",
-    "open_dataset": "pipeline.dataset",
 }
 
-__all__ = ["__version__", *_LAZY]
+__all__ = ["__version__", *_PUBLIC]
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+        globals()[name] = value  # later accesses find it here: the same object every time
+        return value
     raise AttributeError(f"module 'pipeline' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_PUBLIC))

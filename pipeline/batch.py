@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ._version import __version__
 from .errors import ConfigError
-from .grid import GRID_HINT
+from .extras import jobqueue
 
 SYSTEMS = ("slurm", "htcondor")
 #: Defaults for what dask-jobqueue's configuration leaves unset (one single-threaded worker per job).
@@ -37,11 +37,9 @@ def slurm_cluster(jobs: int) -> Iterator[str]:
     Raises ConfigError when dask-jobqueue is missing (with the install hint) or ``sbatch`` is not on
     PATH. The worker jobs are cancelled (``scancel``) when the block ends, whatever happened.
     """
-    try:
-        import dask
-        from dask_jobqueue import SLURMCluster
-    except ImportError as err:
-        raise ConfigError(f"--scheduler slurm needs dask-jobqueue ({err}): {GRID_HINT}") from err
+    SLURMCluster = jobqueue("--scheduler slurm").SLURMCluster
+    import dask
+
     if shutil.which("sbatch") is None:
         raise ConfigError("--scheduler slurm submits the Dask workers with sbatch, which is not on PATH: "
                           "run convert on a SLURM submit host")

@@ -63,7 +63,9 @@ class _Group(click.Group):
 
 def _unavailable(name: str, err: Exception) -> click.Command:
     """Stand-in for a stage whose optional dependencies are missing: says how to install them."""
-    hint = "pip install 'muon-pipeline[train]'" if name in ("train", "evaluate", "compare") else "reinstall muon-pipeline"
+    from .extras import install_line
+
+    hint = install_line("train") if name in ("train", "evaluate", "compare") else "reinstall muon-pipeline"
 
     def fail() -> None:
         raise click.ClickException(f"command {name!r} is unavailable ({err}); {hint}")
@@ -160,14 +162,15 @@ def convert(inputs, output, schema_version, tree, layout_file, step_size, min_pt
     follows --step-size even when event sizes vary within a file. Exit codes: 0 ok, 1 bad input,
     2 usage, 3 done but some inputs were skipped (--skip-bad-files).
     """
-    from .config import Compression, ConvertConfig, parse_size, parse_step_size
-    from .convert import convert as run
+    from .config import Compression, ConvertConfig
+    from .conversion import convert as run
+    from .layout import SourceLayout
     from .schema import latest_version, load_schema
     from .selection import SelectionConfig, parse_technologies
-    from .source import SourceLayout
+    from .settings import RunSettings
+    from .sizes import parse_optional_size
     from .transform import TransformConfig
 
-    os.environ["MUON_PIPELINE_REMOTE_TIMEOUT"] = repr(remote_timeout)  # read by pipeline.source, inherited by workers
     version = latest_version() if schema_version is None else schema_version
     try:
         schema = load_schema(version)
@@ -188,12 +191,12 @@ def convert(inputs, output, schema_version, tree, layout_file, step_size, min_pt
     cfg = ConvertConfig(schema_version=version, layout=layout, transform=TransformConfig(sel, on_invalid),
                         compression=Compression.parse(compression), row_group_size=row_group_size,
                         shard_events=shard_events,
-                        row_group_bytes=None if row_group_bytes.lower() == "none"
-                        else parse_size(row_group_bytes, "--row-group-bytes"),
-                        shard_bytes=None if shard_bytes.lower() == "none" else parse_size(shard_bytes, "--shard-bytes"))
+                        row_group_bytes=parse_optional_size(row_group_bytes, "--row-group-bytes"),
+                        shard_bytes=parse_optional_size(shard_bytes, "--shard-bytes"))
+    settings = RunSettings(workers=workers, scheduler=scheduler, step_size=step_size, remote_timeout=remote_timeout,
+                           skip_bad=skip_bad_files, quiet=quiet, dashboard=dashboard)
     task = (task_index, task_count) if task_index is not None else None
-    res = run(list(inputs), output, cfg, workers=workers, scheduler=scheduler, step_size=parse_step_size(step_size),
-              skip_bad=skip_bad_files, task=task, reconfigure=reconfigure, quiet=quiet, dashboard=dashboard)
+    res = run(list(inputs), output, cfg, settings=settings, task=task, reconfigure=reconfigure)
     _print_summary(res, output, quiet)
     if res.skipped_anything:
         sys.exit(3)

@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass, field
 
 from .errors import ConfigError
+from .layout import SourceLayout
 from .selection import SelectionConfig
-from .source import SourceLayout
 from .transform import TransformConfig
 
 #: Default byte caps of a row group and of a work unit (one shard). Filtered dumps (~60 hits per event)
@@ -120,49 +120,6 @@ def _opt_int(value) -> int | None:
     return None if value is None else int(value)
 
 
-_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20,
-          "gib": 2**30, "tib": 2**40}
-#: Sizes and counts beyond this are refused as typos (and would overflow the int64 arithmetic of sizing).
-_MAX_SIZE = 2**53
-
-
-def parse_step_size(text: str | int) -> int | str:
-    """An event count (int) or a memory size normalised to uproot's spelling (``'100 MB'``)."""
-    if isinstance(text, int):
-        value: int | str = text
-    else:
-        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b|b)?\s*", str(text).lower())
-        if not m:
-            raise ConfigError(f"--step-size {text!r}: give an event count (e.g. 5000) or a size (e.g. '100 MB')")
-        if m.group(2) is None:
-            if "." in m.group(1):
-                raise ConfigError(f"--step-size {text!r}: an event count must be a whole number")
-            value = int(m.group(1))
-        else:
-            value = f"{int(float(m.group(1)) * _UNITS[m.group(2)])} B"
-    if isinstance(value, int) and value < 1:
-        raise ConfigError("--step-size must be at least 1 event")
-    if (value if isinstance(value, int) else int(value[:-2])) > _MAX_SIZE:
-        raise ConfigError(f"--step-size {text!r} is too large")
-    return value
-
-
-def parse_size(text: str | int, option: str) -> int:
-    """A byte size such as ``'64 MB'``, ``'1.5 GiB'`` or a plain number of bytes, as an int."""
-    if isinstance(text, int):
-        value = text
-    else:
-        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b|b)?\s*", str(text).lower())
-        if not m:
-            raise ConfigError(f"{option} {text!r}: give a size such as '64 MB' or '1 GiB'")
-        value = int(float(m.group(1)) * _UNITS[m.group(2) or ""])
-    if value < 1:
-        raise ConfigError(f"{option} must be a positive size")
-    if value > _MAX_SIZE:
-        raise ConfigError(f"{option} {text!r} is too large")
-    return value
-
-
 def config_diff(old: dict, new: dict) -> list[str]:
     """Human-readable list of keys whose values differ (for the refusal message)."""
     out = []
@@ -181,6 +138,3 @@ def _flatten(d: dict, prefix: str = "") -> dict:
         else:
             out[f"{prefix}{k}"] = v
     return out
-
-
-

@@ -1,4 +1,5 @@
-"""Executors: who runs the work units. All call ``units.run_unit`` with the same arguments.
+"""Executors: who runs the work units. All call the same :class:`UnitJob` (a producer's ``run_unit``
+with its configuration, the output and the :class:`~pipeline.settings.RunSettings`) for every unit.
 
 * ``serial``: in this process (``--workers 1``), with per-chunk progress;
 * ``processes``: a local process pool (``--workers N``);
@@ -24,14 +25,37 @@ import os
 import queue
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
+from . import extras, remote
 from .errors import ConfigError
-from .units import Unit, run_unit
+from .format import Unit
+from .settings import RunSettings
 
 OnRecord = Callable[[dict], None]
 #: ``progress(entries, hits)``: called as entries of the input are done (any thread of the caller's process).
 OnProgress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class UnitJob:
+    """What every executor runs for each unit: ``run(unit, config, out_url, settings, progress=…)``.
+
+    ``run`` is a module-level function (pickled by reference to pool and Dask workers), ``config`` the
+    producer's typed configuration (what decides the bytes) and ``settings`` how to run. Calling the job
+    runs one unit under the run's remote timeout (:func:`pipeline.remote.timeout_set`), wherever it runs.
+    """
+
+    run: Callable[..., dict]
+    config: Any
+    out_url: str
+    settings: RunSettings
+
+    def __call__(self, unit: Unit, progress: OnProgress | None = None) -> dict:
+        with remote.timeout_set(self.settings.remote_timeout):
+            return self.run(unit, self.config, self.out_url, self.settings, progress=progress)
 
 
 class UnitProgress:
@@ -64,10 +88,11 @@ class UnitProgress:
             self.progress(rest, hits)
 
 
-def run_serial(units: list[Unit], job: dict, on_record: OnRecord, progress: OnProgress | None = None) -> None:
+def run_serial(units: list[Unit], job: UnitJob, on_record: OnRecord, progress: OnProgress | None = None) -> None:
+    """Run units one after the other in this process."""
     track = UnitProgress(units, progress)
     for u in units:
-        rec = run_unit(u, progress=partial(track.chunk, u.key), **job)
+        rec = job(u, progress=partial(track.chunk, u.key))
         track.finished(rec)
         on_record(rec)
 
@@ -87,8 +112,8 @@ def _put_progress(key: str, entries: int, hits: int) -> None:
         _PROGRESS_QUEUE.put((key, entries, hits))
 
 
-def _run_unit_in_pool(unit: Unit, **job) -> dict:
-    return run_unit(unit, progress=partial(_put_progress, unit.key), **job)
+def _run_unit_in_pool(job: UnitJob, unit: Unit) -> dict:
+    return job(unit, progress=partial(_put_progress, unit.key) if _PROGRESS_QUEUE is not None else None)
 
 
 def _start_method() -> str:
@@ -100,7 +125,7 @@ def _start_method() -> str:
     return "forkserver" if any(m == "XRootD" or m.startswith("XRootD.") for m in sys.modules) else "fork"
 
 
-def run_processes(units: list[Unit], job: dict, workers: int, on_record: OnRecord,
+def run_processes(units: list[Unit], job: UnitJob, workers: int, on_record: OnRecord,
                   progress: OnProgress | None = None, poll: float = 0.2) -> None:
     """Run units in a local process pool; records and chunk progress arrive as they happen.
 
@@ -120,7 +145,7 @@ def run_processes(units: list[Unit], job: dict, workers: int, on_record: OnRecor
 
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_pool_worker,
                              initargs=(os.getpid(), chunks)) as pool:
-        pending = {pool.submit(_run_unit_in_pool, u, **job) for u in units}
+        pending = {pool.submit(_run_unit_in_pool, job, u) for u in units}
         while pending:
             done, pending = wait(pending, timeout=poll, return_when=FIRST_COMPLETED)
             drain()
@@ -144,14 +169,11 @@ def local_cluster(workers: int, dashboard: str | None = None):
 
     Returns ``(cluster, security)``; connect with ``Client(cluster)`` or ``Client(addr, security=security)``.
     """
+    extras.tls()
     from distributed import LocalCluster
     from distributed.security import Security
 
-    try:
-        security = Security.temporary()
-    except ImportError as err:
-        raise ConfigError("--scheduler local needs the 'cryptography' package for its TLS credentials: "
-                          "pip install 'muon-pipeline[dask]'") from err
+    security = Security.temporary()
     import dask
 
     # The scheduler always runs an HTTP server (LocalCluster's dashboard_address=None does not stop it; it
@@ -174,7 +196,7 @@ def local_cluster(workers: int, dashboard: str | None = None):
 PROGRESS_TOPIC = "muon-pipeline-progress"
 
 
-def run_dask(units: list[Unit], job: dict, scheduler: str, workers: int, on_record: OnRecord,
+def run_dask(units: list[Unit], job: UnitJob, scheduler: str, workers: int, on_record: OnRecord,
              dashboard: str | None = None, progress: OnProgress | None = None) -> None:
     """Run units on a Dask cluster (``local``: an embedded one behind TLS, else a scheduler address).
 
@@ -186,10 +208,8 @@ def run_dask(units: list[Unit], job: dict, scheduler: str, workers: int, on_reco
     import threading
     import uuid
 
-    try:
-        from distributed import Client, as_completed
-    except ImportError as err:
-        raise ConfigError("--scheduler needs Dask: pip install 'muon-pipeline[dask]'") from err
+    distributed = extras.dask()
+    Client, as_completed = distributed.Client, distributed.as_completed
     cluster = None
     if scheduler == "local":
         cluster, security = local_cluster(workers, dashboard)
@@ -210,9 +230,9 @@ def run_dask(units: list[Unit], job: dict, scheduler: str, workers: int, on_reco
     try:
         if progress is not None:
             client.subscribe_topic(PROGRESS_TOPIC, on_event)
-        # Plain dicts travel to the workers; pure=False since each call writes files.
-        fn = partial(_run_unit_dicts, progress_token=token if progress is not None else None, **job)
-        futures = client.map(fn, [u.to_dict() for u in units], pure=False,
+        # The job (config, output, settings) travels with every task; pure=False since each call writes files.
+        fn = partial(_run_unit_on_worker, job, progress_token=token if progress is not None else None)
+        futures = client.map(fn, units, pure=False,
                              key=[f"unit-{u.key[:16]}-{token}" for u in units])
         for fut in as_completed(futures):
             if fut.status == "error":
@@ -265,7 +285,7 @@ def exit_with_parent(parent: int, interval: float = 0.5) -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
-def _run_unit_dicts(unit: dict, progress_token: str | None = None, **job) -> dict:
+def _run_unit_on_worker(job: UnitJob, unit: Unit, progress_token: str | None = None) -> dict:
     """On a Dask worker: run one unit; with ``progress_token`` each chunk is a worker event
     ``(token, unit key, entries, hits)`` on :data:`PROGRESS_TOPIC` (the scheduler forwards it to the
     subscribed client)."""
@@ -274,12 +294,12 @@ def _run_unit_dicts(unit: dict, progress_token: str | None = None, **job) -> dic
     if progress_token is not None:
         from distributed import get_worker
 
-        worker, key = get_worker(), unit["key"]
+        worker, key = get_worker(), unit.key
 
         def report(entries: int, hits: int) -> None:
             worker.log_event(PROGRESS_TOPIC, (progress_token, key, int(entries), int(hits)))
 
-    return run_unit(unit, progress=report, **job)
+    return job(unit, progress=report)
 
 
 def _restore_heap_reuse() -> None:
@@ -304,3 +324,23 @@ def _restore_heap_reuse() -> None:
         libc.mallopt(m_trim_threshold, 256 * 2**20)
     except (OSError, AttributeError):  # not glibc: nothing to undo
         pass
+
+
+def run_units(units: list[Unit], job: UnitJob, settings: RunSettings, on_record: OnRecord,
+              progress: OnProgress | None = None) -> None:
+    """Run ``units`` on the executor ``settings`` name: SLURM jobs of one Dask worker each
+    (``scheduler='slurm'``, dask-jobqueue), a Dask cluster (``local`` or an address), a local process
+    pool (``workers`` > 1), or this process."""
+    workers = settings.worker_count
+    if settings.scheduler == "slurm":
+        from .batch import slurm_cluster
+
+        if units:  # no SLURM jobs for nothing to do
+            with slurm_cluster(min(workers, len(units))) as address:
+                run_dask(units, job, address, workers, on_record, progress=progress)
+    elif settings.scheduler:
+        run_dask(units, job, settings.scheduler, workers, on_record, dashboard=settings.dashboard, progress=progress)
+    elif workers <= 1 or len(units) <= 1:
+        run_serial(units, job, on_record, progress=progress)
+    else:
+        run_processes(units, job, min(workers, len(units)), on_record, progress=progress)

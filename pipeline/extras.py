@@ -10,16 +10,16 @@ would start threads (the XRootD client): a missing module is found without loadi
 
 from __future__ import annotations
 
-from importlib.util import find_spec
+import importlib.util
 from types import ModuleType
 
 from .errors import ConfigError
 
-#: The modules each extra of ``pyproject.toml`` provides (import names, not distribution names).
-EXTRAS: dict[str, tuple[str, ...]] = {
-    "dask": ("distributed", "cryptography"),
-    "grid": ("XRootD", "fsspec_xrootd", "dask_jobqueue"),
-    "train": ("torch", "lightning", "matplotlib", "scipy"),
+#: The modules each extra of ``pyproject.toml`` provides: import name -> distribution name.
+EXTRAS: dict[str, dict[str, str]] = {
+    "dask": {"distributed": "distributed", "cryptography": "cryptography"},
+    "grid": {"XRootD": "xrootd", "fsspec_xrootd": "fsspec-xrootd", "dask_jobqueue": "dask-jobqueue"},
+    "train": {"torch": "torch", "lightning": "lightning", "matplotlib": "matplotlib", "scipy": "scipy"},
 }
 
 
@@ -34,7 +34,7 @@ def missing(modules: tuple[str, ...] | list[str]) -> list[str]:
     out = []
     for name in modules:
         try:
-            if find_spec(name) is None:
+            if importlib.util.find_spec(name) is None:
                 out.append(name)
         except (ImportError, ValueError):  # a parent package missing, or a broken module spec
             out.append(name)
@@ -44,9 +44,11 @@ def missing(modules: tuple[str, ...] | list[str]) -> list[str]:
 def require(extra: str, what: str, modules: tuple[str, ...] | list[str] | None = None) -> None:
     """Raise :class:`ConfigError` naming ``what`` needs, the missing modules and the install line,
     when any module of ``extra`` (or only ``modules`` of it) is missing."""
-    gone = missing(EXTRAS[extra] if modules is None else modules)
+    names = EXTRAS[extra]
+    gone = [names[m] for m in missing(list(names) if modules is None else modules)]
     if gone:
-        raise ConfigError(f"{what} needs {', '.join(gone)}, which {'is' if len(gone) == 1 else 'are'} not "
+        listed = " and ".join(gone) if len(gone) <= 2 else ", ".join(gone[:-1]) + " and " + gone[-1]
+        raise ConfigError(f"{what} needs {listed}, which {'is' if len(gone) == 1 else 'are'} not "
                           f"installed: {install_line(extra)}")
 
 

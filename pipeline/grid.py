@@ -1,4 +1,4 @@
-"""Grid storage: XRootD (``root://``) inputs and outputs, and the ``[grid]`` install hint.
+"""Grid storage: XRootD (``root://``) inputs and outputs.
 
 uproot reads ``root://`` with its own XRootD source; listing and writing go through fsspec-xrootd. Both
 call the XRootD client. Three things make it behave like local storage here:
@@ -15,14 +15,14 @@ call the XRootD client. Three things make it behave like local storage here:
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import posixpath
 
-from .errors import ConfigError
+from . import extras
+from .errors import ConfigError, InputError
+from .remote import read_error_text, remote_timeout
 
-GRID_HINT = "pip install 'muon-pipeline[grid]'"
 SCHEMES = ("root://",)
 
 
@@ -32,11 +32,8 @@ def is_xrootd(url: str) -> bool:
 
 
 def require_xrootd(url: str) -> None:
-    """Raise ConfigError with the install hint when the XRootD client or fsspec-xrootd is missing."""
-    missing = [m for m, mod in (("xrootd", "XRootD"), ("fsspec-xrootd", "fsspec_xrootd"))
-               if importlib.util.find_spec(mod) is None]
-    if missing:
-        raise ConfigError(f"{url}: root:// needs {' and '.join(missing)}, which are not installed: {GRID_HINT}")
+    """Raise ConfigError with the install line when the XRootD client or fsspec-xrootd is missing."""
+    extras.xrootd(f"{url}: root://")
 
 
 def configure_timeout(seconds: float) -> int:
@@ -62,8 +59,6 @@ def filesystem(url: str):
     """(fsspec XRootD filesystem, path on the server) for ``url``, with the remote timeout set."""
     import fsspec
 
-    from .source import remote_timeout
-
     require_xrootd(url)
     return fsspec.core.url_to_fs(url, timeout=configure_timeout(remote_timeout()))
 
@@ -84,9 +79,6 @@ def expand(spec: str) -> list[str]:
     when opened, naming the file.
     """
     import glob as _glob
-
-    from .errors import InputError
-    from .source import read_error_text
 
     fs, path = filesystem(spec)
     prefix = _host_prefix(spec)

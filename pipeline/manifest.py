@@ -16,38 +16,17 @@ import datetime as _dt
 
 from ._version import __version__
 from .errors import DatasetError
+from .format import FORMAT, FORMAT_VERSION, MANIFEST, PLAN, RECORDS, SHARDS, TMP_MARK, dataset_id
+from .plan import Plan, load_records
 from .selection import CutFlow
-from .shards import dataset_id
 from .stats import merge_tables, table_from_json, table_to_json
-from .storage import TMP_MARK, OutputDir
-from .units import PLAN, RECORDS, SHARDS, Unit
-
-MANIFEST = "manifest.json"
-FORMAT = "muon-pipeline/dataset"
-
-
-def load_records(out: OutputDir, units: list[Unit]) -> dict[str, dict]:
-    """Unit records present in the output directory, by unit key (unreadable ones ignored)."""
-    present = set(out.listdir(RECORDS))
-    records = {}
-    for u in units:
-        name = u.record.rsplit("/", 1)[1]
-        if name in present:
-            try:
-                rec = out.read_json(u.record)
-            except ValueError:
-                continue
-            if rec.get("unit", {}).get("key") == u.key:
-                records[u.key] = rec
-    return records
+from .storage import OutputDir
 
 
 def finalize(out: OutputDir) -> dict:
     """Write ``manifest.json`` from the plan and all unit records; returns the manifest."""
-    if not out.exists(PLAN):
-        raise DatasetError(f"{out.url} has no {PLAN}: not a muon-pipeline output directory (run convert first)")
-    plan = out.read_json(PLAN)
-    units = [Unit(**u) for u in plan["units"]]
+    plan = Plan.require(out)
+    units = plan.units
     records = load_records(out, units)
     missing = [u for u in units if u.key not in records or records[u.key]["status"] not in ("done", "skipped")]
     if missing:
@@ -59,7 +38,7 @@ def finalize(out: OutputDir) -> dict:
     stats = {}
     shards, skipped_units = [], []
     per_input: dict[str, dict] = {i["path"]: {**copy.deepcopy(i), "status": "ok", "events_out": 0}
-                                  for i in plan["inputs"]}
+                                  for i in plan.inputs}
     for info in per_input.values():
         for entry in info.get("branches", {}).values():
             entry["rounded"] = 0
@@ -83,10 +62,10 @@ def finalize(out: OutputDir) -> dict:
         for name, n in unit_flow.values_rounded.items():
             entry = per_input[u.input].setdefault("branches", {}).setdefault(name, {})
             entry["rounded"] = entry.get("rounded", 0) + n
-    skipped_inputs = plan.get("skipped_inputs", [])
+    skipped_inputs = plan.skipped_inputs
     entries_skipped = sum(s["entry_stop"] - s["entry_start"] for s in skipped_units) + sum(
         s.get("entries", 0) for s in skipped_inputs)
-    entries_in = sum(i["entries"] for i in plan["inputs"]) + sum(s.get("entries", 0) for s in skipped_inputs)
+    entries_in = sum(i["entries"] for i in plan.inputs) + sum(s.get("entries", 0) for s in skipped_inputs)
     cutflow = flow.to_dict()
     rounded = cutflow.pop("values_rounded")
     events_cut = cutflow["events_no_muon"] + cutflow["events_invalid"]
@@ -97,11 +76,11 @@ def finalize(out: OutputDir) -> dict:
                            "(this is a bug; please report it)")
     manifest = {
         "format": FORMAT,
-        "format_version": 1,
-        "schema": plan["schema"],
-        "tool_version": plan["tool_version"],
-        "dataset_id": dataset_id(plan["config_hash"], plan["tool_version"]),
-        "config": plan["config"],
+        "format_version": FORMAT_VERSION,
+        "schema": plan.schema,
+        "tool_version": plan.tool_version,
+        "dataset_id": dataset_id(plan.config_hash, plan.tool_version),
+        "config": plan.config,
         "inputs": list(per_input.values()),
         "skipped": {"inputs": skipped_inputs, "units": skipped_units},
         "units": len(units),
@@ -109,7 +88,7 @@ def finalize(out: OutputDir) -> dict:
         "totals": {"events": sum(s["rows"] for s in shards), "hits": sum(s["hits"] for s in shards),
                    "muons": sum(s["muons"] for s in shards), "bytes": sum(s["bytes"] for s in shards)},
         "cutflow": cutflow,
-        "reading": reading_summary(plan["config"].get("layout", {}), rounded),
+        "reading": reading_summary(plan.config.get("layout", {}), rounded),
         "statistics": table_to_json(stats),
         "timing": {"finalized_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                    "finalized_by": __version__,

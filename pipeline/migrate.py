@@ -15,14 +15,12 @@ from .config import ConvertConfig
 from .dataset import open_dataset
 from .errors import ConfigError, DatasetError, SchemaError
 from .features import DERIVED, hit_features
-from .manifest import MANIFEST
-from .schema import load_schema
-from .shards import dataset_id, identity_metadata, iter_row_groups
-from .source import InputInfo
-from .stats import merge_tables, table_to_json
-from .storage import TMP_MARK, OutputDir
-from .transform import LOW_EDGE, table_stats
-from .units import Unit, unit_key
+from .format import MANIFEST, TMP_MARK, InputInfo, Unit, dataset_id, identity_metadata, unit_key
+from .schema import Schema, load_schema
+from .shards import chunk_from_table, iter_row_groups
+from .stats import StatsTable, merge_tables, table_to_json
+from .storage import OutputDir
+from .transform import LOW_EDGE, chunk_stats
 
 
 def _upgrade_table(table, old, new):
@@ -222,3 +220,8 @@ def _migrate(src: OutputDir, dst: OutputDir, source: str, output: str, dataset, 
                                    "manifest_sha256": file_digest})
     dst.write_json(MANIFEST, migrated)
     return migrated
+
+
+def table_stats(table, schema: Schema) -> StatsTable:
+    """``chunk_stats`` of one row group read back from a shard."""
+    return chunk_stats(chunk_from_table(table, schema), schema)

@@ -27,13 +27,13 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import InputError
-from .schema import Schema
+from .remote import read_error_text
+from .schema import LEVELS, Schema
+from .source import read_arrays
 
 #: Entries whose counts are read at once when a file has no basket metadata to plan units from.
 COUNT_PIECE = 100_000
 
-#: Levels of the raw format and how their sizes are counted.
-LEVELS = ("event", "hit", "muon")
 
 
 def item_bytes(schema: Schema) -> dict[str, int]:
@@ -85,8 +85,6 @@ def entry_bytes(tree, path: str, branches: dict[str, str | None], per_item: dict
     """
     import awkward as ak
 
-    from .source import _read_arrays, read_error_text
-
     n = entry_stop - entry_start
     sizes = np.full(n, float(per_item["event"]))
     for level in ("hit", "muon"):
@@ -94,7 +92,7 @@ def entry_bytes(tree, path: str, branches: dict[str, str | None], per_item: dict
         if branch is None or per_item[level] == 0:
             continue
         try:
-            arr = _read_arrays(tree, [branch], entry_start, entry_stop)[branch]  # TTree or RNTuple
+            arr = read_arrays(tree, [branch], entry_start, entry_stop)[branch]  # TTree or RNTuple
             counts = np.asarray(ak.num(arr, axis=1), dtype=np.float64)
         except Exception as err:  # uproot raises many types for a damaged basket or a dead server
             raise InputError(f"cannot read entries {entry_start}-{entry_stop} of branch {branch!r} to size "
@@ -162,15 +160,6 @@ def plan_unit_edges(tree, branch_names: list[str], max_entries: int, max_bytes: 
         edges.append(stop)
         start = stop
     return np.asarray(edges, dtype=np.int64)
-
-
-def parse_bytes(value: int | str | None) -> int | None:
-    """``'100 MB'``, ``'100000000 B'``, ``'1 GiB'`` to bytes; ints and None pass through."""
-    from .config import parse_size
-
-    if value is None or isinstance(value, int):
-        return value
-    return parse_size(value, "--step-size")
 
 
 def level_branches(schema: Schema, layout) -> dict[str, str | None]:

@@ -1,241 +1,34 @@
-"""The raw input side: where branches are (a declarative layout) and reading them with uproot.
+"""Reading raw dumps with uproot: the one module that opens ROOT files (with :mod:`pipeline.sizing`,
+which reads basket metadata through :func:`read_arrays`).
 
-Everything that knows about ROOT lives here. The container is a TTree or an RNTuple (uproot reads
-both; an RNTuple's fields are named like branches). ``open_input`` checks a file up front (tree,
-branches, jaggedness, dtypes) so a bad file fails before any work is done, with a message that
-names the file and what is wrong; ``read_chunk`` turns an entry range into an
-:class:`~pipeline.chunk.EventChunk` of flat numpy arrays.
+The container is a TTree or an RNTuple (uproot reads both; an RNTuple's fields are named like
+branches); where the fields are is the :class:`~pipeline.layout.SourceLayout`. :func:`inspect_input`
+checks a file up front (tree, branches, jaggedness, dtypes) so a bad file fails before any work is
+done, with a message that names the file and what is wrong; :func:`read_chunk` turns an entry range
+into an :class:`~pipeline.chunk.EventChunk` of flat numpy arrays. Remote reads follow the policy of
+:mod:`pipeline.remote` (timeout, error text).
 """
 
 from __future__ import annotations
 
 import difflib
 import os
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from .chunk import EventChunk
-from .errors import ConfigError, InputError, one_line
-from .schema import Schema
-
-DEFAULT_TREE = "MuonHitDump"
-_LAYOUT_KEYS = {"tree", "branches", "fill", "precision"}
-#: How a value of another type reaches the schema's type (``--precision``, layout ``precision:``).
-PRECISIONS = ("exact", "round")
-
-
-@dataclass(frozen=True)
-class SourceLayout:
-    """Where the schema's raw fields come from: a tree (TTree or RNTuple) and, per raw field, a branch
-    (``branches``; identity by default) or a constant (``fill``), plus the float precision policy.
-
-    ``precision`` is ``"exact"`` (every stored value equals the dump's value), ``"round"`` (values
-    that are not exactly representable are stored correctly rounded and counted) or a mapping
-    raw field → one of those (fields not named are exact).
-    """
-
-    tree: str = DEFAULT_TREE
-    branches: dict[str, str] = field(default_factory=dict)
-    fill: dict[str, int | float] = field(default_factory=dict)
-    precision: str | dict[str, str] = "exact"
-
-    def branch(self, raw_name: str) -> str:
-        return self.branches.get(raw_name, raw_name)
-
-    def rounds(self, raw_name: str) -> bool:
-        """True if values of ``raw_name`` may be stored correctly rounded."""
-        p = self.precision
-        return (p.get(raw_name, "exact") if isinstance(p, dict) else p) == "round"
-
-    def read_fields(self, schema: Schema) -> list:
-        """The schema's raw fields read from a branch (those not filled with a constant)."""
-        return [f for f in schema.fields if f.source and f.source not in self.fill]
-
-    def read_branches(self, schema: Schema) -> list[str]:
-        """Distinct branch names a conversion reads (what a reader asks uproot for)."""
-        return list(dict.fromkeys(self.branch(f.source) for f in self.read_fields(schema)))
-
-    def check(self, schema: Schema, where: str = "layout") -> SourceLayout:
-        """Raise ConfigError unless every name is a raw field of ``schema``, every ``fill`` constant
-        fits its field (type, range, allowed values), and the hit and muon counts come from a branch.
-        Returns the layout with ``fill`` constants normalised (int for integer fields)."""
-        raw = {f.source: f for f in schema.fields if f.source}
-        for key, names in (("branches", self.branches), ("fill", self.fill),
-                           ("precision", self.precision if isinstance(self.precision, dict) else {})):
-            bad = sorted(set(names) - set(raw))
-            if bad:
-                raise ConfigError(f"{where}: {key}: {bad} are not raw fields of the schema; known: {sorted(raw)}")
-        both = sorted(set(self.branches) & set(self.fill))
-        if both:
-            raise ConfigError(f"{where}: {both} are both mapped to a branch and filled; give one of the two")
-        values = self.precision.values() if isinstance(self.precision, dict) else [self.precision]
-        if any(v not in PRECISIONS for v in values):
-            raise ConfigError(f"{where}: precision must be one of {PRECISIONS} or a mapping raw field -> one "
-                              f"of them, got {self.precision!r}")
-        fill = {name: _fill_value(raw[name], value, where, self.rounds(name)) for name, value in self.fill.items()}
-        for level, counted in (("hit", "hits"), ("muon", "truth muons")):
-            if all(f.source in fill for f in schema.level(level) if f.source):
-                raise ConfigError(f"{where}: every {level} field is filled; at least one must come from a branch "
-                                  f"(it gives the number of {counted} per event)")
-        return replace(self, fill=fill)
-
-    @classmethod
-    def from_yaml(cls, path: str | os.PathLike, schema: Schema) -> SourceLayout:
-        """Read a layout file (``yaml.safe_load``): keys ``tree``, ``branches``, ``fill``, ``precision``."""
-        import yaml
-
-        try:
-            doc = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as err:
-            raise ConfigError(f"cannot read layout file {path}: {err}") from err
-        if not isinstance(doc, dict):
-            raise ConfigError(f"layout file {path}: expected a mapping with keys {sorted(_LAYOUT_KEYS)}")
-        unknown = set(doc) - _LAYOUT_KEYS
-        if unknown:
-            raise ConfigError(f"layout file {path}: unknown key(s) {sorted(unknown)}; allowed: {sorted(_LAYOUT_KEYS)}")
-        branches = doc.get("branches") or {}
-        if not isinstance(branches, dict) or not all(isinstance(v, str) for v in branches.values()):
-            raise ConfigError(f"layout file {path}: 'branches' must map raw field names to branch names")
-        fill = doc.get("fill") or {}
-        if not isinstance(fill, dict):
-            raise ConfigError(f"layout file {path}: 'fill' must map raw field names to constants")
-        precision = doc.get("precision", "exact")
-        if not isinstance(precision, (str, dict)):
-            raise ConfigError(f"layout file {path}: 'precision' must be {' or '.join(PRECISIONS)} or a mapping "
-                              "raw field -> exact|round")
-        tree = doc.get("tree", DEFAULT_TREE)
-        if not isinstance(tree, str):
-            raise ConfigError(f"layout file {path}: 'tree' must be a string")
-        return cls(tree=tree, branches=dict(branches), fill=dict(fill), precision=precision).check(
-            schema, f"layout file {path}")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> SourceLayout:
-        """Inverse of :meth:`to_dict`; a configuration written before ``fill``/``precision`` existed
-        means no constants and exact values."""
-        prec = d.get("precision", "exact")
-        return cls(tree=d["tree"], branches=dict(d["branches"]), fill=dict(d.get("fill") or {}),
-                   precision=dict(prec) if isinstance(prec, dict) else prec)
-
-    def to_dict(self) -> dict:
-        # fill / precision only when used: the configuration (and its hash, the resume key) of a
-        # conversion that uses neither is what it was before they existed
-        d: dict = {"tree": self.tree, "branches": dict(self.branches)}
-        if self.fill:
-            d["fill"] = dict(self.fill)
-        if self.precision != "exact":
-            d["precision"] = dict(self.precision) if isinstance(self.precision, dict) else self.precision
-        return d
-
-
-def _fill_value(fld, value, where: str, may_round: bool = False) -> int | float:
-    """A ``fill`` constant checked against its field: a number of the field's kind, within the dtype
-    and the schema's range / allowed values (the same rules ``validate`` applies), and, like a branch
-    value, exactly representable in the field's dtype unless the field's precision is ``round`` (then
-    the rounded value is what is stored and recorded). Text is refused, with a hint where YAML 1.1 read
-    a number as text (``1e39`` without a decimal point)."""
-    from .rules import field_violations
-
-    what = f"{where}: fill {fld.source}: {value!r}"
-    if isinstance(value, str):
-        hint = ""
-        try:
-            float(value)
-            hint = (" (quoted, or YAML 1.1 read it as text: an exponent needs a decimal point and a sign, "
-                    "e.g. 1.0e+39, not 1e39)")
-        except ValueError:
-            pass
-        raise ConfigError(f"{what} is not a number{hint}")
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{what} is not a number")
-    dtype = np.dtype(fld.dtype)
-    if dtype.kind in "iu":
-        if not float(value).is_integer():
-            raise ConfigError(f"{what} is not an integer (the field is {fld.dtype})")
-        value = int(value)
-        info = np.iinfo(dtype)
-        if not info.min <= value <= info.max:
-            raise ConfigError(f"{what} is outside the {fld.dtype} range [{info.min}, {info.max}]")
-    else:
-        value = float(value)
-        if not np.isfinite(value) or abs(value) > float(np.finfo(dtype).max):
-            raise ConfigError(f"{what} is not a finite {fld.dtype} value")
-        stored = float(dtype.type(value))
-        if stored != value:
-            if not may_round:
-                raise ConfigError(f"{what} is not exactly a {fld.dtype} value (the nearest is {stored!r}); write "
-                                  f"that, or allow rounding for this field with 'precision: {{{fld.source}: round}}'")
-            value = stored
-    for _kind, _bad, why in field_violations(np.array([value], dtype=dtype), fld):
-        raise ConfigError(f"{what}: {why}")
-    return value
-
-
-@dataclass(frozen=True)
-class InputInfo:
-    """Identity of an input file: what the resume key and the manifest record.
-
-    ``container`` is ``TTree`` or ``RNTuple``; ``branches`` maps each field read from the file to
-    ``{"branch": name, "dtype": input dtype}`` (the manifest's record of what was converted from what).
-    """
-
-    path: str
-    size: int
-    entries: int
-    uuid: str
-    container: str = ""
-    branches: dict[str, dict] = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        d = {"path": self.path, "size": self.size, "entries": self.entries, "uuid": self.uuid}
-        if self.container:
-            d["container"] = self.container
-        if self.branches:
-            d["branches"] = {k: dict(v) for k, v in self.branches.items()}
-        return d
+from .errors import InputError, one_line
+from .format import InputInfo
+from .inputs import is_local
+from .layout import SourceLayout
+from .remote import is_timeout, read_error_text, remote_timeout
+from .schema import LEVELS, Schema
 
 
 def raw_fields(schema: Schema) -> dict[str, list]:
     """The schema's raw fields grouped by level."""
-    return {level: [f for f in schema.level(level) if f.source] for level in ("event", "hit", "muon")}
-
-
-def _is_local(path: str) -> bool:
-    return "://" not in path or path.startswith("file://")
-
-
-def local_identity(path: str) -> str | None:
-    """The real path (links and ``..`` resolved) of a local input, plain or ``file://``; None for a
-    remote URL. Two spellings of one file have the same identity."""
-    return os.path.realpath(path.removeprefix("file://")) if _is_local(path) else None
-
-
-#: Seconds a remote server may stay silent before a read fails (``--remote-timeout``; the CLI exports it
-#: as ``MUON_PIPELINE_REMOTE_TIMEOUT`` so forked workers inherit it). Without it a server that stops
-#: answering mid-read hung the conversion forever.
-DEFAULT_REMOTE_TIMEOUT = 60.0
-
-
-def remote_timeout() -> float:
-    try:
-        return float(os.environ.get("MUON_PIPELINE_REMOTE_TIMEOUT", DEFAULT_REMOTE_TIMEOUT))
-    except ValueError:
-        return DEFAULT_REMOTE_TIMEOUT
-
-
-def _is_timeout(err: BaseException) -> bool:
-    text = f"{err!r} {err}"  # fsspec wraps it oddly; the XRootD client says one of the last two
-    return isinstance(err, TimeoutError) or any(m in text for m in ("TimeoutError", "Operation expired",
-                                                                    "Socket timeout"))
-
-
-def read_error_text(err: BaseException) -> str:
-    """One line for a read error; a remote timeout says so plainly."""
-    if _is_timeout(err):
-        return f"no answer from the server within {remote_timeout():g} s (--remote-timeout)"
-    return one_line(err)
+    return {level: [f for f in schema.level(level) if f.source] for level in LEVELS}
 
 
 #: ROOT class names of the containers read: both give entries of branches (TTree) or fields (RNTuple).
@@ -272,16 +65,16 @@ def open_tree(path: str, layout: SourceLayout):
     that says why not."""
     import uproot
 
-    if _is_local(path) and not Path(path.removeprefix("file://")).exists():
+    if is_local(path) and not Path(path.removeprefix("file://")).exists():
         raise InputError("no such file", file=path)
-    options = {} if _is_local(path) else _remote_options(path)
+    options = {} if is_local(path) else _remote_options(path)
     try:
         # A local path goes to uproot as a Path: a str is split at ".root:" into file and object
         # (``dump.root:v2.root`` would open ``dump.root``); a Path never is.
         # array_cache=None: each entry range is read once, so uproot's per-file array cache (100 MB by
         # default) only held memory: with every unit opening its file again, a serial convert grew by
         # ~100 MB per unit until a garbage collection freed the closed files' caches.
-        if _is_local(path):
+        if is_local(path):
             f = uproot.open(Path(path.removeprefix("file://")), array_cache=None)
         else:
             f = uproot.open(path, array_cache=None, **options)
@@ -310,7 +103,7 @@ def open_tree(path: str, layout: SourceLayout):
 
 def _truncated(f, path: str) -> str | None:
     """The message for a local file shorter than its header says, else None."""
-    if not _is_local(path):
+    if not is_local(path):
         return None
     size = os.path.getsize(path.removeprefix("file://"))
     if size < int(f.file.fEND):
@@ -318,13 +111,9 @@ def _truncated(f, path: str) -> str | None:
     return None
 
 
-def open_input(path: str, layout: SourceLayout, schema: Schema) -> InputInfo:
-    """Check an input completely enough that reading it can only fail on damaged baskets."""
-    return inspect_input(path, layout, schema)[0]
-
-
 def inspect_input(path: str, layout: SourceLayout, schema: Schema, with_tree=None):
-    """:func:`open_input`, then ``with_tree(tree)`` while the file is still open (the planner sizes
+    """Check an input completely enough that reading it can only fail on damaged baskets (tree, branches,
+    jaggedness, dtypes), then call ``with_tree(tree)`` while the file is still open (the planner sizes
     work units from the tree's metadata). Returns ``(info, with_tree(tree) or None)``."""
     f, tree = open_tree(path, layout)
     try:
@@ -368,7 +157,7 @@ def _pick(arrays: dict, name: str):
     return out
 
 
-def _read_arrays(tree, branches: list[str], entry_start: int, entry_stop: int) -> dict:
+def read_arrays(tree, branches: list[str], entry_start: int, entry_stop: int) -> dict:
     """``{branch: awkward array}`` of entries [entry_start, entry_stop), for a TTree or an RNTuple."""
     arrays = tree.arrays(branches, entry_start=entry_start, entry_stop=entry_stop, library="ak", how=dict)
     return {b: _pick(arrays, b) for b in branches}
@@ -446,7 +235,7 @@ def _check_tree(f, tree, path: str, layout: SourceLayout, schema: Schema) -> Inp
     truncated = _truncated(f, path)
     if truncated:
         raise InputError(truncated, file=path)
-    size = os.path.getsize(path.removeprefix("file://")) if _is_local(path) else int(f.file.fEND)
+    size = os.path.getsize(path.removeprefix("file://")) if is_local(path) else int(f.file.fEND)
     return InputInfo(path=path, size=size, entries=int(tree.num_entries), uuid=str(f.file.uuid),
                      container=kind, branches=recorded)
 
@@ -568,10 +357,10 @@ def read_chunk(tree, path: str, layout: SourceLayout, schema: Schema, entry_star
     groups = raw_fields(schema)
     branches = layout.read_branches(schema)
     try:
-        arrays = _read_arrays(tree, branches, entry_start, entry_stop)
+        arrays = read_arrays(tree, branches, entry_start, entry_stop)
     except Exception as err:
         # a silent server would time out once per branch: only a local failure is worth the probe
-        branch = None if _is_timeout(err) else _failing_branch(tree, branches, entry_start, entry_stop)
+        branch = None if is_timeout(err) else _failing_branch(tree, branches, entry_start, entry_stop)
         where = f" of branch {branch!r}" if branch else ""
         raise InputError(f"cannot read entries {entry_start}-{entry_stop}{where} ({read_error_text(err)})",
                          file=path, entry=entry_start, field=branch) from err

@@ -20,8 +20,8 @@ from typing import IO
 
 from . import grid
 from .errors import ConfigError, StorageError
-
-TMP_MARK = ".tmp-"
+from .format import TMP_MARK
+from .remote import read_error_text
 
 
 class OutputDir:
@@ -181,8 +181,6 @@ class OutputDir:
             with contextlib.suppress(Exception):
                 self.fs.rm(tmp)
             if isinstance(err, OSError):  # one line naming the file, also for a silent root:// server
-                from .source import read_error_text
-
                 raise StorageError(f"cannot write {self.url.rstrip('/')}/{rel} ({read_error_text(err)})") from err
             raise
 

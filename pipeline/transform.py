@@ -163,10 +163,3 @@ def chunk_stats(chunk: EventChunk, schema: Schema, lo: int = 0, hi: int | None =
         a, b = int(offsets[lo]), int(offsets[hi])
         out[schema.columns[level]] = {f.name: RunningStats.of(values[f.name][a:b]) for f in schema.level(level)}
     return out
-
-
-def table_stats(table, schema: Schema) -> StatsTable:
-    """``chunk_stats`` of one row group read back from a shard."""
-    from .shards import chunk_from_table
-
-    return chunk_stats(chunk_from_table(table, schema), schema)

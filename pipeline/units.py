@@ -1,73 +1,36 @@
-"""Work units: deterministic (file × entry range) pieces of a conversion, and running one.
+"""Work units of a conversion: deterministic (file × entry range) pieces, and running one.
 
-``plan_units`` turns the inputs into an ordered list of units; ``run_unit`` is a pure function
-of (unit, configuration, output directory) that writes one shard and one record, both
-atomically. Any executor (in-process, process pool, Dask, a job array task) calls the same
-``run_unit``, so the dataset is identical whatever ran it. A unit's *key* covers the input
-identity (UUID, size), the entry range, the configuration and the tool version: a finished unit
-with the same key is never redone.
+``plan_units`` turns the inputs into an ordered list of :class:`~pipeline.format.Unit`; ``run_unit``
+is a pure function of (unit, configuration, output directory) that writes one shard and one record,
+both atomically; the run settings only change how (step size, skip-bad). Any executor (in-process,
+process pool, Dask, a job array task) calls the same ``run_unit``, so the dataset is identical
+whatever ran it. A unit's *key* (:func:`~pipeline.format.unit_key`) covers the input identity (UUID,
+size), the entry range, the configuration and the tool version: a finished unit with the same key is
+never redone.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
 
 import numpy as np
 
 from ._version import __version__
 from .config import ConvertConfig
 from .errors import InputError
+from .format import InputInfo, Unit, dataset_id, identity_metadata, unit_key
 from .schema import load_schema
-from .shards import dataset_id, identity_metadata
-from .sizing import (
-    entry_bytes,
-    greedy_edges,
-    group_edges,
-    item_bytes,
-    level_branches,
-    parse_bytes,
-    plan_unit_edges,
-)
-from .source import InputInfo, inspect_input, open_tree, read_chunk
+from .settings import RunSettings
+from .sizes import step_bytes
+from .sizing import entry_bytes, greedy_edges, group_edges, item_bytes, level_branches, plan_unit_edges
+from .source import inspect_input, open_tree, read_chunk
 from .stats import StatsTable, merge_tables, table_to_json
 from .storage import OutputDir
 from .transform import chunk_stats, process_chunk, to_arrow
 
-WORK = "_work"
-PLAN = f"{WORK}/plan.json"
-RECORDS = f"{WORK}/units"
-SHARDS = "shards"
-
-
-@dataclass(frozen=True)
-class Unit:
-    index: int
-    input: str
-    entry_start: int
-    entry_stop: int
-    key: str
-    uuid: str = ""  # the input's ROOT UUID at planning time; checked again when the unit runs
-
-    @property
-    def shard(self) -> str:
-        return f"{SHARDS}/part-{self.key[:16]}.parquet"
-
-    @property
-    def record(self) -> str:
-        return f"{RECORDS}/{self.key[:16]}.json"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def unit_key(info: InputInfo, start: int, stop: int, config_hash: str, tool: str = __version__) -> str:
-    doc = {"uuid": info.uuid, "size": info.size, "path": info.path, "entry_start": start,
-           "entry_stop": stop, "config": config_hash, "tool": tool}
-    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
-
+#: ``progress(entries, hits)``: called as entries of the input are done.
+OnProgress = Callable[[int, int], None]
 
 def plan_units(inputs: list[str], cfg: ConvertConfig, skip_bad: bool,
                on_input=None) -> tuple[list[InputInfo], list[dict], list[Unit]]:
@@ -131,21 +94,21 @@ def unit_layout(tree, unit: Unit, cfg: ConvertConfig, schema, step_size: int | s
     if isinstance(step_size, int):
         steps = group_edges(rel, sizes, step_size, None)
     else:
-        steps = group_edges(rel, sizes, None, parse_bytes(step_size))
+        steps = group_edges(rel, sizes, None, step_bytes(step_size))
     return rel + unit.entry_start, steps + unit.entry_start
 
 
-def run_unit(unit: Unit | dict, cfg: ConvertConfig | dict, out_url: str, step_size: int | str = "100 MB",
-             skip_bad: bool = False, progress=None) -> dict:
-    """Convert one unit: read in chunks, transform, write the shard, then the record.
+def run_unit(unit: Unit, cfg: ConvertConfig, out_url: str, settings: RunSettings,
+             progress: OnProgress | None = None) -> dict:
+    """Convert one unit: read in steps of ``settings.step_size``, transform, write the shard, then the record.
 
-    Returns the record (also written to ``_work/units/KEY.json``). With ``skip_bad`` an input
-    error is recorded as a skipped unit instead of raised; nothing partial stays visible.
+    Returns the record (also written to ``_work/units/KEY.json``). With ``settings.skip_bad`` an input
+    error is recorded as a skipped unit instead of raised; nothing partial stays visible. Remote reads
+    use the remote timeout of the calling context (the executors set ``settings.remote_timeout``).
     """
     import pyarrow.parquet as pq
 
-    unit = Unit(**unit) if isinstance(unit, dict) else unit
-    cfg = ConvertConfig.from_dict(cfg) if isinstance(cfg, dict) else cfg
+    step_size, skip_bad = settings.step_size, settings.skip_bad
     out = OutputDir(out_url)
     schema = load_schema(cfg.schema_version)
     arrow_schema = schema.arrow_schema()

@@ -29,14 +29,14 @@ from .dataset import (
     shard_schema_problems,
 )
 from .errors import ConfigError, DatasetError, SchemaError, one_line
+from .format import SHARDS, TMP_MARK, read_identity
 from .manifest import read_manifest
 from .report import Problem, Report, summarize
 from .schema import load_schema
-from .shards import chunk_from_table, iter_row_groups, open_parquet, read_identity
+from .shards import chunk_from_table, iter_row_groups, open_parquet
 from .stats import StatsTable, merge_tables
-from .storage import TMP_MARK, OutputDir
+from .storage import OutputDir
 from .transform import chunk_stats
-from .units import SHARDS
 from .validate_values import ShardContext, check_event_numbers, check_row_group, check_statistics
 
 __all__ = ["Problem", "Report", "summarize", "validate_dataset"]  # summarize: for the CLI

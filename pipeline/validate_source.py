@@ -22,9 +22,11 @@ import numpy as np
 from ._version import __version__
 from .config import ConvertConfig
 from .errors import InputError, one_line
+from .format import Unit
 from .report import Problem, Where
+from .settings import RunSettings
 from .storage import OutputDir
-from .units import Unit, run_unit
+from .units import run_unit
 
 if TYPE_CHECKING:
     from .dataset import Identity
@@ -136,7 +138,7 @@ def check_sources(out: OutputDir, manifest: dict, identity: Identity | None, ent
             info = identity.inputs[u["input"]]
             unit = Unit(u["index"], u["input"], u["entry_start"], u["entry_stop"], key, info.uuid)
             try:
-                run_unit(unit, cfg, tmp, step_size="100 MB")
+                run_unit(unit, cfg, tmp, RunSettings())
             except InputError as err:
                 add(Problem("source", f"cannot re-derive from the raw input: {err}", rel, ("unit", "input")))
                 continue

@@ -34,8 +34,8 @@ def sample_root() -> Path:
 @pytest.fixture(scope="session")
 def converted_sample(tmp_path_factory, sample_root) -> Path:
     """data_samples/sample.root converted with the defaults (schema v2); read-only for tests."""
+    from pipeline import convert
     from pipeline.config import ConvertConfig
-    from pipeline.convert import convert
     from pipeline.schema import latest_version
 
     out = tmp_path_factory.mktemp("converted") / "dataset"
@@ -59,8 +59,8 @@ def converted_random_5x5(tmp_path_factory, random_dump) -> Path:
 @pytest.fixture(scope="session")
 def converted_random_v1(tmp_path_factory, random_dump) -> Path:
     """The random dump converted at schema version 1 (no eta)."""
+    from pipeline import convert
     from pipeline.config import ConvertConfig
-    from pipeline.convert import convert
 
     out = tmp_path_factory.mktemp("converted") / "random_v1"
     convert([str(random_dump)], str(out), ConvertConfig(schema_version=1), workers=1, quiet=True)

@@ -86,8 +86,8 @@ def dump_files(directory, n: int = 3, seed: int = 0, events: int = 150) -> list[
 
 def convert_dump(dump, out, **config):
     """``dump`` converted into ``out`` by one process, schema v2 unless ``config`` says otherwise."""
+    from pipeline import convert
     from pipeline.config import ConvertConfig
-    from pipeline.convert import convert
 
     config.setdefault("schema_version", 2)
     convert([str(dump)], str(out), ConvertConfig(**config), workers=1, quiet=True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pyarrow.parquet as pq
 
+from pipeline import convert
 from pipeline.config import Compression, ConvertConfig
-from pipeline.convert import convert
 
 
 def test_levels_passed_to_the_writer():
@@ -38,7 +38,7 @@ def test_convert_does_not_import_pandas(tmp_path, random_dump):
     code = (
         "import sys\n"
         "from pipeline.config import ConvertConfig\n"
-        "from pipeline.convert import convert\n"
+        "from pipeline import convert\n"
         f"convert([{str(random_dump)!r}], {str(tmp_path / 'o')!r}, ConvertConfig(schema_version=2), workers=1, quiet=True)\n"
         "assert 'pandas' not in sys.modules\n"
     )

@@ -10,11 +10,10 @@ import pytest
 import uproot
 from click.testing import CliRunner
 
+from pipeline import convert, read_dataset
 from pipeline.cli import main
 from pipeline.config import ConvertConfig
-from pipeline.convert import convert
 from pipeline.selection import TECHNOLOGIES, SelectionConfig
-from pipeline.shards import read_dataset
 from pipeline.transform import TransformConfig
 
 

@@ -23,8 +23,8 @@ from grid_fixtures import start_xrootd, xrootd_missing
 from rawdump import dump_files
 
 from pipeline.cli import main
-from pipeline.convert import expand_inputs
 from pipeline.errors import ConfigError
+from pipeline.inputs import expand_inputs
 from pipeline.storage import OutputDir
 
 ARGS = ["--shard-events", "60", "--row-group-size", "25", "-q"]

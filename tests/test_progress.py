@@ -10,11 +10,13 @@ import time
 import pytest
 from rawdump import random_events, write_dump
 
+from pipeline import convert
 from pipeline.config import ConvertConfig
-from pipeline.convert import convert
-from pipeline.executors import run_dask, run_processes, run_serial
+from pipeline.executors import UnitJob, run_dask, run_processes, run_serial
+from pipeline.format import SHARDS
+from pipeline.settings import RunSettings
 from pipeline.storage import OutputDir
-from pipeline.units import SHARDS, plan_units
+from pipeline.units import plan_units, run_unit
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +38,7 @@ def _plan(path, out, events_per_unit=200, row_group=50):
     cfg = ConvertConfig(schema_version=2, shard_events=events_per_unit, row_group_size=row_group)
     _, _, units = plan_units([str(path)], cfg, False)
     OutputDir(str(out)).makedirs(SHARDS)
-    job = {"cfg": cfg.to_dict(), "out_url": str(out), "step_size": 50, "skip_bad": False}
+    job = UnitJob(run_unit, cfg, str(out), RunSettings(step_size=50))
     return units, job
 
 
@@ -83,7 +85,7 @@ def test_progress_arrives_before_the_last_unit_ends(tmp_path, request, runner):
 
 def test_convert_batch_log_moves_with_two_workers(tmp_path, four_unit_dump, monkeypatch):
     """The plain lines of a batch log show partial counts and units during a 2-worker run."""
-    import pipeline.convert as conv
+    import pipeline.produce as conv
     from pipeline.progress import Reporter
 
     stream = io.StringIO()

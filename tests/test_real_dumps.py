@@ -14,9 +14,9 @@ import uproot
 from click.testing import CliRunner
 from rawdump import flat_branches, random_events, write_dump, write_rntuple
 
+from pipeline import read_dataset
 from pipeline.cli import main
 from pipeline.selection import TECHNOLOGIES
-from pipeline.shards import read_dataset
 
 #: keep every event, hit and muon the dump has (so the dataset's flat columns are the dump's, in order)
 KEEP_ALL = ["--min-pt", "0", "--max-abs-eta", "10", "--min-hits", "0", "--keep-muons-without-hits",

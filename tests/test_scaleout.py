@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import os
@@ -71,23 +72,37 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_dask_cluster_identical(tmp_path, inputs, reference):
-    """A real `dask scheduler` and `dask worker` on loopback, as a cluster user would run them."""
+@contextlib.contextmanager
+def dask_cluster(workers: int, cwd: Path | None = None):
+    """A real `dask scheduler` and `dask worker` on loopback, as a cluster user would run them (in ``cwd``,
+    with this environment); yields the scheduler address."""
     pytest.importorskip("distributed")
     port = _free_port()
     addr = f"tcp://127.0.0.1:{port}"
     env = dict(os.environ, DASK_DISTRIBUTED__WORKER__DAEMON="False")
     procs = [subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
-                               "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)]
+                               "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=cwd)]
     try:
         time.sleep(1.0)
-        procs.append(subprocess.Popen([str(BIN / "dask"), "worker", addr, "--nworkers", "2", "--nthreads", "1",
-                                       "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env))
+        procs.append(subprocess.Popen([str(BIN / "dask"), "worker", addr, "--nworkers", str(workers), "--nthreads",
+                                       "1", "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                      env=env, cwd=cwd))
         from distributed import Client
 
         with Client(addr, timeout="30s") as c:
-            c.wait_for_workers(2, timeout=60)
+            c.wait_for_workers(workers, timeout=60)
+        yield addr
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_dask_cluster_identical(tmp_path, inputs, reference):
+    """A real `dask scheduler` and `dask worker` on loopback, as a cluster user would run them."""
+    with dask_cluster(2) as addr:
         r = CliRunner().invoke(main, ["convert", *inputs, "-o", str(tmp_path / "dask"), "--scheduler", addr, *ARGS])
         assert r.exit_code == 0, r.output
         assert comparable(tmp_path / "dask") == comparable(reference)
@@ -100,11 +115,6 @@ def test_dask_cluster_identical(tmp_path, inputs, reference):
             out, _ = run.communicate(timeout=120)
             assert run.returncode == 0, out
             assert comparable(tmp_path / name) == comparable(reference)
-    finally:
-        for p in reversed(procs):
-            p.terminate()
-        for p in procs:
-            p.wait(timeout=30)
 
 
 def test_resume_after_kill_is_identical(tmp_path, inputs, reference):
@@ -431,3 +441,40 @@ def test_a_different_input_set_is_refused_not_deleted(tmp_path, inputs):
     assert r.exit_code == 2 and f"- {inputs[2]}" in r.output
     r = run(main, ["finalize", str(arr)])
     assert sorted(p.name for p in (arr / "shards").iterdir()) == done  # nothing of task 0 deleted
+
+
+@pytest.mark.slow
+def test_remote_timeout_reaches_a_worker_of_a_running_dask_scheduler(tmp_path, random_dump):
+    """--remote-timeout travelled through an environment variable, which a worker of an already-running
+    `dask scheduler` never sees: it waited its own default (60 s) on a server that stopped answering.
+    The server here answers the planning (in the client) and goes silent once the plan is written, so
+    the silence meets the worker."""
+    served = tmp_path / "www"
+    served.mkdir()
+    shutil.copy(random_dump, served / "remote.root")
+    out = tmp_path / "out"
+    stop = threading.Event()
+
+    class SilentAfterPlanning(_RangeHandler):
+        def do_GET(self):  # noqa: N802
+            if (out / "_work" / "plan.json").exists():
+                stop.wait(60)
+                return None
+            return super().do_GET()
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), lambda *a, **kw: SilentAfterPlanning(*a, directory=str(served), **kw))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/remote.root"
+    try:
+        with dask_cluster(1) as addr:
+            t0 = time.time()
+            r = CliRunner().invoke(main, ["convert", url, "-o", str(out), "--scheduler", addr, "--remote-timeout", "2",
+                                          *ARGS])
+            took = time.time() - t0
+    finally:
+        stop.set()
+        server.shutdown()
+    assert r.exit_code == 1, r.output
+    assert url in r.output and "no answer from the server within 2 s" in r.output, r.output
+    assert took < 30

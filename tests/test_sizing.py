@@ -16,10 +16,11 @@ from rawdump import random_events, write_dump
 
 from pipeline.cli import main
 from pipeline.config import ConvertConfig
+from pipeline.format import Unit
 from pipeline.schema import load_schema
 from pipeline.sizing import greedy_edges, group_edges
 from pipeline.source import open_tree
-from pipeline.units import Unit, plan_units, unit_layout
+from pipeline.units import plan_units, unit_layout
 
 
 def _greedy_reference(sizes, max_entries, max_bytes):

@@ -18,9 +18,9 @@ from pipeline.train.data import (  # noqa: E402
     ShardStream,
     make_loader,
     normalisation_for,
-    open_dataset,
     split_codes,
 )
+from pipeline.train.data import open_training_set as open_dataset  # noqa: E402
 
 HIT_FIELDS = load_schema(2).inputs("hit")
 

@@ -25,9 +25,9 @@ from pipeline.train.data import (  # noqa: E402
     deal_events,
     make_loader,
     normalisation_for,
-    open_dataset,
     split_codes,
 )
+from pipeline.train.data import open_training_set as open_dataset  # noqa: E402
 
 HIT_FIELDS = load_schema(2).inputs("hit")
 FRACTIONS = dict(train_fraction=0.7, val_fraction=0.15, split_seed=3)
@@ -208,7 +208,7 @@ def test_trainer_refuses_outside_paths_and_bad_checksums(converted_random, tmp_p
 @pytest.mark.parametrize("how", ["absolute", "dotdot", "symlink"])
 def test_every_reader_refuses_the_same_paths(converted_random, tmp_path, how):
     """read_dataset, inspect, migrate and the trainer's/evaluate's opener: the same rule, one line."""
-    from pipeline.shards import read_dataset
+    from pipeline import read_dataset
 
     d, rel = _plant(tmp_path, converted_random, how)
     with pytest.raises(DatasetError, match="outside|leaves the dataset"):

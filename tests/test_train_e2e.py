@@ -162,7 +162,7 @@ class Block(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, Block())
 for m in [m for m in sys.modules if m.split(".")[0] in ("uproot", "awkward")]:
     del sys.modules[m]
-import pipeline.train.evaluate, pipeline.train.resident, pipeline.train.compare
+import pipeline.train.evaluate, pipeline.train.data.resident, pipeline.train.compare
 from click.testing import CliRunner
 from pipeline.cli import main
 for args in (["train", "--config", {str(cfg)!r}, "--data", {str(dataset)!r}, "--output", {str(tmp_path / "run")!r}],

@@ -32,8 +32,8 @@ CONFIG = {
 @pytest.fixture(scope="module")
 def simulated(tmp_path_factory):
     """2,500 simulated events (seed 11, 10 background hits each), converted."""
+    from pipeline import convert
     from pipeline.config import ConvertConfig
-    from pipeline.convert import convert
     from pipeline.simulate.generate import SimConfig
     from pipeline.simulate.writer import write_dump
 
@@ -87,7 +87,8 @@ def mirror_z(table: pa.Table) -> pa.Table:
 
 @pytest.mark.slow  # trains 400 steps (~20 s); `make test-fast` skips it, `make test` and CI run it
 def test_mirror_in_z_flips_the_predicted_charge(trained, simulated):
-    from pipeline.train.data import Normalisation, chunk_from_table, collate, open_dataset
+    from pipeline.train.data import Normalisation, chunk_from_table, collate
+    from pipeline.train.data import open_training_set as open_dataset
     from pipeline.train.module import RegressionModule
 
     module = RegressionModule.load_from_checkpoint(trained / "checkpoints" / "last.ckpt", map_location="cpu")

@@ -18,9 +18,9 @@ from pipeline.train.data import (  # noqa: E402
     collate,
     make_loader,
     normalisation_for,
-    open_dataset,
 )
-from pipeline.train.resident import (  # noqa: E402
+from pipeline.train.data import open_training_set as open_dataset  # noqa: E402
+from pipeline.train.data.resident import (  # noqa: E402
     Resident,
     ResidentStream,
     collate_tensors,
@@ -128,7 +128,7 @@ def test_size_estimate_and_the_memory_rule(many_groups, monkeypatch):
     assert abs(split_bytes(s) - store.nbytes) / store.nbytes < 0.2
     ok, need, allowed = fits(s, CPU, 0.5)
     assert ok and need < allowed
-    import pipeline.train.resident as resident
+    import pipeline.train.data.resident as resident
 
     monkeypatch.setattr(resident, "free_bytes", lambda device: need)  # room for exactly the split
     assert not use_resident("auto", s, CPU, 0.5)  # half of it is not enough: stream

@@ -120,8 +120,8 @@ def other_datasets(tmp_path_factory, random_dump):
     """Datasets to steal shards from: the same dump with another min_pt; another dump, same config."""
     import sys
 
+    from pipeline import convert
     from pipeline.config import ConvertConfig
-    from pipeline.convert import convert
     from pipeline.selection import SelectionConfig
     from pipeline.transform import TransformConfig
 
@@ -393,8 +393,8 @@ def test_source_sample_of_a_sound_dataset(ds):
 # ---- readers refuse what validate rejects, in one line (found by a second break-it review) ----
 
 def _reader_outputs(d) -> dict[str, tuple[int, str]]:
+    from pipeline import read_dataset
     from pipeline.errors import DatasetError
-    from pipeline.shards import read_dataset
 
     out = {}
     r = CliRunner().invoke(main, ["inspect", str(d)])

@@ -30,13 +30,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# Technology codes used by the ATLAS dumper (there is no 1; CSC is gone in run 3).
+# Technology codes used by the ATLAS dumper (there is no 1; CSC is gone in run 3); names: selection.technology_name.
 MDT, RPC, TGC, STGC, MM = 0, 2, 3, 4, 5
-TECH_NAMES = {MDT: "MDT", RPC: "RPC", TGC: "TGC", STGC: "sTGC", MM: "MM"}
 
 # stationIndex codes: small integers in the spirit of ATLAS station names.
 BI, BM, BO, EI, EM, EO, NSW = 0, 1, 2, 3, 4, 5, 6
-STATION_NAMES = {BI: "BI", BM: "BM", BO: "BO", EI: "EI", EM: "EM", EO: "EO", NSW: "NSW"}
 
 N_SECTORS = 16
 HALF_SECTOR = np.pi / N_SECTORS  # half opening angle of a sector

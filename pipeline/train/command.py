@@ -1,8 +1,9 @@
 """Click commands of the training stage: ``train``, ``evaluate``, ``compare``.
 
-``pipeline/cli.py`` imports this module at start-up to register the commands, so only click and the
-stdlib are imported here; torch, lightning and matplotlib load inside the command bodies. Without the
-``[train]`` extra the commands still show in ``--help`` and fail with an install hint.
+``pipeline/cli.py`` imports this module at start-up to register the commands, so only click, the
+stdlib and two leaves (:mod:`pipeline.extras`, :mod:`.device`) are imported here; torch, lightning and
+matplotlib load inside the command bodies. Without the ``[train]`` extra the commands still show in
+``--help`` and fail with the install line of :func:`pipeline.extras.train`.
 """
 
 from __future__ import annotations
@@ -11,31 +12,10 @@ import json
 
 import click
 
+from .. import extras
 from .device import DEVICE_HELP
 
 _DEVICE_CHOICE = click.Choice(["auto", "cpu", "gpu", "cuda"], case_sensitive=False)
-
-
-def _require_train_extra() -> None:
-    """Fail with an install hint when an extra is missing, without importing it (that takes seconds)."""
-    from importlib.util import find_spec
-
-    from ..errors import ConfigError
-
-    missing = [name for name in ("torch", "lightning", "matplotlib", "scipy") if find_spec(name) is None]
-    if missing:
-        raise ConfigError(f"the training stage needs {', '.join(missing)}: pip install 'muon-pipeline[train]' "
-                          "(README: Install)")
-
-
-def _check_dataset(data_dir: str) -> None:
-    """A dataset folder has a manifest (exit 1 otherwise: bad input, as for every command)."""
-    from pathlib import Path
-
-    from ..errors import DatasetError
-
-    if not (Path(data_dir) / "manifest.json").is_file():
-        raise DatasetError(f"--data {data_dir}: not a dataset (no manifest.json); write one with `muon-pipeline convert`")
 
 
 @click.command("train")
@@ -71,16 +51,17 @@ def train(config_path: str | None, data_dir: str, run_dir: str, max_epochs: int 
     trainer.progress_every steps in a batch log. Prints a JSON summary; writes only under --output.
     """
     from .config import load_config
+    from .data.info import require_manifest
     from .device import check_before_import, normalise
     from .fit import preflight
 
     cfg = load_config(config_path) if config_path else None
-    _check_dataset(data_dir)
+    require_manifest(data_dir, "--data ")  # exit 1: bad input, as for every command
     preflight(cfg, run_dir, resume)
     if device is not None:
         device = normalise(device)
     check_before_import(device or (normalise(cfg.trainer.accelerator) if cfg else "auto"))
-    _require_train_extra()
+    extras.train()
     from .fit import train as run_train
 
     if max_epochs is not None and max_steps is None:
@@ -113,14 +94,15 @@ def evaluate(run_dir: str, data_dir: str, output: str | None, split: str, device
     """
     from pathlib import Path
 
+    from .data.info import require_manifest
     from .device import check_before_import, normalise
     from .evaluate import find_checkpoint
 
     find_checkpoint(Path(run_dir))
-    _check_dataset(data_dir)
+    require_manifest(data_dir, "--data ")
     device = normalise(device)
     check_before_import(device)
-    _require_train_extra()
+    extras.train()
     from .compare import table
     from .evaluate import evaluate as run_evaluate
 
@@ -141,7 +123,7 @@ def compare(dirs: tuple[str, ...], output: str) -> None:
     Evaluations of different datasets, splits or event selections are refused (exit 2): their
     numbers are not comparable.
     """
-    _require_train_extra()
+    extras.train()
     from .compare import compare as run_compare
 
     md, written = run_compare(list(dirs), output)

@@ -46,7 +46,7 @@ class DataConfig:
     bucket_width: int = 4
     #: Verify every shard's sha256 against the manifest before reading (reads each byte once more).
     verify_checksums: bool = True
-    #: Device-resident split (``pipeline/train/resident.py``): ``auto`` = load the split once onto the
+    #: Device-resident split (``pipeline/train/data/resident.py``): ``auto`` = load the split once onto the
     #: training device and cut batches there when it fits in ``resident_fraction`` of the device's free
     #: memory, else stream; ``on`` = always (error if it does not fit); ``off`` = always stream. YAML reads
     #: a bare on/off as true/false: those are accepted and stored as "on"/"off".

@@ -56,6 +56,11 @@ def resolve(device: str) -> str:
     return "gpu" if device == "gpu" or (device == "auto" and cuda) else "cpu"
 
 
+def on_cuda(accelerator: str) -> bool:
+    """Whether ``trainer.accelerator`` (``auto``/``cpu``/``gpu``) runs on a CUDA GPU here (imports torch)."""
+    return resolve(normalise(accelerator, "trainer.accelerator")) == "gpu"
+
+
 def torch_device(device: str) -> str:
     """The torch device string (``cuda`` or ``cpu``) for a vocabulary name."""
     return "cuda" if resolve(device) == "gpu" else "cpu"

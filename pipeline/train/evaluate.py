@@ -58,13 +58,14 @@ def predict(run_dir: str | Path, data_dir: str | Path, split: str = "test", devi
     import torch
 
     from .config import check_against_schema
-    from .data import Normalisation, make_loader, make_stream, open_dataset
+    from .data import Normalisation, open_training_set
+    from .data.stream import make_loader, make_stream
 
     run_dir = Path(run_dir)
     ckpt = find_checkpoint(run_dir)
     module = load_module(ckpt)
     cfg, hp = module.cfg, module.hparams
-    info = open_dataset(data_dir, verify_checksums=cfg.data.verify_checksums)
+    info = open_training_set(data_dir, verify_checksums=cfg.data.verify_checksums)
     check_against_schema(cfg, info.schema)  # eta on a v1 dataset: the migrate hint, not a KeyError
     if list(hp.muon_fields) != info.muon_fields:
         raise DatasetError(f"{data_dir}: truth-muon fields {info.muon_fields} differ from the run's {hp.muon_fields}")

@@ -18,8 +18,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, DatasetError
-from .config import TrainConfig, check_against_schema, config_from_dict, dump_config
+from ..errors import ConfigError
+from .config import TrainConfig, config_from_dict, dump_config
 
 #: Training throughput of the shipped model on one CPU core (README, Training figures): for the
 #: start-up estimate of a long CPU run.
@@ -36,12 +36,6 @@ def versions() -> dict[str, str]:
 
     return {"muon-pipeline": __version__, "python": platform.python_version(), "torch": torch.__version__,
             "lightning": lightning.__version__, "numpy": numpy.__version__, "pyarrow": pyarrow.__version__}
-
-
-def _on_cuda(accelerator: str) -> bool:
-    from .device import normalise, resolve
-
-    return resolve(normalise(accelerator, "trainer.accelerator")) == "gpu"
 
 
 def resolve_threads(threads: int) -> int:
@@ -61,7 +55,9 @@ def resolve_precision(cfg: TrainConfig, accelerator: str) -> str:
     p = cfg.trainer.precision
     if p != "auto":
         return "32-true" if p == "32" else p
-    return "bf16-mixed" if _on_cuda(accelerator) and torch.cuda.is_bf16_supported() else "32-true"
+    from .device import on_cuda
+
+    return "bf16-mixed" if on_cuda(accelerator) and torch.cuda.is_bf16_supported() else "32-true"
 
 
 def preflight(cfg: TrainConfig | None, run_dir: str | Path, resume: bool) -> None:
@@ -82,26 +78,14 @@ def preflight(cfg: TrainConfig | None, run_dir: str | Path, resume: bool) -> Non
             raise ConfigError(f"--output {run_dir}: exists and is not a directory")
 
 
-def train(cfg: TrainConfig | None, data_dir: str | Path, run_dir: str | Path, *, resume: bool = False,
-          overrides: dict[str, Any] | None = None, quiet: bool = False) -> dict[str, Any]:
-    """Train one run; returns a summary (best val loss, epochs, paths, throughput)."""
-    import time
-
-    import lightning as L
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger
-
-    from .data import make_stream, muon_values, normalisation_for, open_dataset
-    from .module import RegressionModule
-    from .task import fit_target_scaling
-
-    run_dir = Path(run_dir)
-    last = run_dir / "checkpoints" / "last.ckpt"
-    saved = run_dir / "config.yaml"
+def reconcile(cfg: TrainConfig | None, run_dir: Path, resume: bool, overrides: dict[str, Any] | None) -> TrainConfig:
+    """The config a run trains with: ``cfg`` (a new run) or the saved one (``--resume``, whose ``trainer:``
+    section a given config may change), then the command-line ``overrides``."""
     preflight(cfg, run_dir, resume)
     if resume:
         from .config import load_config
 
+        saved = run_dir / "config.yaml"
         saved_cfg = load_config(saved, legacy=True)
         if cfg is not None and cfg.hit_fields is None:
             cfg = dataclasses.replace(cfg, hit_fields=saved_cfg.hit_fields)
@@ -112,49 +96,40 @@ def train(cfg: TrainConfig | None, data_dir: str | Path, run_dir: str | Path, *,
         # the checkpoint's length, so steps beyond it run at the final 5 % learning rate.
         cfg = dataclasses.replace(saved_cfg, trainer=cfg.trainer) if cfg is not None else saved_cfg
     assert cfg is not None  # preflight: a config unless resuming
-    cfg = _apply_overrides(cfg, overrides or {})
+    return _apply_overrides(cfg, overrides or {})
 
-    info = open_dataset(data_dir, verify_checksums=cfg.data.verify_checksums)
-    hit_fields = check_against_schema(cfg, info.schema)
-    cfg = dataclasses.replace(cfg, hit_fields=hit_fields)
-    norm = normalisation_for(info, hit_fields)
-    targets = muon_values(info, "train", cfg.data)
-    if len(targets[info.muon_fields[0]]) == 0:
-        raise DatasetError(f"{data_dir}: no muons in the train split (train_fraction={cfg.data.train_fraction})")
-    centres, scales = fit_target_scaling(targets, cfg.fields, cfg.inverse_fields)
 
-    L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
-    train_stream = make_stream(info, hit_fields, norm, "train", cfg, shuffle=True)
-    val_stream = make_stream(info, hit_fields, norm, "val", cfg, shuffle=False)
-    if val_stream.events == 0:
-        total = sum(int(s.get("rows", 0)) for s in info.manifest["shards"])
-        raise DatasetError(f"{data_dir}: the val split is empty ({total} events, "
-                           f"val_fraction={cfg.data.val_fraction}); use more events or a larger data.val_fraction")
-    train_loader, data_path = _loader(train_stream, cfg)
-    val_loader, _ = _loader(val_stream, cfg)
-    world = cfg.trainer.devices  # DDP ranks (one node); the process group does not exist yet
-    # the deal as the chosen path reads it: num_workers readers per rank when streaming, one when resident
-    train_plan = train_loader.dataset.plan(world)
-    steps_per_epoch = train_plan["batches_per_rank"]
-    if cfg.trainer.limit_train_batches:
-        steps_per_epoch = min(steps_per_epoch, cfg.trainer.limit_train_batches)
-    total_steps = cfg.trainer.max_steps or steps_per_epoch * cfg.trainer.max_epochs
+def train(cfg: TrainConfig | None, data_dir: str | Path, run_dir: str | Path, *, resume: bool = False,
+          overrides: dict[str, Any] | None = None, quiet: bool = False) -> dict[str, Any]:
+    """Train one run; returns a summary (best val loss, epochs, paths, throughput).
+
+    This function reconciles the run (a new config or ``--resume``, the overrides), writes the run
+    directory and drives the Trainer; the data side (open, normalise, scale targets, loaders, epoch
+    plan) is :class:`~pipeline.train.datamodule.RegressionDataModule`.
+    """
+    import time
+
+    import lightning as L
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    from .datamodule import RegressionDataModule
+    from .module import RegressionModule
+
+    run_dir = Path(run_dir)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    saved = run_dir / "config.yaml"
+    cfg = reconcile(cfg, run_dir, resume, overrides)
+
+    L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)  # before the model's initial weights
+    data = RegressionDataModule(cfg, data_dir)
+    data.setup("fit")
+    cfg, hit_fields, total_steps = data.cfg, data.hit_fields, data.total_steps
+    assert data.info is not None and data.norm is not None and data.train_stream is not None
 
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, saved)
-    run_info = {"hit_fields": hit_fields, "frame_fields": cfg.frame_fields, "assignment_field": cfg.assignment_field,
-                "muon_fields": info.muon_fields, "normalisation": norm.to_dict(),
-                "target_scaling": {f: {"centre": c, "scale": s, "space": "inverse" if f in cfg.inverse_fields
-                                       else "natural"} for f, c, s in zip(cfg.fields, centres, scales, strict=True)},
-                "dataset": {"path": str(Path(data_dir).resolve()), "schema": info.manifest["schema"],
-                            "shards": len(info.shards), "train_events": train_stream.events,
-                            "val_events": val_stream.events,
-                            "checksums_verified": cfg.data.verify_checksums},
-                # the deal of the train split to ranks and workers: every event once per epoch, plus
-                # `padding` repeated events so that every rank runs the same number of batches
-                "train_epoch_plan": train_plan,
-                "data_path": data_path,  # resident (split on the training device) or streaming
-                "versions": versions(), "command": sys.argv}
+    run_info = {**data.run_record(), "versions": versions(), "command": sys.argv}
     (run_dir / "run.json").write_text(json.dumps(run_info, indent=2))
 
     if resume:
@@ -162,8 +137,8 @@ def train(cfg: TrainConfig | None, data_dir: str | Path, run_dir: str | Path, *,
 
         module = load_module(last)  # weights_only=True, whatever the torch version's default
     else:
-        module = RegressionModule(cfg.to_dict(), hit_fields, info.muon_fields, norm.to_dict(), centres, scales,
-                                  total_steps)
+        module = RegressionModule(cfg.to_dict(), hit_fields, data.info.muon_fields, data.norm.to_dict(),
+                                  data.centres, data.scales, total_steps)
 
     t = cfg.trainer
     checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/loss", mode="min",
@@ -198,14 +173,14 @@ def train(cfg: TrainConfig | None, data_dir: str | Path, run_dir: str | Path, *,
         gradient_clip_val=t.gradient_clip or None, callbacks=callbacks,
         logger=CSVLogger(run_dir, name="logs"), default_root_dir=run_dir,
         limit_train_batches=t.limit_train_batches or 1.0, limit_val_batches=t.limit_val_batches or 1.0,
-        log_every_n_steps=max(1, min(50, steps_per_epoch)), num_sanity_val_steps=0,
+        log_every_n_steps=max(1, min(50, data.steps_per_epoch)), num_sanity_val_steps=0,
         # a run shorter than one epoch still validates (and so writes best.ckpt) at its end
-        val_check_interval=t.max_steps if 0 < t.max_steps < steps_per_epoch else None,
+        val_check_interval=t.max_steps if 0 < t.max_steps < data.steps_per_epoch else None,
         enable_progress_bar=False, enable_model_summary=False)
     if not quiet:
         n_params = sum(p.numel() for p in module.parameters())
         print(f"train: {n_params:,} parameters, {len(hit_fields)} hit + {len(cfg.frame_fields)} frame inputs, "
-              f"{train_stream.events} train / {val_stream.events} val events, {total_steps} steps "
+              f"{data.train_stream.events} train / {data.val_stream.events} val events, {total_steps} steps "
               f"on {accelerator.upper()} ({precision}); writing {run_dir}", file=sys.stderr, flush=True)
         minutes = total_steps * cfg.data.batch_size / CPU_EVENTS_PER_S / 60
         if accelerator == "cpu" and minutes > 5:
@@ -214,22 +189,21 @@ def train(cfg: TrainConfig | None, data_dir: str | Path, run_dir: str | Path, *,
                   "--max-steps N shortens the run", file=sys.stderr, flush=True)
     start = time.perf_counter()
     with warnings.catch_warnings():
-        # Our IterableDataset's len() is exact per worker (see data.ShardStream), so Lightning's
+        # Our IterableDataset's len() is exact per worker (see data.stream.ShardStream), so Lightning's
         # generic warning about len() with several workers does not apply.
         warnings.filterwarnings("ignore", message=".*IterableDataset. has .__len__. defined.*")
         warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
         if resume:  # resuming writes into the run's own checkpoint directory, on purpose
             warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
-            # the loader is resumed by seed and epoch (data.py), not by a state_dict
+            # the loader is resumed by seed and epoch (data.stream), not by a state_dict
             warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")
-        trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader,
-                    ckpt_path=str(last) if resume else None, weights_only=True)
+        trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume else None, weights_only=True)
     seconds = time.perf_counter() - start
     best = checkpoint.best_model_score
     summary = {"run_dir": str(run_dir), "best_checkpoint": checkpoint.best_model_path,
                "best_val_loss": float(best) if best is not None else None, "epochs": trainer.current_epoch,
                "steps": trainer.global_step, "seconds": seconds, "precision": precision, "threads": threads,
-               "train_events": train_stream.events, "data_path": data_path, **counter.totals(trainer)}
+               "train_events": data.train_stream.events, "data_path": data.data_path, **counter.totals(trainer)}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     if trainer.is_global_zero:  # what was actually trained on, summed over ranks
         run_info["trained"] = {k: summary[k] for k in ("epochs", "steps", "events_seen", "batches_seen",
@@ -266,22 +240,6 @@ def trained_events_counter() -> Any:
             return {"events_seen": values[0], "batches_seen": values[1], "epochs_completed_events": values[2:]}
 
     return TrainedEvents()
-
-
-def _loader(stream: Any, cfg: TrainConfig) -> tuple[Any, str]:
-    """The split's DataLoader and its kind: ``resident`` (on the training device, see
-    :mod:`pipeline.train.resident`) where ``data.resident`` allows it and the split fits, else ``streaming``."""
-    import torch
-
-    from .data import make_loader
-    from .resident import ResidentStream, make_resident_loader, use_resident
-
-    on_cuda = _on_cuda(cfg.trainer.accelerator)
-    device = torch.device("cuda", torch.cuda.current_device()) if on_cuda else torch.device("cpu")
-    if use_resident(cfg.data.resident, stream, device, cfg.data.resident_fraction):
-        # on CUDA the device is resolved at the first epoch (each DDP rank has its own)
-        return make_resident_loader(ResidentStream(stream, None if on_cuda else device)), "resident"
-    return make_loader(stream), "streaming"
 
 
 def _without_trainer(cfg: TrainConfig) -> dict[str, Any]:

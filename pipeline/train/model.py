@@ -4,25 +4,25 @@ Attention is ``F.scaled_dot_product_attention`` with the padding mask as a boole
 padded hits neither attend nor are attended to (the flash / memory-efficient kernels pick it up on
 GPU). Pre-LN blocks (LayerNorm before attention and MLP, residual around both) train stably without
 a warm-up dance at this size.
+
+Ordered bottom-up (attention → block → encoder → regressor → :func:`build_model`). ``build_model`` is
+the composer: it imports the task (:mod:`.task`) in one direction, and both import their shared
+layers from :mod:`.layers`, so no component imports the composer back.
 """
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING, Any
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..muon_frame import per_object_fields
+from .layers import Dense, float32_region
+from .task import WeightedPoolingRegression
 
-class Dense(nn.Module):
-    """Linear → GELU → Linear: the input net that lifts hit fields (or encoded hits) to ``dim``."""
-
-    def __init__(self, input_size: int, output_size: int, hidden: int | None = None) -> None:
-        super().__init__()
-        hidden = hidden or 2 * output_size
-        self.net = nn.Sequential(nn.Linear(input_size, hidden), nn.GELU(), nn.Linear(hidden, output_size))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
+if TYPE_CHECKING:
+    from .config import TrainConfig
 
 
 class SelfAttention(nn.Module):
@@ -80,11 +80,6 @@ class HitEncoder(nn.Module):
         return self.ln_f(x)
 
 
-def float32_region(like: Tensor):
-    """A context in which autocast is off (ops run in the dtype of their float32 inputs)."""
-    return torch.autocast(device_type=like.device.type, enabled=False)
-
-
 class MuonRegressor(nn.Module):
     """Encoder + weighted-pooling task: a plain ``nn.Module``, usable without Lightning."""
 
@@ -98,17 +93,32 @@ class MuonRegressor(nn.Module):
         encoded = self.encoder(batch["hits"], batch["hit_mask"])  # [B, L, D]
         return self.task(batch["hits"], encoded, batch["hit_mask"], batch["link"], batch["muon_mask"])
 
+    def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        """AdamW parameter groups ``[decay, no decay]``, after nanoGPT's ``configure_optimizers``.
 
-def build_model(cfg, hit_fields: list[str], muon_fields: list[str], centres: list[float] | None = None,
+        Rule: a parameter decays iff it has >= 2 dimensions (the weight matrices of the linear layers,
+        attention included) and is not an ``nn.Embedding`` weight. Everything 1-D (biases, LayerNorm
+        gains and shifts) and every embedding table (here the task's ``slot_embedding``, one learned
+        vector per muon slot) gets weight decay 0. nanoGPT today decays iff ``p.dim() >= 2``, which would
+        decay the embedding; its earlier version (from minGPT) kept ``nn.Embedding`` out, as here.
+        Parameters keep their ``parameters()`` order within each group.
+        """
+        embeddings = {id(m.weight) for m in self.modules() if isinstance(m, nn.Embedding)}
+        decay: list[nn.Parameter] = []
+        no_decay: list[nn.Parameter] = []
+        for p in self.parameters():
+            (decay if p.dim() >= 2 and id(p) not in embeddings else no_decay).append(p)
+        return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+
+def build_model(cfg: TrainConfig, hit_fields: list[str], muon_fields: list[str], centres: list[float] | None = None,
                 scales: list[float] | None = None) -> MuonRegressor:
     """The model a config describes.
 
     The input width is ``len(hit_fields) + len(cfg.frame_fields)`` (22 in v1, 23 with eta, plus the
     muon-frame inputs): the loader appends the frame inputs after the dataset's.
     """
-    from ..muon_frame import per_object_fields
-    from .task import WeightedPoolingRegression
-
     width = len(hit_fields) + len(cfg.frame_fields)
     per_object = set(per_object_fields())
     object_inputs = [len(hit_fields) + i for i, name in enumerate(cfg.frame_fields) if name in per_object]

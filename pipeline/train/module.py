@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from .config import config_from_dict
-from .model import build_model
+from .model import MuonRegressor, build_model
 
 
 class RegressionModule(L.LightningModule):
@@ -60,7 +60,8 @@ class RegressionModule(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         t = self.cfg.trainer
-        opt = torch.optim.AdamW(self.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        # weight decay on the weight matrices only: not on biases, LayerNorms, the slot embedding
+        opt = torch.optim.AdamW(self.model.param_groups(t.weight_decay), lr=t.lr)
         total = max(int(self.hparams.total_steps), 1)
         warmup = min(t.warmup_steps, total // 5)  # a short run must not spend itself warming up
 
@@ -73,6 +74,18 @@ class RegressionModule(L.LightningModule):
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """``--resume`` of a run saved with one AdamW group (before :meth:`MuonRegressor.param_groups`):
+        its optimiser and scheduler states are split into the two groups, so the moments carry over."""
+        states = checkpoint.get("optimizer_states") or []
+        if len(states) != 1 or len(states[0].get("param_groups", [])) != 1:
+            return
+        states[0] = split_optimizer_state(states[0], self.model)
+        for sched in checkpoint.get("lr_schedulers") or []:
+            for key in ("base_lrs", "_last_lr"):
+                if len(sched.get(key) or []) == 1:
+                    sched[key] = sched[key] * 2
 
 
 
@@ -105,3 +118,22 @@ class _CompiledOrEager:
 def compile_model(model: torch.nn.Module) -> Any:
     """The model under ``torch.compile`` (dynamic shapes: batches vary in padded length), eager on failure."""
     return _CompiledOrEager(model)
+
+
+def split_optimizer_state(state: dict[str, Any], model: MuonRegressor) -> dict[str, Any]:
+    """A one-group optimiser ``state_dict`` over ``model.parameters()`` → the two groups of
+    ``model.param_groups``: the same per-parameter state (AdamW moments, step), renumbered as the new
+    groups order the parameters; the no-decay group gets weight decay 0."""
+    (group,) = state["param_groups"]
+    position = {id(p): i for i, p in enumerate(model.parameters())}
+    new_groups, new_state, n = [], {}, 0
+    for g in model.param_groups(group["weight_decay"]):
+        ids = []
+        for p in g["params"]:
+            old = group["params"][position[id(p)]]
+            if old in state["state"]:
+                new_state[n] = state["state"][old]
+            ids.append(n)
+            n += 1
+        new_groups.append({**group, "weight_decay": g["weight_decay"], "params": ids})
+    return {"state": new_state, "param_groups": new_groups}

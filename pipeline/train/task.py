@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .model import Dense
+from .layers import Dense, float32_region
 
 #: ``predict`` clamps inverse-space outputs into this range before inverting (the seed's values).
 INVERSE_CLAMP = (1e-6, 1e6)
@@ -117,8 +117,6 @@ class WeightedPoolingRegression(nn.Module):
         Runs in float32 whatever the autocast state: the pooled muon-frame inputs carry the bending
         at the 1e-3 level, which bf16 would round away; the head is small next to the encoder.
         """
-        from .model import float32_region
-
         with float32_region(encoded):
             return self._forward(raw.float(), encoded.float(), hit_mask, link, muon_mask)
 

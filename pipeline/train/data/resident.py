@@ -4,7 +4,7 @@ When the selected columns of a split fit in device memory (:func:`fits`), the ev
 loader deals to this DDP rank (:meth:`ShardStream.slot` of one reader per rank, i.e. ``num_workers: 0``:
 every event of the split once per epoch across ranks, plus the recorded padding) are read once, through
 the streaming loader's own reader (:meth:`ShardStream.read_segment`: normalisation, muon-frame inputs,
-split filter), into one :class:`~pipeline.train.data.Chunk`, and its arrays are copied to the device
+split filter), into one :class:`~pipeline.train.data.chunks.Chunk`, and its arrays are copied to the device
 (pinned host memory → device on CUDA)::
 
     hits        [N_hits, F]   float32   normalised inputs + muon-frame inputs (computed once, at load)
@@ -12,7 +12,7 @@ split filter), into one :class:`~pipeline.train.data.Chunk`, and its arrays are 
     hit_offsets [E + 1]       int64     (and muon_offsets [E + 1], muons [N_muons, K], event, row [E])
 
 An epoch's batches (which events go into which batch) are the streaming loader's, computed by the same
-code (:func:`~pipeline.train.data.cut_buffer`) on the per-event hit counts only: segment order,
+code (:func:`~pipeline.train.data.batches.cut_buffer`) on the per-event hit counts only: segment order,
 shuffle buffer, carry-over, length bucketing, batch order. It costs a few numpy operations on ``E``
 integers per epoch and is uploaded in one copy. A step then gathers and pads its batch with a handful
 of device kernels (:func:`collate_tensors`), with no worker process and no host copy. For the same
@@ -38,8 +38,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import ConfigError
-from .data import Chunk, Segment, ShardStream, clip_links, concat_chunks, cut_buffer
+from ...errors import ConfigError
+from .batches import clip_links, cut_buffer
+from .chunks import Chunk, concat_chunks
+from .deal import Segment
+from .stream import ShardStream
 
 MODES = ("auto", "on", "off")
 
@@ -166,7 +169,7 @@ class Resident:
 def collate_tensors(store: Resident, idx: Tensor, L: int, M: int, max_muons: int) -> dict[str, Tensor]:
     """Events ``idx`` [B] (device int64) of ``store`` padded to ``L`` hits and ``M`` muons, on the device.
 
-    The same dict as :func:`pipeline.train.data.collate` (``hits`` [B, L, F] float32, ``hit_mask``
+    The same dict as :func:`pipeline.train.data.batches.collate` (``hits`` [B, L, F] float32, ``hit_mask``
     [B, L] bool, ``link`` [B, L] int64, ``muons`` [B, M, K], ``muon_mask`` [B, M], ``event``, ``row``
     [B] int64); ``L``/``M`` come from the host copies of the counts, so no device sync is needed.
     """
@@ -249,7 +252,7 @@ class ResidentStream(torch.utils.data.IterableDataset):
             return self._store
         t0 = time.perf_counter()
         if device.type == "cpu":
-            from ..heap import reuse_freed_memory
+            from ...heap import reuse_freed_memory
 
             reuse_freed_memory()  # each padded batch is a few MiB: reuse freed heap, no page faults
         segments: list[Segment] = self.stream.slot(rank, world, 0, 1)

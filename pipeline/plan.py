@@ -1,0 +1,92 @@
+"""The plan of a run (``_work/plan.json``) and the records of its finished units (``_work/units/``).
+
+A producer (``convert``; later ones the same way) writes the plan before any unit runs: the schema,
+the tool version, the configuration and its hash, the inputs (with their identities) and the inputs
+skipped, and the ordered work units. A resumed run reads it back as a :class:`Plan`, compares it
+(:meth:`Plan.same_run`, :meth:`Plan.input_paths`), reuses its units and skips those whose record says
+done and whose shard exists (:meth:`Plan.finished`); ``finalize`` builds the manifest from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ._version import __version__
+from .errors import DatasetError
+from .format import PLAN, RECORDS, Unit
+from .storage import OutputDir
+
+
+@dataclass(frozen=True)
+class Plan:
+    """``_work/plan.json`` as a value. ``inputs``/``skipped_inputs`` are the producer's input records
+    (dicts with at least ``path``); ``units`` are in plan order (their ``index``)."""
+
+    schema: dict
+    config: dict
+    config_hash: str
+    inputs: list[dict]
+    skipped_inputs: list[dict]
+    units: list[Unit]
+    tool_version: str = __version__
+    extra: dict = field(default_factory=dict)  # keys of a plan this version does not know, kept as they are
+
+    _KEYS = ("schema", "tool_version", "config", "config_hash", "inputs", "skipped_inputs", "units")
+
+    @classmethod
+    def from_dict(cls, doc: dict) -> Plan:
+        return cls(schema=doc.get("schema", {}), config=doc.get("config", {}), config_hash=doc.get("config_hash", ""),
+                   inputs=list(doc.get("inputs", [])), skipped_inputs=list(doc.get("skipped_inputs", [])),
+                   units=[Unit(**u) for u in doc.get("units", [])], tool_version=doc.get("tool_version", ""),
+                   extra={k: v for k, v in doc.items() if k not in cls._KEYS})
+
+    def to_dict(self) -> dict:
+        """The JSON document (key order as written since format 1: plans compare equal across versions)."""
+        return {"schema": self.schema, "tool_version": self.tool_version, "config": self.config,
+                "config_hash": self.config_hash, "inputs": self.inputs, "skipped_inputs": self.skipped_inputs,
+                "units": [u.to_dict() for u in self.units], **self.extra}
+
+    @classmethod
+    def load(cls, out: OutputDir) -> Plan | None:
+        """The plan of ``out``, or None when there is none yet."""
+        return cls.from_dict(out.read_json(PLAN)) if out.exists(PLAN) else None
+
+    @classmethod
+    def require(cls, out: OutputDir) -> Plan:
+        """The plan of ``out``; DatasetError when there is none (not an output of this tool)."""
+        plan = cls.load(out)
+        if plan is None:
+            raise DatasetError(f"{out.url} has no {PLAN}: not a muon-pipeline output directory (run convert first)")
+        return plan
+
+    def write(self, out: OutputDir) -> None:
+        out.write_json(PLAN, self.to_dict())
+
+    def same_run(self, config_hash: str) -> bool:
+        """Made with the same configuration and tool version: its finished units can be reused."""
+        return self.config_hash == config_hash and self.tool_version == __version__
+
+    def input_paths(self) -> set[str]:
+        """Every input path the plan names, read or skipped."""
+        return {i["path"] for i in self.inputs} | {i["path"] for i in self.skipped_inputs}
+
+    def finished(self, out: OutputDir) -> set[str]:
+        """Keys of the units recorded as done whose shard exists."""
+        return {k for k, r in load_records(out, self.units).items()
+                if r["status"] == "done" and out.exists(r["shard"]["path"])}
+
+
+def load_records(out: OutputDir, units: list[Unit]) -> dict[str, dict]:
+    """Unit records present in the output directory, by unit key (unreadable or foreign ones ignored)."""
+    present = set(out.listdir(RECORDS))
+    records = {}
+    for u in units:
+        name = u.record.rsplit("/", 1)[1]
+        if name in present:
+            try:
+                rec = out.read_json(u.record)
+            except ValueError:
+                continue
+            if rec.get("unit", {}).get("key") == u.key:
+                records[u.key] = rec
+    return records

@@ -1,0 +1,254 @@
+"""The write contract every producer of a dataset shares: plan, resume, run the units, finalize.
+
+A *producer* (``convert``: ROOT dumps → shards; any later one, e.g. a dataset derived from a parent
+dataset, the same way) says what its configuration is, how its inputs are cut into work units, which
+function runs one unit, and how the manifest is assembled (:class:`Producer`). :func:`produce` does
+the rest, identically for all of them:
+
+* checks the output (new, empty, or an output of the same kind; no linked folders), takes its lock
+  (shared for a job-array task, exclusive otherwise);
+* writes the :class:`~pipeline.plan.Plan`, or compares the existing one: another configuration, tool
+  version or input set is refused unless ``reconfigure``; an input replaced since is refused;
+* skips units recorded as done whose shard exists (a resume after kill -9 redoes only the rest);
+* runs the rest on the executor the :class:`~pipeline.settings.RunSettings` name (in process, a
+  local pool, Dask, SLURM), with progress; a job-array task runs its share only;
+* finalizes the manifest (not for a job-array task: ``muon-pipeline finalize`` does it once).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .config import config_diff
+from .errors import ConfigError
+from .executors import UnitJob, run_units
+from .format import MANIFEST, SHARDS, TMP_MARK, Unit
+from .inputs import local_identity
+from .plan import Plan, load_records
+from .progress import Reporter
+from .settings import RunSettings
+from .storage import OutputDir
+
+
+class Producer(Protocol):
+    """What a kind of dataset brings to :func:`produce`."""
+
+    #: The command's name, for messages ("re-run the same convert command").
+    command: str
+
+    def config_dict(self) -> dict:
+        """The configuration that decides the output bytes (the plan records it)."""
+
+    def config_hash(self) -> str:
+        """Hash of :meth:`config_dict`: part of every unit key, the resume key."""
+
+    def schema_doc(self) -> dict:
+        """``{"name": …, "version": …}`` of the schema the shards are written in."""
+
+    def plan_units(self, paths: list[str], settings: RunSettings) -> tuple[list[dict], list[dict], list[Unit]]:
+        """Open the inputs and cut them into units: (input records, skipped inputs with reasons, units)."""
+
+    def job(self, out_url: str, settings: RunSettings) -> UnitJob:
+        """The job every executor runs per unit."""
+
+    def finalize(self, out: OutputDir) -> dict:
+        """Assemble and write the manifest from the plan and the unit records; returns it."""
+
+
+@dataclass
+class RunResult:
+    """What a run did: units planned, run now and reused, what was skipped, seconds, its task."""
+
+    manifest: dict | None
+    units_total: int
+    units_run: int
+    units_reused: int
+    skipped_inputs: list[dict] = field(default_factory=list)
+    skipped_units: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    task: tuple[int, int] | None = None
+
+    @property
+    def skipped_anything(self) -> bool:
+        return bool(self.skipped_inputs or self.skipped_units)
+
+
+@dataclass
+class _Executed:
+    plan: Plan
+    mine: list[Unit]  # this task's units (all units without a task)
+    todo: list[Unit]  # of those, the ones run now
+
+
+def produce(producer: Producer, paths: list[str], output: str, settings: RunSettings, *,
+            task: tuple[int, int] | None = None, reconfigure: bool = False) -> RunResult:
+    """Produce (or resume) the dataset in ``output`` from the listed ``paths``; see the module docstring.
+
+    Raises ConfigError for a refused plan or output, InputError for a bad input (unless
+    ``settings.skip_bad``), DatasetError when finalize finds units missing.
+    """
+    t0 = time.perf_counter()
+    if task is not None and not (0 <= task[0] < task[1]):
+        raise ConfigError(f"--task-index must be in [0, --task-count), got {task[0]} of {task[1]}")
+    if not output.strip():
+        raise ConfigError("--output must name a folder")
+    out = OutputDir(output)
+    check_output(out, output, producer.command)
+    created = not out.fs.exists(out.root)
+    out.makedirs(SHARDS)
+    try:
+        with out.lock(shared=task is not None):
+            done = _execute(producer, out, output, paths, settings, task, reconfigure)
+            manifest = None if task is not None else producer.finalize(out)
+    except BaseException:
+        if created:
+            _remove_empty_dirs(out)  # a command that failed before writing anything leaves no folder behind
+        raise
+
+    records = load_records(out, done.plan.units)
+    skipped_units = [r for r in records.values() if r["status"] == "skipped"]
+    return RunResult(manifest=manifest, units_total=len(done.plan.units), units_run=len(done.todo),
+                     units_reused=len(done.mine) - len(done.todo), skipped_inputs=done.plan.skipped_inputs,
+                     skipped_units=skipped_units, seconds=time.perf_counter() - t0, task=task)
+
+
+def check_output(out: OutputDir, output: str, command: str = "convert") -> None:
+    """Before any work (``output`` is not empty): the output is new, empty, or an output of a producer
+    (it has a plan); never a file, a migrate output or someone else's folder (finalize would delete
+    part-* files there); and no folder below it is a symbolic link (nothing may be deleted through one,
+    so refuse now, not after the work)."""
+    if out.local and os.path.isfile(out.root):
+        raise ConfigError(f"--output {output} is a file, not a folder")
+    for rel in (SHARDS, "_work", "_work/units"):
+        out.check_no_links(rel)
+    if Plan.load(out) is not None or not out.fs.exists(out.root):
+        return
+    files = list(out.fs.find(out.root)) if out.local else out.listdir(".")
+    files = [f for f in files if not os.path.basename(f).startswith(TMP_MARK)]  # a killed run's own leftovers
+    if files:
+        shown = ", ".join(sorted(os.path.relpath(f, out.root) if out.local else f for f in files)[:5])
+        raise ConfigError(f"output {output} exists and holds files but no {command} plan ({shown}): it is not a "
+                          f"{command} output (a migrate output, or another folder); choose a new --output directory")
+
+
+def _remove_empty_dirs(out: OutputDir) -> None:
+    """Remove the output folder made by this run, and its sub-folders, where they hold nothing (local only)."""
+    if not out.local:
+        return  # object stores have no empty folders to leave behind
+    for dirpath, _dirs, _files in sorted(os.walk(out.root), key=lambda w: -w[0].count(os.sep)):
+        with contextlib.suppress(OSError):  # not empty: something was written, keep it (resume needs it)
+            os.rmdir(dirpath)
+
+
+def _as_planned(old: Plan | None, paths: list[str]) -> list[str]:
+    """``paths`` with each local input spelled as the existing plan recorded it, when both spellings
+    name the same file (``in/a.root``, ``./in/a.root``, ``/abs/in/a.root``, a link to it): a resumed
+    run then compares, keys and labels (``source_file``) its inputs exactly as the first run did.
+    Remote inputs and files the plan does not hold are left as given."""
+    if old is None:
+        return paths
+    recorded: dict[str | None, str] = {}
+    for q in sorted(old.input_paths()):
+        recorded.setdefault(local_identity(q), q)
+    recorded.pop(None, None)  # remote inputs keep their spelling
+    return [recorded.get(local_identity(p), p) for p in paths]
+
+
+def _keep_finished_inputs(old: Plan | None, config_hash: str, paths: list[str], good: list[dict],
+                          skipped: list[dict], units: list[Unit]) -> tuple[list[dict], list[dict], list[Unit]]:
+    """With --skip-bad-files, an input that cannot be read now (a server down, a disk unmounted) but was
+    planned before with the same configuration keeps its old units: the finished ones are reused, so
+    their shards are never deleted because a file was briefly unreachable. Returns (good, skipped, units)."""
+    if old is None or not old.same_run(config_hash):
+        return good, skipped, units
+    old_inputs = {i["path"]: i for i in old.inputs}
+    back = {s["path"] for s in skipped if s["path"] in old_inputs}
+    if not back:
+        return good, skipped, units
+    by_path = {i["path"]: i for i in good}
+    new_units = {p: [u for u in units if u.input == p] for p in by_path}
+    kept_good, kept_units = [], []
+    for p in paths:
+        if p in by_path:
+            kept_good.append(by_path[p])
+            kept_units += new_units[p]
+        elif p in back:
+            kept_good.append(old_inputs[p])
+            kept_units += [u for u in old.units if u.input == p]
+    kept_units = [Unit(k, u.input, u.entry_start, u.entry_stop, u.key, u.uuid) for k, u in enumerate(kept_units)]
+    return kept_good, [s for s in skipped if s["path"] not in back], kept_units
+
+
+def _checked_plan(out: OutputDir, old: Plan | None, new: Plan, reconfigure: bool) -> None:
+    """Write ``new`` unless ``old`` is the same plan; refuse another configuration, tool version, input
+    set or a replaced input unless ``reconfigure``."""
+    if old is not None:
+        if not old.same_run(new.config_hash) and not reconfigure:
+            diff = config_diff({"tool_version": old.tool_version or None, **old.config},
+                               {"tool_version": new.tool_version, **new.config})
+            raise ConfigError(f"{out.url} was produced with a different configuration:\n  " + "\n  ".join(diff)
+                              + "\nUse a new --output directory, or --reconfigure to redo what the change affects.")
+        if old.to_dict() == new.to_dict():
+            return
+        # The input set is part of the dataset's identity, like the configuration: a different list
+        # (a late file, an incomplete listing in one job-array task, a second `convert b.root -o DS`)
+        # would make finalize delete finished shards of the inputs not listed now.
+        was, now = old.input_paths(), new.input_paths()
+        changed = [(i["path"], o.get("uuid"), i.get("uuid")) for i in new.inputs for o in old.inputs
+                   if o["path"] == i["path"] and (o.get("uuid"), o.get("size")) != (i.get("uuid"), i.get("size"))]
+        if changed and not reconfigure:
+            lines = [f"{p}: ROOT UUID {a} -> {b}" for p, a, b in changed]
+            raise ConfigError(f"{out.url}: input file(s) replaced since the dataset was planned:\n  " + "\n  ".join(lines)
+                              + "\nRestore them, use a new --output directory, or --reconfigure to redo their units "
+                              "(their old shards are deleted).")
+        if was != now and not reconfigure:
+            lines = [f"+ {p}" for p in sorted(now - was)] + [f"- {p}" for p in sorted(was - now)]
+            raise ConfigError(f"{out.url} was planned for other inputs (+ added, - removed):\n  " + "\n  ".join(lines)
+                              + "\nList the same inputs to resume, use a new --output directory, or --reconfigure "
+                              "to make the dataset follow the new list (shards of removed inputs are deleted).")
+    out.remove(MANIFEST)  # the plan changes: an old manifest would describe other shards
+    new.write(out)
+
+
+def _execute(producer: Producer, out: OutputDir, output: str, paths: list[str], settings: RunSettings,
+             task: tuple[int, int] | None, reconfigure: bool) -> _Executed:
+    old = Plan.load(out)
+    paths = _as_planned(old, paths)
+    config_hash = producer.config_hash()
+    if task is not None and old is not None and old.same_run(config_hash) and \
+            sorted([i["path"] for i in old.inputs] + [s["path"] for s in old.skipped_inputs]) == sorted(paths):
+        plan = old  # job-array tasks: no need for every task to open every input again
+    else:
+        good, skipped, units = producer.plan_units(paths, settings)
+        if skipped and not reconfigure:
+            good, skipped, units = _keep_finished_inputs(old, config_hash, paths, good, skipped, units)
+        plan = Plan(schema=producer.schema_doc(), config=producer.config_dict(), config_hash=config_hash,
+                    inputs=good, skipped_inputs=skipped, units=units)
+        _checked_plan(out, old, plan, reconfigure)
+
+    finished = plan.finished(out)
+    mine = [u for u in plan.units if task is None or u.index % task[1] == task[0]]
+    todo = [u for u in mine if u.key not in finished]
+    total = sum(u.entries for u in todo)
+
+    with Reporter(total, quiet=settings.quiet, units=len(todo)) as rep:
+        if len(mine) > len(todo):
+            rep.log(f"resuming: {len(mine) - len(todo)} of {len(mine)} units already done")
+        for s in plan.skipped_inputs:
+            rep.log(f"skipped input {s['path']}: {s['reason']}")
+
+        def on_record(rec: dict) -> None:
+            if rec["status"] == "skipped":
+                rep.log(f"skipped {rec['unit']['input']} entries {rec['unit']['entry_start']}-"
+                        f"{rec['unit']['entry_stop']}: {rec['reason']}")
+            rep.unit_done()
+
+        # Every executor reports entries as they are done and each record as its unit finishes; with
+        # --quiet nothing is shown, so no chunk reports travel at all (no queue, no Dask events).
+        run_units(todo, producer.job(output, settings), settings, on_record,
+                  progress=None if settings.quiet else rep.advance)
+    return _Executed(plan, mine, todo)

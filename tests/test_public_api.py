@@ -1,0 +1,66 @@
+"""The curated public API (``import pipeline``) and the optional-dependency messages."""
+
+from __future__ import annotations
+
+import importlib.util
+import pydoc
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import pipeline
+from pipeline import extras
+from pipeline.errors import ConfigError
+
+
+def test_public_names_are_the_same_object_on_every_access():
+    """`pipeline.convert` was the function on first access and the submodule `pipeline.convert` after it
+    (the lazy import put the module on the package), so a second call failed: 'module' is not callable."""
+    code = ("import pipeline\n"
+            "first = pipeline.convert\n"
+            "second = pipeline.convert\n"
+            "import pipeline.conversion, pipeline.dataset, pipeline.validate\n"
+            "assert first is second is pipeline.convert, (first, second, pipeline.convert)\n"
+            "assert callable(pipeline.convert) and pipeline.convert.__name__ == 'convert'\n"
+            "for name in pipeline.__all__:\n"
+            "    assert getattr(pipeline, name) is getattr(pipeline, name), name\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_import_pipeline_stays_cheap():
+    r = subprocess.run([sys.executable, "-c", "import pipeline, sys; print(sorted(m for m in ('uproot', 'pyarrow', "
+                        "'torch', 'awkward') if m in sys.modules))"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
+
+
+def test_help_lists_the_public_api_with_docstrings():
+    text = pydoc.render_doc(pipeline, renderer=pydoc.plaintext)
+    for name in pipeline.__all__:
+        if name == "__version__":
+            continue
+        assert name in text, name
+        assert (getattr(pipeline, name).__doc__ or "").strip(), f"{name} has no docstring"
+
+
+@pytest.mark.parametrize("extra", sorted(extras.EXTRAS))
+def test_every_missing_extra_names_an_install_command_that_works_from_a_clone(monkeypatch, extra):
+    real = importlib.util.find_spec
+    first = next(iter(extras.EXTRAS[extra]))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == first else real(name, *a))
+    with pytest.raises(ConfigError) as err:
+        extras.require(extra, "this feature")
+    msg = str(err.value)
+    assert f"pip install -e '.[{extra}]'" in msg and extras.EXTRAS[extra][first] in msg
+    # the extra exists in pyproject.toml, so the line installs something
+    pyproject = Path(pipeline.__file__).resolve().parent.parent / "pyproject.toml"
+    assert f"\n{extra} = [" in pyproject.read_text()
+
+
+def test_the_cli_stand_in_for_a_missing_stage_gives_the_same_install_line():
+    from pipeline.cli import _unavailable
+
+    cmd = _unavailable("train", ImportError("No module named 'torch'"))
+    assert extras.install_line("train") in cmd.help
