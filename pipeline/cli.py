@@ -4,7 +4,10 @@ No logic lives here beyond turning options into typed configuration, printing, a
 ``pipeline.errors`` to exit codes:
 
 * 0 success, 1 failure (bad data, failed validation), 2 usage or configuration error,
-* 3 finished, but some inputs were skipped (``convert --skip-bad-files``).
+* 3 finished, but some inputs were skipped (``convert --skip-bad-files``),
+* 128 + N stopped by signal N: 130 SIGINT (Ctrl-C), 143 SIGTERM (a batch system's time limit or
+  preemption), 138 SIGUSR1; finished work is kept, nothing partial is visible, and running the same
+  command again resumes (``train`` saves a checkpoint at the step it was at: ``train --resume``).
 
 Sub-commands of other stages live beside the code they drive (``pipeline.simulate.command``,
 ``pipeline.train.command``) and are registered here; the training commands import torch only
@@ -13,15 +16,41 @@ when they run, so preprocessing never pays for it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import os
+import signal
 import sys
 
 import click
 
 from ._version import __version__
-from .errors import PipelineError
+from .errors import Interrupted, PipelineError
+
+#: Signals every command stops on with exit code 128 + N (SIGINT arrives as KeyboardInterrupt).
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+class _Signalled(BaseException):
+    """Raised in the main thread by SIGTERM / SIGUSR1 while a command runs (like KeyboardInterrupt for
+    SIGINT), so ``finally`` blocks and atomic writers clean up on the way out."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_signalled(signum: int, frame: object) -> None:
+    raise _Signalled(signum)
+
+
+def _stopped(ctx: click.Context, signum: int) -> None:
+    """One line and exit 128 + ``signum`` for a command stopped by a signal."""
+    name = ctx.invoked_subcommand or ctx.info_name or "muon-pipeline"
+    click.secho(f"{name}: stopped by {signal.Signals(signum).name}; finished work is kept and nothing partial is "
+                "visible; run the same command again to resume", fg="yellow", err=True)
+    sys.exit(128 + signum)
 
 #: Commands defined beside the stage they drive, imported only when used.
 _LAZY_COMMANDS = {
@@ -49,8 +78,19 @@ class _Group(click.Group):
         return super().get_command(ctx, name)
 
     def invoke(self, ctx: click.Context):  # noqa: D401
+        old = {}
+        for sig in _STOP_SIGNALS:
+            with contextlib.suppress(ValueError, OSError):  # not the main thread (a caller's thread): leave them
+                old[sig] = signal.signal(sig, _raise_signalled)
         try:
             return super().invoke(ctx)
+        except Interrupted as err:  # a command that stopped cleanly on a signal says what it kept
+            click.secho(str(err), fg="yellow", err=True)
+            sys.exit(err.exit_code)
+        except KeyboardInterrupt:
+            _stopped(ctx, signal.SIGINT)
+        except _Signalled as stop:
+            _stopped(ctx, stop.signum)
         except PipelineError as err:
             click.secho(f"Error: {err}", fg="red", err=True)
             sys.exit(err.exit_code)
@@ -59,6 +99,9 @@ class _Group(click.Group):
             click.secho(f"Error: {where}permission denied ({err.strerror or err}); check the folder's owner and "
                         "mode", fg="red", err=True)
             sys.exit(1)
+        finally:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
 
 
 def _unavailable(name: str, err: Exception) -> click.Command:

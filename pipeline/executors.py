@@ -146,18 +146,34 @@ def run_processes(units: list[Unit], job: UnitJob, workers: int, on_record: OnRe
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_pool_worker,
                              initargs=(os.getpid(), chunks)) as pool:
         pending = {pool.submit(_run_unit_in_pool, job, u) for u in units}
-        while pending:
-            done, pending = wait(pending, timeout=poll, return_when=FIRST_COMPLETED)
-            drain()
-            for fut in done:
-                err = fut.exception()
-                if err is not None:
-                    for p in pending:
-                        p.cancel()
-                    raise err
-                rec = fut.result()
-                track.finished(rec)
-                on_record(rec)
+        try:
+            while pending:
+                done, pending = wait(pending, timeout=poll, return_when=FIRST_COMPLETED)
+                drain()
+                for fut in done:
+                    err = fut.exception()
+                    if err is not None:
+                        for p in pending:
+                            p.cancel()
+                        raise err
+                    rec = fut.result()
+                    track.finished(rec)
+                    on_record(rec)
+        except Exception:  # a failed unit: the running ones finish (their records make a resume shorter)
+            raise
+        except BaseException:  # Ctrl-C, SIGTERM: stop now
+            _stop_pool(pool)
+            raise
+
+
+def _stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Stopped by a signal: drop the queued units and end the workers now, instead of
+    waiting for every queued unit (hours with thousands). A unit cut short leaves only its hidden
+    temporary, which the next run removes; finished units stay recorded."""
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in list(getattr(pool, "_processes", {}).values()):  # no public handle on the workers
+        with contextlib.suppress(Exception):
+            proc.terminate()
 
 
 def local_cluster(workers: int, dashboard: str | None = None):
