@@ -123,8 +123,8 @@ def check_sources(out: OutputDir, manifest: dict, identity: Identity | None, ent
         return 0
     if manifest["tool_version"] != __version__:
         add(Problem("source", f"the dataset was written by muon-pipeline {manifest['tool_version']}, this is "
-                    f"{__version__}: re-derive with the same version (pip install muon-pipeline=="
-                    f"{manifest['tool_version']})", where=("tool_version",)))
+                    f"{__version__}: re-derive with the same version (in a clone: git checkout "
+                    f"v{manifest['tool_version']}, then pip install -e .)", where=("tool_version",)))
         return 0
     cfg = ConvertConfig.from_dict(manifest["config"])
     done = 0

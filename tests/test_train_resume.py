@@ -109,17 +109,20 @@ def test_epoch_seed_is_a_function_of_seed_epoch_rank_worker_only():
 
 # ------------------------------------------------------------------------- resume = uninterrupted
 @pytest.mark.slow
-@pytest.mark.parametrize(("resident", "workers"), [("off", 0), ("off", 2), ("on", 0)])
-def test_sigterm_then_resume_equals_the_uninterrupted_run(monkeypatch, tmp_path, converted_random, resident, workers):
+@pytest.mark.parametrize(("resident", "workers", "where"), [("off", 0, "mid"), ("off", 2, "mid"), ("on", 0, "mid"),
+                                                          ("off", 2, "end"), ("on", 0, "end")])
+def test_sigterm_then_resume_equals_the_uninterrupted_run(monkeypatch, tmp_path, converted_random, resident, workers,
+                                                          where):
     """Case 2 (a mid-epoch resume repeated 128 events and skipped 103) and case 3 (SIGTERM exited 0 with no
-    checkpoint): stopped by SIGTERM mid-epoch and resumed, the run trains the same events in the same
-    order and ends with bit-identical weights, streaming (0 and 2 workers) and device-resident."""
-    cfg = tiny(num_workers=workers, resident=resident)
+    checkpoint): stopped by SIGTERM and resumed, the run trains the same events in the same order and ends
+    with bit-identical weights, streaming (0 and 2 workers) and device-resident; stopped inside an epoch,
+    and on an epoch's last batch (the stop then waits for that epoch's validation)."""
+    cfg = tiny(num_workers=workers, resident=resident, patience=5)
     ref_log: list = []
     ref, ref_w = run(monkeypatch, cfg, converted_random, tmp_path / "ref", ref_log)
     assert isinstance(ref, dict), ref
     steps, per_epoch = ref["steps"], len(ref_log) // 3
-    stop_at = per_epoch + per_epoch // 2 + 1  # inside the second epoch
+    stop_at = per_epoch + per_epoch // 2 + 1 if where == "mid" else per_epoch
     log: list = []
     stopped, _ = run(monkeypatch, cfg, converted_random, tmp_path / "run", log, stop_at=stop_at)
     assert getattr(stopped, "exit_code", None) == 143, stopped
@@ -131,6 +134,7 @@ def test_sigterm_then_resume_equals_the_uninterrupted_run(monkeypatch, tmp_path,
     assert isinstance(resumed, dict) and resumed["steps"] == steps
     assert by_epoch(log) == by_epoch(ref_log)  # every epoch: the same events, in the same order, once
     assert same_weights(w, ref_w)
+    assert resumed["best_val_loss"] == ref["best_val_loss"]
 
 
 @pytest.mark.slow
@@ -249,3 +253,41 @@ def test_resume_from_a_damaged_last_falls_back_to_the_previous(monkeypatch, tmp_
     r = CliRunner().invoke(main, ["train", "--resume", "--data", str(converted_random), "--output",
                                   str(tmp_path / "run")])
     assert r.exit_code == 2 and "Traceback" not in r.output and "no readable previous.ckpt" in r.output, r.output
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("slurm")
+def test_generated_training_job_requeues_itself_on_slurm_and_ends_as_uninterrupted(tmp_path, slurm, converted_random,
+                                                                                   monkeypatch):
+    """The generated training script on a real single-node SLURM: sent its time-limit warning (SIGUSR1 to
+    the batch script, what `--signal=B:USR1@N` does before the limit), train checkpoints and the job
+    requeues itself; the next start resumes, and the run ends with the uninterrupted run's weights."""
+    import yaml
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(tiny(max_epochs=12, checkpoint_every=5)))
+    args = ["--config", str(tmp_path / "tiny.yaml"), "--data", str(converted_random)]
+    ref = subprocess.run([str(BIN / "muon-pipeline"), "train", *args, "--output", str(tmp_path / "ref")],
+                         capture_output=True, text=True)
+    assert ref.returncode == 0, ref.stderr
+    r = CliRunner().invoke(main, ["submit-script", "--system", "slurm", "--job", "train", "--script", "train.sh",
+                                  "--", *args, "--output", "run"])
+    assert r.exit_code == 0, r.output
+    script = (tmp_path / "train.sh").read_text()
+    assert "#SBATCH --requeue" in script and "#SBATCH --signal=B:USR1@300" in script
+    job = slurm.sbatch(str(tmp_path / "train.sh"))
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 120
+    while time.time() < deadline and not ((m := read_meta(last)) and m.get("step", 0) >= 5):
+        time.sleep(0.05)
+    sent = subprocess.run(["scancel", "--signal=USR1", "--batch", job], capture_output=True, text=True, env=slurm.env)
+    assert sent.returncode == 0, sent.stderr
+    slurm.wait(240)
+    log = "".join(p.read_text() for p in (tmp_path / "logs").iterdir())
+    assert "requeueing job" in log and "start 1 of job" in log and "--resume" in log, log
+    assert slurm.exit_codes(job) == ["0:0"], log
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["steps"] == json.loads((tmp_path / "ref" / "summary.json").read_text())["steps"]
+    a = torch.load(last, map_location="cpu", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "ref" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    assert same_weights(a, b)
