@@ -291,3 +291,41 @@ def test_generated_training_job_requeues_itself_on_slurm_and_ends_as_uninterrupt
     a = torch.load(last, map_location="cpu", weights_only=True)["state_dict"]
     b = torch.load(tmp_path / "ref" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
     assert same_weights(a, b)
+
+
+@pytest.mark.slow  # three `train --devices 2` runs of two gloo ranks each
+def test_ddp_two_ranks_stopped_mid_epoch_resume_to_the_uninterrupted_weights(tmp_path, converted_random):
+    """DDP at the same world size: SIGTERM reaches rank 0 only (as a Ctrl-C in one terminal does); the ranks
+    agree to stop at the same step, rank 0 writes the checkpoint, and `--resume --devices 2` ends with the
+    uninterrupted run's weights. Another world size for that mid-epoch checkpoint is refused in one line."""
+    import yaml
+
+    cfg = tiny(num_workers=2, max_epochs=3, checkpoint_every=2, accelerator="cpu")
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(cfg))
+    args = ["train", "--config", str(tmp_path / "tiny.yaml"), "--data", str(converted_random), "--devices", "2"]
+    ref = subprocess.run([str(BIN / "muon-pipeline"), *args, "--output", str(tmp_path / "ref")], capture_output=True,
+                         text=True, timeout=600)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([str(BIN / "muon-pipeline"), *args, "--output", str(run_dir)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 300
+    while time.time() < deadline and not ((m := read_meta(last)) and m.get("step", 0) >= 2):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=300)
+    total = json.loads((tmp_path / "ref" / "summary.json").read_text())["steps"]
+    assert proc.returncode == 143, out[-2000:]
+    stopped = read_meta(last)
+    assert 2 <= stopped["step"] < total and stopped["epoch_batches_done"] > 0, stopped
+    one = subprocess.run([str(BIN / "muon-pipeline"), "train", "--resume", "--data", str(converted_random), "--output",
+                          str(run_dir), "--devices", "1"], capture_output=True, text=True, timeout=600)
+    assert one.returncode == 2 and "written mid-epoch by 2 device(s)" in one.stdout + one.stderr
+    res = subprocess.run([str(BIN / "muon-pipeline"), "train", "--resume", "--data", str(converted_random), "--output",
+                          str(run_dir), "--devices", "2"], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    a = torch.load(last, map_location="cpu", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "ref" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    assert json.loads((run_dir / "summary.json").read_text())["steps"] == total
+    assert same_weights(a, b)
