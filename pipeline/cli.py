@@ -74,8 +74,46 @@ def _unavailable(name: str, err: Exception) -> click.Command:
                          context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 
 
+class _SectionedCommand(click.Command):
+    """A command whose ``--help`` lists its options in titled sections (click has no option groups).
+
+    ``sections`` maps a title to the option names (their ``name``, e.g. ``min_pt``) it shows; options in
+    no section are listed last under ``Other options``."""
+
+    def __init__(self, *args, sections: dict[str, tuple[str, ...]] | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.sections = sections or {}
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        records = {p.name: p.get_help_record(ctx) for p in self.get_params(ctx)}
+        records = {k: v for k, v in records.items() if v is not None}
+        shown: set[str] = set()
+        for title, names in self.sections.items():
+            rows = [records[n] for n in names if n in records]
+            shown.update(names)
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+        rest = [v for k, v in records.items() if k not in shown]
+        if rest:
+            with formatter.section("Other options"):
+                formatter.write_dl(rest)
+
+
+#: ``convert --help``: its options by what they decide.
+CONVERT_SECTIONS = {
+    "Input and output": ("output", "schema_version", "tree", "layout_file", "precision", "remote_timeout"),
+    "Selection": ("min_pt", "max_abs_eta", "min_hits", "keep_muons_without_hits", "technologies",
+                  "keep_empty_events", "on_invalid"),
+    "Shards and sizes": ("compression", "row_group_size", "row_group_bytes", "shard_events", "shard_bytes",
+                         "step_size"),
+    "Running: workers, Dask, batch, resume": ("workers", "scheduler", "dashboard", "task_index", "task_count",
+                                              "skip_bad_files", "reconfigure", "quiet"),
+}
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="muon-pipeline")
+@click.version_option(__version__, "-V", "--version", prog_name="muon-pipeline")
 def main() -> None:
     """Turn ATLAS muon-spectrometer hit dumps (ROOT) into validated, versioned Parquet shards,
     and train / evaluate muon regression on them.
@@ -96,11 +134,12 @@ def main() -> None:
 # convert / finalize
 # --------------------------------------------------------------------------------------------
 
-@main.command()
+@main.command(cls=_SectionedCommand, sections=CONVERT_SECTIONS)
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--output", required=True, help="Output directory (local path or fsspec URL). Created if missing.")
 @click.option("--schema-version", type=int, default=None, help="Schema version to write (default: the newest).")
-@click.option("--tree", default=None, help="TTree name [default: MuonHitDump].")
+@click.option("--tree", default=None,
+              help="Name of the TTree or RNTuple to read in each input [default: MuonHitDump].")
 @click.option("--layout", "layout_file", type=click.Path(exists=True, dir_okay=False),
               help="YAML mapping raw field -> branch name (and 'tree'), for dumps with other branch names.")
 @click.option("--step-size", default="100 MB", show_default=True,
@@ -276,7 +315,7 @@ def submit_script(system, tasks, script_file, job_name, cpus, memory, walltime, 
 @main.command()
 @click.argument("directory")
 def finalize(directory):
-    """Assemble manifest.json once all job-array tasks are done (lists missing units otherwise)."""
+    """Assemble _manifest.json once all job-array tasks are done (lists missing units otherwise)."""
     from .manifest import finalize as run
     from .storage import OutputDir
 
