@@ -65,7 +65,8 @@ def _unavailable(name: str, err: Exception) -> click.Command:
     """Stand-in for a stage whose optional dependencies are missing: says how to install them."""
     from .extras import install_line
 
-    hint = install_line("train") if name in ("train", "evaluate", "compare") else "reinstall muon-pipeline"
+    hint = (install_line("train") if name in ("train", "evaluate", "compare")
+            else "reinstall it: pip install -e . in a clone of muon-pipeline")
 
     def fail() -> None:
         raise click.ClickException(f"command {name!r} is unavailable ({err}); {hint}")
