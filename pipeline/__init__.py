@@ -4,8 +4,8 @@ Public API (``import pipeline``; each name is loaded on first use, so ``import p
 no uproot, no pyarrow, never torch):
 
 Converting
-    convert(inputs, output, cfg, *, settings=None, task=None, reconfigure=False, **settings_fields)
-    ConvertConfig, RunSettings, SourceLayout, SelectionConfig
+    convert(inputs, output, cfg, *, settings=None, task=None, reconfigure=False, **run_settings_fields)
+    ConvertConfig, RunSettings, SourceLayout, SelectionConfig, TransformConfig
 Reading and checking a dataset
     open_dataset(directory, *, checksums=False), read_dataset(directory, columns=None)
     validate_dataset(directory, ...), migrate_dataset(...), load_schema(version)
@@ -30,6 +30,7 @@ _PUBLIC = {
     "RunSettings": "pipeline.settings",
     "SourceLayout": "pipeline.layout",
     "SelectionConfig": "pipeline.selection",
+    "TransformConfig": "pipeline.transform",
     "open_dataset": "pipeline.dataset",
     "read_dataset": "pipeline.dataset",
     "validate_dataset": "pipeline.validate",

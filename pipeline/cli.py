@@ -4,7 +4,10 @@ No logic lives here beyond turning options into typed configuration, printing, a
 ``pipeline.errors`` to exit codes:
 
 * 0 success, 1 failure (bad data, failed validation), 2 usage or configuration error,
-* 3 finished, but some inputs were skipped (``convert --skip-bad-files``).
+* 3 finished, but some inputs were skipped (``convert --skip-bad-files``),
+* 128 + N stopped by signal N: 130 SIGINT (Ctrl-C), 143 SIGTERM (a batch system's time limit or
+  preemption), 138 SIGUSR1; finished work is kept, nothing partial is visible, and running the same
+  command again resumes (``train`` saves a checkpoint at the step it was at: ``train --resume``).
 
 Sub-commands of other stages live beside the code they drive (``pipeline.simulate.command``,
 ``pipeline.train.command``) and are registered here; the training commands import torch only
@@ -13,15 +16,41 @@ when they run, so preprocessing never pays for it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import os
+import signal
 import sys
 
 import click
 
 from ._version import __version__
-from .errors import PipelineError
+from .errors import Interrupted, PipelineError
+
+#: Signals every command stops on with exit code 128 + N (SIGINT arrives as KeyboardInterrupt).
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+class _Signalled(BaseException):
+    """Raised in the main thread by SIGTERM / SIGUSR1 while a command runs (like KeyboardInterrupt for
+    SIGINT), so ``finally`` blocks and atomic writers clean up on the way out."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_signalled(signum: int, frame: object) -> None:
+    raise _Signalled(signum)
+
+
+def _stopped(ctx: click.Context, signum: int) -> None:
+    """One line and exit 128 + ``signum`` for a command stopped by a signal."""
+    name = ctx.invoked_subcommand or ctx.info_name or "muon-pipeline"
+    click.secho(f"{name}: stopped by {signal.Signals(signum).name}; finished work is kept and nothing partial is "
+                "visible; run the same command again to resume", fg="yellow", err=True)
+    sys.exit(128 + signum)
 
 #: Commands defined beside the stage they drive, imported only when used.
 _LAZY_COMMANDS = {
@@ -49,8 +78,19 @@ class _Group(click.Group):
         return super().get_command(ctx, name)
 
     def invoke(self, ctx: click.Context):  # noqa: D401
+        old = {}
+        for sig in _STOP_SIGNALS:
+            with contextlib.suppress(ValueError, OSError):  # not the main thread (a caller's thread): leave them
+                old[sig] = signal.signal(sig, _raise_signalled)
         try:
             return super().invoke(ctx)
+        except Interrupted as err:  # a command that stopped cleanly on a signal says what it kept
+            click.secho(str(err), fg="yellow", err=True)
+            sys.exit(err.exit_code)
+        except KeyboardInterrupt:
+            _stopped(ctx, signal.SIGINT)
+        except _Signalled as stop:
+            _stopped(ctx, stop.signum)
         except PipelineError as err:
             click.secho(f"Error: {err}", fg="red", err=True)
             sys.exit(err.exit_code)
@@ -59,6 +99,17 @@ class _Group(click.Group):
             click.secho(f"Error: {where}permission denied ({err.strerror or err}); check the folder's owner and "
                         "mode", fg="red", err=True)
             sys.exit(1)
+        finally:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+
+
+def self_command(name: str) -> click.Command:
+    """A sub-command of :func:`main` by name (loading a lazy one)."""
+    ctx = click.Context(main)
+    cmd = main.get_command(ctx, name)
+    assert cmd is not None, name
+    return cmd
 
 
 def _unavailable(name: str, err: Exception) -> click.Command:
@@ -273,36 +324,58 @@ def _print_summary(res, output: str, quiet: bool) -> None:
 
 @main.command("submit-script", context_settings={"ignore_unknown_options": True})
 @click.option("--system", type=click.Choice(["slurm", "htcondor"]), required=True, help="Batch system.")
-@click.option("--tasks", type=click.IntRange(min=1), required=True, help="Number of job-array tasks.")
+@click.option("--job", type=click.Choice(["convert", "train"]), default="convert", show_default=True,
+              help="convert: a job array of convert tasks, then finalize. train: one training job (SLURM) that "
+                   "checkpoints at its time-limit warning and requeues itself until the run is complete.")
+@click.option("--tasks", type=click.IntRange(min=1), default=None, help="Number of job-array tasks (convert).")
 @click.option("--script", "script_file", type=click.Path(dir_okay=False), default=None,
               help="Write the script here [default: print it].")
-@click.option("--job-name", default="muon-convert", show_default=True, help="Job name (and log file prefix).")
+@click.option("--job-name", default=None, help="Job name (and log file prefix) [default: muon-convert, muon-train].")
 @click.option("--cpus", type=click.IntRange(min=1), default=1, show_default=True,
               help="Cores per task; convert runs with -j CPUS unless the arguments set -j.")
 @click.option("--memory", default=None, help="Memory per task, e.g. 4G (SLURM --mem, HTCondor request_memory).")
 @click.option("--time", "walltime", default=None, help="SLURM time limit per task, e.g. 02:00:00.")
 @click.option("--partition", default=None, help="SLURM partition.")
 @click.option("--log-dir", default="logs", show_default=True, help="Folder for the job logs (created now).")
-@click.argument("convert_args", nargs=-1, type=click.UNPROCESSED, required=True)
-def submit_script(system, tasks, script_file, job_name, cpus, memory, walltime, partition, log_dir, convert_args):
-    """Write a job-array script that runs `convert CONVERT_ARGS` as TASKS tasks, then `finalize`.
+@click.option("--gpus", type=click.IntRange(min=0), default=0, show_default=True, help="GPUs of the training job.")
+@click.option("--warn-seconds", type=click.IntRange(min=1), default=300, show_default=True,
+              help="Training job: SLURM sends the checkpoint signal this long before the time limit.")
+@click.argument("job_args", nargs=-1, type=click.UNPROCESSED, required=True)
+def submit_script(system, job, tasks, script_file, job_name, cpus, memory, walltime, partition, log_dir, gpus,
+                  warn_seconds, job_args):
+    """Write a batch script: a job array of `convert JOB_ARGS` tasks then `finalize`, or (--job train) a
+    training job of `train JOB_ARGS` that survives time limits and preemption.
 
     \b
     muon-pipeline submit-script --system slurm --tasks 100 --script convert.sh -- /data/*.root -o /shared/ds
     sbatch convert.sh         # task 0 also submits finalize, to run after the whole array
-    The convert arguments are checked now (a typo fails here, not in 100 jobs).
+    muon-pipeline submit-script --system slurm --job train --time 04:00:00 --script train.sh -- \\
+        --config inverse_pt --data /shared/ds --output /shared/runs/a
+    sbatch train.sh           # checkpoints 5 min before each time limit and requeues itself until done
+    The job's arguments are checked now (a typo fails here, not in 100 jobs).
     """
     from pathlib import Path
 
     from .batch import submit_script as make
+    from .batch import train_script
 
-    args = list(convert_args)
+    args = list(job_args)
+    command = convert if job == "convert" else self_command("train")
     try:
-        ctx = convert.make_context("convert", list(args))
+        ctx = command.make_context(job, list(args))
     except click.ClickException as err:
-        raise click.UsageError(f"convert arguments: {err.format_message()}") from err
-    text = make(system, tasks, args, ctx.params, job_name=job_name, cpus=cpus, memory=memory, time=walltime,
-                partition=partition, log_dir=log_dir)
+        raise click.UsageError(f"{job} arguments: {err.format_message()}") from err
+    if job == "train":
+        if system != "slurm":
+            raise click.UsageError("--job train writes a SLURM script (its requeue needs scontrol); use --system slurm")
+        text = train_script(args, ctx.params["run_dir"], job_name=job_name or "muon-train", cpus=cpus, memory=memory,
+                            time=walltime, partition=partition, gpus=gpus, warn_seconds=warn_seconds, log_dir=log_dir)
+        tasks = 1
+    else:
+        if tasks is None:
+            raise click.UsageError("--tasks is required for a convert job array")
+        text = make(system, tasks, args, ctx.params, job_name=job_name or "muon-convert", cpus=cpus, memory=memory,
+                    time=walltime, partition=partition, log_dir=log_dir)
     Path(log_dir).mkdir(parents=True, exist_ok=True)  # SLURM and HTCondor do not create it
     if script_file:
         Path(script_file).write_text(text)
@@ -340,7 +413,9 @@ def finalize(directory):
 @click.option("--source", default=None, is_flag=False, flag_value="3", metavar="[N|all]",
               help="Also re-derive N units (default 3, spread over the dataset) or all of them from the raw "
                    "inputs the manifest names, and compare with the shards bit for bit.")
-def validate(directory, as_json, no_values, no_checksums, source):
+@click.option("--remote-timeout", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
+              help="With --source: seconds a remote server (http://, root://) may stay silent.")
+def validate(directory, as_json, no_values, no_checksums, source, remote_timeout):
     """Check a dataset: manifest, every shard, every value; optionally against the raw inputs.
 
     \b
@@ -364,12 +439,14 @@ def validate(directory, as_json, no_values, no_checksums, source):
     """
     import json
 
+    from .remote import timeout_set
     from .validate import summarize, validate_dataset
 
     if source is not None and source != "all" and not (source.isdigit() and int(source) > 0):
         raise click.BadParameter(f"expected a positive number of units or 'all', got {source!r}", param_hint="--source")
-    report = validate_dataset(directory, check_values=not no_values, check_checksums=not no_checksums,
-                              source=None if source is None else (source if source == "all" else int(source)))
+    with timeout_set(remote_timeout):
+        report = validate_dataset(directory, check_values=not no_values, check_checksums=not no_checksums,
+                                  source=None if source is None else (source if source == "all" else int(source)))
     click.echo(json.dumps(report.to_dict(), indent=1) if as_json else summarize(report))
     sys.exit(0 if report.ok else 1)
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from .errors import ConfigError
 from .layout import SourceLayout
+from .schema import load_schema
 from .selection import SelectionConfig
 from .transform import TransformConfig
 
@@ -66,6 +67,20 @@ class Compression:
 
 @dataclass(frozen=True)
 class ConvertConfig:
+    """What decides the bytes of a conversion's output; its :meth:`hash` is part of every unit key.
+
+    * ``schema_version``: the schema written (``schemas/vN.yaml``);
+    * ``layout``: where the raw fields are in the dumps (:class:`~pipeline.layout.SourceLayout`), checked
+      against that schema when the configuration is made;
+    * ``transform``: the physics selection and the policy for invalid values
+      (:class:`~pipeline.transform.TransformConfig` of a :class:`~pipeline.selection.SelectionConfig`);
+    * ``compression``: the Parquet codec and level;
+    * ``row_group_size`` / ``row_group_bytes``: at most this many input entries / estimated bytes per
+      row group; ``shard_events`` / ``shard_bytes``: per work unit (one shard). A byte cap of None: no cap.
+
+    Raises ConfigError (SchemaError for an unknown schema version) when a value is unusable.
+    """
+
     schema_version: int
     layout: SourceLayout = field(default_factory=SourceLayout)
     transform: TransformConfig = field(default_factory=lambda: TransformConfig(SelectionConfig()))
@@ -78,6 +93,12 @@ class ConvertConfig:
     shard_bytes: int | None = DEFAULT_SHARD_BYTES
 
     def __post_init__(self) -> None:
+        for name, value, kind in (("layout", self.layout, SourceLayout), ("transform", self.transform, TransformConfig),
+                                  ("compression", self.compression, Compression)):
+            if not isinstance(value, kind):
+                raise ConfigError(f"ConvertConfig.{name} must be a {kind.__name__}, got {type(value).__name__}")
+        # a layout made by hand (the API) is checked like one read from a file: names, constants, counts
+        object.__setattr__(self, "layout", self.layout.check(load_schema(self.schema_version)))
         if self.row_group_size < 1:
             raise ConfigError("--row-group-size must be at least 1 event")
         if self.shard_events < 1:

@@ -68,6 +68,9 @@ def convert(inputs: list[str], output: str, cfg: ConvertConfig, *, settings: Run
     Returns a :class:`~pipeline.produce.RunResult`. Raises ConfigError (usage, a refused output or
     plan), InputError (a bad input, naming file/entry/field), DatasetError (units missing at finalize).
     """
+    if isinstance(inputs, (str, bytes)) or hasattr(inputs, "__fspath__"):
+        inputs = [inputs]  # one input given as a path, not a list of them
+    inputs = [str(i) for i in inputs]
     if settings is None:
         settings = RunSettings(**options)
     elif options:

@@ -50,6 +50,16 @@ class DatasetError(PipelineError):
     """An output dataset is in a state the requested operation cannot work with."""
 
 
+class Interrupted(PipelineError):
+    """A command stopped by a signal (SIGINT, SIGTERM, SIGUSR1) after leaving its output resumable; the
+    message says what was kept and how to resume. Exit code 128 + the signal number (130, 143, 138)."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + signum
+
+
 class StorageError(PipelineError):
     """Writing an output failed (a server that stopped answering, a full disk): names the file."""
 

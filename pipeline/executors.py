@@ -146,18 +146,35 @@ def run_processes(units: list[Unit], job: UnitJob, workers: int, on_record: OnRe
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_pool_worker,
                              initargs=(os.getpid(), chunks)) as pool:
         pending = {pool.submit(_run_unit_in_pool, job, u) for u in units}
-        while pending:
-            done, pending = wait(pending, timeout=poll, return_when=FIRST_COMPLETED)
-            drain()
-            for fut in done:
-                err = fut.exception()
-                if err is not None:
-                    for p in pending:
-                        p.cancel()
-                    raise err
-                rec = fut.result()
-                track.finished(rec)
-                on_record(rec)
+        try:
+            while pending:
+                done, pending = wait(pending, timeout=poll, return_when=FIRST_COMPLETED)
+                drain()
+                for fut in done:
+                    err = fut.exception()
+                    if err is not None:
+                        for p in pending:
+                            p.cancel()
+                        raise err
+                    rec = fut.result()
+                    track.finished(rec)
+                    on_record(rec)
+        except Exception:  # a failed unit: the running ones finish (their records make a resume shorter)
+            raise
+        except BaseException:  # Ctrl-C, SIGTERM: stop now
+            _stop_pool(pool)
+            raise
+
+
+def _stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Stopped by a signal: drop the queued units and end the workers now, instead of
+    waiting for every queued unit (hours with thousands). A unit cut short leaves only its hidden
+    temporary, which the next run removes; finished units stay recorded."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())  # no public handle on the workers
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        with contextlib.suppress(Exception):
+            proc.terminate()
 
 
 def local_cluster(workers: int, dashboard: str | None = None):
@@ -170,10 +187,15 @@ def local_cluster(workers: int, dashboard: str | None = None):
     Returns ``(cluster, security)``; connect with ``Client(cluster)`` or ``Client(addr, security=security)``.
     """
     extras.tls()
+    extras.dask("--scheduler local")
     from distributed import LocalCluster
     from distributed.security import Security
 
-    security = Security.temporary()
+    try:
+        security = Security.temporary()
+    except ImportError as err:  # cryptography present but broken
+        raise ConfigError(f"--scheduler local cannot make its TLS credentials ({err}): "
+                          f"{extras.install_line('dask')}") from err
     import dask
 
     # The scheduler always runs an HTTP server (LocalCluster's dashboard_address=None does not stop it; it
@@ -307,23 +329,13 @@ def _restore_heap_reuse() -> None:
 
     With that variable set, glibc stops adapting its mmap threshold, so every column array of
     every chunk becomes a fresh mmap that is page-faulted in and unmapped again: units ran ~50 %
-    slower in Dask workers than in a local pool (bench/bench_scaling.py). Raising the mmap and
-    trim thresholds lets freed chunk buffers be reused, as they are in any other process; peak
-    memory stays bounded by the step size.
+    slower in Dask workers than in a local pool (bench/bench_scaling.py). :func:`pipeline.heap.reuse_freed_memory`
+    raises the mmap and trim thresholds, so freed chunk buffers are reused as in any other process;
+    peak memory stays bounded by the step size.
     """
-    import ctypes
-    import ctypes.util
+    from .heap import reuse_freed_memory
 
-    name = ctypes.util.find_library("c")
-    if not name:
-        return
-    try:
-        libc = ctypes.CDLL(name)
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        libc.mallopt(m_mmap_threshold, 32 * 2**20)
-        libc.mallopt(m_trim_threshold, 256 * 2**20)
-    except (OSError, AttributeError):  # not glibc: nothing to undo
-        pass
+    reuse_freed_memory()
 
 
 def run_units(units: list[Unit], job: UnitJob, settings: RunSettings, on_record: OnRecord,

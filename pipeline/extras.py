@@ -19,14 +19,18 @@ from .errors import ConfigError
 EXTRAS: dict[str, dict[str, str]] = {
     "dask": {"distributed": "distributed", "cryptography": "cryptography"},
     "grid": {"XRootD": "xrootd", "fsspec_xrootd": "fsspec-xrootd", "dask_jobqueue": "dask-jobqueue"},
+    "remote": {"aiohttp": "aiohttp", "requests": "requests"},
     "train": {"torch": "torch", "lightning": "lightning", "matplotlib": "matplotlib", "scipy": "scipy"},
 }
 
 
 def install_line(extra: str) -> str:
     """The command that installs ``extra``: from a clone, and from a package index."""
-    return (f"pip install -e '.[{extra}]' in a clone of muon-pipeline "
+    line = (f"pip install -e '.[{extra}]' in a clone of muon-pipeline "
             f"(pip install 'muon-pipeline[{extra}]' where it is published)")
+    if extra == "train":  # pip's default torch on Linux is the multi-GB CUDA build
+        line += "; for a CPU-only torch install it first from the CPU index (README: Install) or run `make setup`"
+    return line
 
 
 def version_install_line(version: str) -> str:
@@ -64,17 +68,27 @@ def train(what: str = "the training stage") -> None:
     require("train", what)
 
 
+def _import(extra: str, what: str, name: str) -> ModuleType:
+    """Import ``name`` of ``extra``; an install that is there but broken (a failing import inside it) is
+    reported like a missing one, with the import error and the install line."""
+    import importlib
+
+    require(extra, what, (name,))
+    try:
+        return importlib.import_module(name)
+    except ImportError as err:
+        raise ConfigError(f"{what} needs {EXTRAS[extra][name]}, which is installed but does not import "
+                          f"({err}): {install_line(extra)}") from err
+
+
 def dask(what: str = "--scheduler") -> ModuleType:
     """``distributed`` (the ``[dask]`` extra), imported."""
-    require("dask", what, ("distributed",))
-    import distributed
-
-    return distributed
+    return _import("dask", what, "distributed")
 
 
 def tls(what: str = "--scheduler local") -> None:
-    """The ``cryptography`` package that Dask's temporary TLS credentials need (``[dask]``)."""
-    require("dask", what + " (its temporary TLS credentials)", ("cryptography",))
+    """The ``cryptography`` package that Dask's temporary TLS credentials need (``[dask]``), imported."""
+    _import("dask", what + " (its temporary TLS credentials)", "cryptography")
 
 
 def xrootd(what: str) -> None:
@@ -84,7 +98,20 @@ def xrootd(what: str) -> None:
 
 def jobqueue(what: str = "--scheduler slurm") -> ModuleType:
     """``dask_jobqueue`` (the ``[grid]`` extra), imported."""
-    require("grid", what, ("dask_jobqueue",))
-    import dask_jobqueue
+    return _import("grid", what, "dask_jobqueue")
 
-    return dask_jobqueue
+
+def remote(url: str) -> None:
+    """The HTTP client packages (``[remote]``) that ``http://`` and ``https://`` inputs need."""
+    require("remote", f"{url}: http(s)://")
+
+
+def for_settings(scheduler: str | None) -> None:
+    """Before anything is written: the extras a run with ``--scheduler scheduler`` needs are importable."""
+    if scheduler == "slurm":
+        jobqueue()
+    elif scheduler == "local":
+        dask("--scheduler local")
+        tls()
+    elif scheduler:
+        dask()

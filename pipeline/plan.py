@@ -37,7 +37,7 @@ class Plan:
     def from_dict(cls, doc: dict) -> Plan:
         return cls(schema=doc.get("schema", {}), config=doc.get("config", {}), config_hash=doc.get("config_hash", ""),
                    inputs=list(doc.get("inputs", [])), skipped_inputs=list(doc.get("skipped_inputs", [])),
-                   units=[Unit(**u) for u in doc.get("units", [])], tool_version=doc.get("tool_version", ""),
+                   units=[_unit(u) for u in doc.get("units", [])], tool_version=doc.get("tool_version", ""),
                    extra={k: v for k, v in doc.items() if k not in cls._KEYS})
 
     def to_dict(self) -> dict:
@@ -77,6 +77,11 @@ class Plan:
         """Keys of the units recorded as done whose shard exists."""
         return {k for k, r in load_records(out, self.units).items()
                 if r["status"] == "done" and out.exists(r["shard"]["path"])}
+
+
+def _unit(doc: dict) -> Unit:
+    """A planned unit; keys this version does not know are left out."""
+    return Unit(**{k: v for k, v in doc.items() if k in Unit.__dataclass_fields__})
 
 
 def load_records(out: OutputDir, units: list[Unit]) -> dict[str, dict]:

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from . import extras
 from .config import config_diff
 from .errors import ConfigError
 from .executors import UnitJob, run_units
@@ -63,7 +64,7 @@ class Producer(Protocol):
 class RunResult:
     """What a run did: units planned, run now and reused, what was skipped, seconds, its task."""
 
-    manifest: dict | None
+    manifest: dict | None = field(repr=False)
     units_total: int
     units_run: int
     units_reused: int
@@ -96,6 +97,7 @@ def produce(producer: Producer, paths: list[str], output: str, settings: RunSett
         raise ConfigError(f"--task-index must be in [0, --task-count), got {task[0]} of {task[1]}")
     if not output.strip():
         raise ConfigError("--output must name a folder")
+    extras.for_settings(settings.scheduler)  # a missing extra fails before anything is written
     out = OutputDir(output)
     check_output(out, output, producer.command)
     created = not out.fs.exists(out.root)

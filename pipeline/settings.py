@@ -43,8 +43,10 @@ class RunSettings:
     dashboard: str | None = None
 
     def __post_init__(self) -> None:
-        if self.workers is not None and self.workers < 1:
+        if self.workers is not None and self.workers < 0:
             raise ConfigError(f"--workers must be at least 1, got {self.workers}")
+        if self.workers == 0:  # as before RunSettings existed: 0 means the default
+            object.__setattr__(self, "workers", None)
         if self.scheduler is not None and self.scheduler not in SCHEDULERS and "://" not in self.scheduler:
             raise ConfigError(f"--scheduler {self.scheduler!r}: give 'local', 'slurm' or a scheduler address such "
                               "as tcp://HOST:8786")

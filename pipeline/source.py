@@ -53,6 +53,10 @@ def _remote_options(path: str) -> dict:
     from . import grid
 
     if not grid.is_xrootd(path):
+        if path.startswith(("http://", "https://")):
+            from . import extras
+
+            extras.remote(path)
         return {"timeout": remote_timeout()}
     import uproot
 

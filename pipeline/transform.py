@@ -24,6 +24,9 @@ LOW_EDGE = ("spacePoint_globEdgeLowX", "spacePoint_globEdgeLowY", "spacePoint_gl
 
 @dataclass(frozen=True)
 class TransformConfig:
+    """The per-chunk transform's settings: the physics ``selection`` and what to do with invalid values
+    (``on_invalid``: ``error`` refuses the input naming file/entry/field, ``drop-hit``, ``drop-event``)."""
+
     selection: SelectionConfig
     on_invalid: str = "error"
 

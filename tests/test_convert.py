@@ -388,3 +388,22 @@ def test_batch_logs_get_a_heartbeat_while_nothing_finishes():
     with Reporter(10, quiet=True, interval=0.05, stream=quiet):
         time.sleep(0.2)
     assert quiet.getvalue() == ""
+
+
+def test_a_plan_with_a_key_this_version_does_not_know_is_resumed(tmp_path, random_dump):
+    """A unit of _work/plan.json with an unknown key ended in a TypeError traceback; the plan is read with
+    the keys this version knows and the finished units are reused."""
+    import json as _json
+
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    out = tmp_path / "ds"
+    assert CliRunner().invoke(main, ["convert", str(random_dump), "-o", str(out), "-q"]).exit_code == 0
+    plan = out / "_work" / "plan.json"
+    doc = _json.loads(plan.read_text())
+    doc["units"][0]["extra"] = 1
+    plan.write_text(_json.dumps(doc))
+    r = CliRunner().invoke(main, ["convert", str(random_dump), "-o", str(out)])
+    assert r.exit_code == 0 and "already done" in r.output, r.output

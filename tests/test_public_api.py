@@ -92,3 +92,59 @@ def test_every_install_hint_in_the_code_works_from_a_clone():
     from pipeline.cli import _unavailable
 
     assert "pip install -e . in a clone" in _unavailable("simulate", ImportError("x")).help
+
+
+def test_an_installed_but_broken_extra_gives_the_install_line_not_a_traceback(monkeypatch):
+    """find_spec finds the package but importing it fails (a broken install): one ConfigError line."""
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: object() if name == "distributed" else real(name, *a))
+    with pytest.raises(ConfigError) as err:
+        extras.dask()
+    assert "does not import" in str(err.value) and "pip install -e '.[dask]'" in str(err.value)
+
+
+def test_a_missing_extra_is_reported_before_anything_is_written(tmp_path, monkeypatch, random_dump):
+    """`convert --scheduler slurm` without dask-jobqueue wrote _work/plan.json first; the corrected command
+    was then refused as another configuration."""
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "dask_jobqueue" else real(name, *a))
+    out = tmp_path / "ds"
+    r = CliRunner().invoke(main, ["convert", str(random_dump), "-o", str(out), "--scheduler", "slurm", "-q"])
+    assert r.exit_code == 2 and "dask-jobqueue" in r.output and "pip install -e '.[grid]'" in r.output
+    assert not out.exists()
+    monkeypatch.undo()
+    r = CliRunner().invoke(main, ["convert", str(random_dump), "-o", str(out), "--min-pt", "10", "-q"])
+    assert r.exit_code == 0, r.output
+
+
+def test_http_inputs_without_the_remote_extra_name_it(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "aiohttp" else real(name, *a))
+    from pipeline.layout import SourceLayout
+    from pipeline.source import open_tree
+
+    with pytest.raises(ConfigError) as err:
+        open_tree("http://127.0.0.1:9/x.root", SourceLayout())
+    assert "aiohttp" in str(err.value) and "pip install -e '.[remote]'" in str(err.value)
+
+
+def test_convert_takes_one_path_and_checks_a_hand_made_layout(tmp_path, random_dump):
+    """A single input string was iterated character by character ("input directory / holds no *.root");
+    a SourceLayout made in Python was not checked (a fill of 0.5 for an integer field was stored as 0 while
+    the manifest said 0.5)."""
+    from pipeline import ConvertConfig, SourceLayout, convert
+
+    res = convert(str(random_dump), str(tmp_path / "one"), ConvertConfig(schema_version=2), quiet=True)
+    assert res.units_total >= 1 and res.manifest["inputs"][0]["path"] == str(random_dump)
+    with pytest.raises(ConfigError, match="not an integer"):
+        ConvertConfig(2, layout=SourceLayout(fill={"spacePoint_readOutSide": 0.5}))
+    with pytest.raises(ConfigError, match="not raw fields"):
+        ConvertConfig(2, layout=SourceLayout(branches={"bogus": "x"}))
+    with pytest.raises(ConfigError, match="must be a TransformConfig"):
+        ConvertConfig(2, transform=pipeline.SelectionConfig())

@@ -478,3 +478,30 @@ def test_remote_timeout_reaches_a_worker_of_a_running_dask_scheduler(tmp_path, r
     assert r.exit_code == 1, r.output
     assert url in r.output and "no answer from the server within 2 s" in r.output, r.output
     assert took < 30
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_stops_convert_with_128_plus_n_one_line_and_a_resumable_output(tmp_path, inputs, reference, sig, code):
+    """Ctrl-C printed "Aborted!" and exited 1 (the code for bad input), SIGTERM ended in a traceback, and
+    `convert -j 2` waited for every queued unit first. Now: one line, exit 128 + N, the pool stopped at once,
+    and the same command resumes to the uninterrupted dataset."""
+    out = tmp_path / "stopped"
+    cmd = [str(BIN / "muon-pipeline"), "convert", *inputs, "-o", str(out), "-j", "2", "--step-size", "5", *ARGS]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    records = out / "_work" / "units"
+    deadline = time.time() + 60
+    while time.time() < deadline and not (records.exists() and any(records.iterdir())):
+        time.sleep(0.01)
+    t0 = time.time()
+    proc.send_signal(sig)
+    text, _ = proc.communicate(timeout=60)
+    took = time.time() - t0
+    if proc.returncode == 0:
+        pytest.skip("the conversion ended before the signal arrived")
+    assert proc.returncode == code, text
+    assert f"stopped by {sig.name}" in text and "run the same command again" in text, text
+    assert "Traceback" not in text and "Aborted!" not in text, text
+    assert took < 10, took
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert comparable(out) == comparable(reference)

@@ -91,8 +91,23 @@ class RegressionDataModule(L.LightningDataModule):
 
         self.hit_fields, self.norm = hit_fields, norm
         self.train_stream, self.val_stream = train_stream, val_stream
+        train_loader.position = self._train_position  # where a (resumed) epoch starts, read at each iter()
         self._loaders = {"train": train_loader, "val": val_loader}
         self.info = info
+
+    def _train_position(self) -> tuple[int, int]:
+        """(epoch, batches of it already trained) from the trainer's loop state when the train loader's
+        iterator is made: ``(e, 0)`` at the start of epoch ``e``; after a resume from a checkpoint written
+        after batch ``k`` of epoch ``e``, ``(e, k)`` (Lightning restores its loop counters first)."""
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 0
+        epoch, done = int(trainer.current_epoch), int(trainer.fit_loop.epoch_loop.batch_progress.current.ready)
+        if done >= self.steps_per_epoch:
+            # resumed from a checkpoint written at an epoch's end: Lightning finishes that epoch's bookkeeping
+            # and trains the next one with this very iterator (it makes no new one for it)
+            return epoch + 1, 0
+        return epoch, done
 
     def train_dataloader(self) -> Any:
         return self._loaders["train"]

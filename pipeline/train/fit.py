@@ -4,8 +4,14 @@ RUN_DIR layout::
 
     config.yaml          the resolved config (overrides applied, hit_fields filled in)
     run.json             hit fields, normalisation, target scaling, dataset, versions
-    checkpoints/best.ckpt, checkpoints/last.ckpt
+    summary.json         best val loss, steps, throughput; ``stopped_by`` when a signal stopped the run
+    checkpoints/best.ckpt, last.ckpt, previous.ckpt   (see pipeline.train.checkpoints)
     logs/version_N/metrics.csv
+
+A run stopped by SIGTERM, SIGINT or SIGUSR1 (a batch system's time limit or preemption, Ctrl-C) writes
+``last.ckpt`` at the step it was at and exits 128 + the signal number; ``train --resume RUN`` continues
+exactly where it stopped (same batches, same order, same random numbers: the same final weights as an
+uninterrupted run).
 """
 
 from __future__ import annotations
@@ -13,12 +19,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import platform
+import signal
 import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, Interrupted
 from .config import TrainConfig, config_from_dict, dump_config
 
 #: Training throughput of the shipped model on one CPU core (README, Training figures): for the
@@ -64,8 +71,9 @@ def preflight(cfg: TrainConfig | None, run_dir: str | Path, resume: bool) -> Non
     """The checks that need no torch: a config or ``--resume``, and a run directory that fits the request."""
     run_dir = Path(run_dir)
     last = run_dir / "checkpoints" / "last.ckpt"
+    previous = run_dir / "checkpoints" / "previous.ckpt"
     if resume:
-        if not last.is_file():
+        if not last.is_file() and not previous.is_file():
             raise ConfigError(f"--resume: no {last}; start a new run without --resume")
         if not (run_dir / "config.yaml").is_file():
             raise ConfigError(f"--resume: no {run_dir / 'config.yaml'}; is {run_dir} a `muon-pipeline train` output?")
@@ -110,16 +118,17 @@ def train(cfg: TrainConfig | None, data_dir: str | Path, run_dir: str | Path, *,
     import time
 
     import lightning as L
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.callbacks import EarlyStopping
     from lightning.pytorch.loggers import CSVLogger
 
+    from .checkpoints import AtomicCheckpointIO, RunCheckpoints, RunStopped, StopSignals, resume_checkpoint
     from .datamodule import RegressionDataModule
     from .module import RegressionModule
 
     run_dir = Path(run_dir)
-    last = run_dir / "checkpoints" / "last.ckpt"
     saved = run_dir / "config.yaml"
     cfg = reconcile(cfg, run_dir, resume, overrides)
+    start_ckpt = resume_checkpoint(run_dir) if resume else None  # last.ckpt, or previous.ckpt if it is damaged
 
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)  # before the model's initial weights
     data = RegressionDataModule(cfg, data_dir)
@@ -135,18 +144,19 @@ def train(cfg: TrainConfig | None, data_dir: str | Path, run_dir: str | Path, *,
     if resume:
         from .evaluate import load_module
 
-        module = load_module(last)  # weights_only=True, whatever the torch version's default
+        module = load_module(start_ckpt)  # weights_only=True, whatever the torch version's default
     else:
         module = RegressionModule(cfg.to_dict(), hit_fields, data.info.muon_fields, data.norm.to_dict(),
                                   data.centres, data.scales, total_steps)
 
     t = cfg.trainer
-    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/loss", mode="min",
-                                 save_top_k=1, save_last=True, enable_version_counter=False)
+    checkpoint = RunCheckpoints(run_dir / "checkpoints", t.checkpoint_every, t.max_steps, StopSignals())
     counter = trained_events_counter()
     callbacks: list[Any] = [checkpoint, counter]
     if t.patience:
-        callbacks.append(EarlyStopping(monitor="val/loss", mode="min", patience=t.patience))
+        # strict=False: a run resumed from an epoch-end checkpoint replays on_train_epoch_end before its next
+        # validation; the check of that epoch was made (and saved) before the checkpoint
+        callbacks.append(EarlyStopping(monitor="val/loss", mode="min", patience=t.patience, strict=False))
     tty = sys.stderr.isatty()
     from .progress_log import LiveBar, StepLog, quiet_lightning
 
@@ -176,7 +186,7 @@ def train(cfg: TrainConfig | None, data_dir: str | Path, run_dir: str | Path, *,
         log_every_n_steps=max(1, min(50, data.steps_per_epoch)), num_sanity_val_steps=0,
         # a run shorter than one epoch still validates (and so writes best.ckpt) at its end
         val_check_interval=t.max_steps if 0 < t.max_steps < data.steps_per_epoch else None,
-        enable_progress_bar=False, enable_model_summary=False)
+        enable_progress_bar=False, enable_model_summary=False, plugins=[AtomicCheckpointIO()])
     if not quiet:
         n_params = sum(p.numel() for p in module.parameters())
         print(f"train: {n_params:,} parameters, {len(hit_fields)} hit + {len(cfg.frame_fields)} frame inputs, "
@@ -193,18 +203,25 @@ def train(cfg: TrainConfig | None, data_dir: str | Path, run_dir: str | Path, *,
         # generic warning about len() with several workers does not apply.
         warnings.filterwarnings("ignore", message=".*IterableDataset. has .__len__. defined.*")
         warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
-        if resume:  # resuming writes into the run's own checkpoint directory, on purpose
-            warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
-            # the loader is resumed by seed and epoch (data.stream), not by a state_dict
-            warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")
-        trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume else None, weights_only=True)
+        try:
+            trainer.fit(module, datamodule=data, ckpt_path=str(start_ckpt) if start_ckpt else None,
+                        weights_only=True)
+        except RunStopped as stop:
+            checkpoint.stopped_by = stop.signum
     seconds = time.perf_counter() - start
-    best = checkpoint.best_model_score
-    summary = {"run_dir": str(run_dir), "best_checkpoint": checkpoint.best_model_path,
-               "best_val_loss": float(best) if best is not None else None, "epochs": trainer.current_epoch,
+    best_path = run_dir / "checkpoints" / "best.ckpt"
+    summary = {"run_dir": str(run_dir), "best_checkpoint": str(best_path) if best_path.is_file() else "",
+               "best_val_loss": checkpoint.best, "epochs": trainer.current_epoch,
                "steps": trainer.global_step, "seconds": seconds, "precision": precision, "threads": threads,
                "train_events": data.train_stream.events, "data_path": data.data_path, **counter.totals(trainer)}
+    if checkpoint.stopped_by is not None:
+        summary["stopped_by"] = signal.Signals(checkpoint.stopped_by).name
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    if checkpoint.stopped_by is not None:
+        name = signal.Signals(checkpoint.stopped_by).name
+        raise Interrupted(f"train: stopped by {name} at step {trainer.global_step}, checkpoint "
+                          f"{run_dir / 'checkpoints' / 'last.ckpt'}; resume with: muon-pipeline train --resume "
+                          f"--data {data_dir} --output {run_dir}", checkpoint.stopped_by)
     if trainer.is_global_zero:  # what was actually trained on, summed over ranks
         run_info["trained"] = {k: summary[k] for k in ("epochs", "steps", "events_seen", "batches_seen",
                                                        "epochs_completed_events")}

@@ -42,7 +42,7 @@ from ...errors import ConfigError
 from .batches import clip_links, cut_buffer
 from .chunks import Chunk, concat_chunks
 from .deal import Segment
-from .stream import ShardStream
+from .stream import EpochLoader, ShardStream
 
 MODES = ("auto", "on", "off")
 
@@ -217,6 +217,10 @@ class ResidentStream(torch.utils.data.IterableDataset):
         self.epoch_seed: int | None = None
         self.load_seconds = 0.0
 
+    def set_position(self, epoch: int, skip: int = 0) -> None:
+        """As :meth:`ShardStream.set_position`: this path reads as reader 0 of 1 per rank."""
+        self.stream.set_position(epoch, skip)
+
     # the streaming loader's bookkeeping, for len() and the split
     @property
     def events(self) -> int:
@@ -293,10 +297,12 @@ class ResidentStream(torch.utils.data.IterableDataset):
     def __iter__(self) -> Iterator[dict[str, Tensor]]:
         store = self.load()
         rng = None
+        rank, world = self.stream._rank_world()
         if self.stream.shuffle:
-            seed = int(torch.randint(0, 2**62, (1,)).item()) if self.epoch_seed is None else self.epoch_seed
+            seed = self.epoch_seed if self.epoch_seed is not None else self.stream.shuffle_seed(rank, 0)
             rng = np.random.default_rng(seed)
         batches = self.epoch_batches(rng)
+        batches = batches[self.stream.reader_slot(rank, world, 0, 1)[1]:]  # a resumed epoch: the rest of it
         if not batches:
             return
         # The whole epoch's indices in one host → device copy, and the per-event quantities gathered once
@@ -319,9 +325,9 @@ def _empty_chunk(stream: ShardStream) -> Chunk:
                  np.zeros((0, len(stream.info.muon_fields)), np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64))
 
 
-def make_resident_loader(stream: ResidentStream) -> torch.utils.data.DataLoader:
+def make_resident_loader(stream: ResidentStream) -> EpochLoader:
     """A DataLoader that only iterates (batches are made, and live, on the device)."""
-    return torch.utils.data.DataLoader(stream, batch_size=None, num_workers=0, pin_memory=False,
+    return EpochLoader(stream, batch_size=None, num_workers=0, pin_memory=False,
                                        collate_fn=_as_made)
 
 

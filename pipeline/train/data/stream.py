@@ -23,6 +23,7 @@ from ...errors import DatasetError
 from .batches import collate, cut_buffer
 from .chunks import LINK_FIELD, Chunk, chunk_from_table, concat_chunks, take_events
 from .deal import RowGroup, Segment, deal_events
+from .epoch import epoch_seed, resume_plan
 from .split import SPLITS, split_codes
 
 if TYPE_CHECKING:
@@ -84,6 +85,11 @@ class ShardStream(torch.utils.data.IterableDataset):
             groups = [groups[i] for i in np.random.default_rng(deal_seed).permutation(len(groups))]
         self.units: list[RowGroup] = groups  # the units of work, in deal order
         self.epoch_seed: int | None = None
+        self.seed = deal_seed
+        # (epoch, batches of it already trained) as the trainer sets them before each epoch's iterator
+        # (:meth:`set_position`), in shared memory so persistent DataLoader workers see them; epoch -1:
+        # not set (iterated outside the trainer), the shuffle seed is drawn from torch's RNG
+        self._position = torch.tensor([-1, 0], dtype=torch.int64).share_memory_()
 
     def _keep(self, event_numbers: np.ndarray) -> np.ndarray:
         if self.split == "all":
@@ -104,6 +110,40 @@ class ShardStream(torch.utils.data.IterableDataset):
 
     def _workers(self) -> int:
         return max(self.num_workers, 1)
+
+    def set_position(self, epoch: int, skip: int = 0) -> None:
+        """The next iteration is epoch ``epoch`` (its order a function of ``trainer.seed``, the epoch, the
+        rank and the reader: :func:`~.epoch.epoch_seed`) without its first ``skip`` batches (a resume)."""
+        self._position[0], self._position[1] = int(epoch), int(skip)
+
+    def shuffle_seed(self, rank: int, worker: int) -> int:
+        """The seed of this epoch's shuffle for (``rank``, ``worker``): ``epoch_seed`` when given, the
+        position's :func:`~.epoch.epoch_seed` when the trainer set one, else a draw from torch's RNG."""
+        if self.epoch_seed is not None:
+            return self.epoch_seed
+        epoch = int(self._position[0])
+        if epoch >= 0:
+            return epoch_seed(self.seed, epoch, rank, worker)
+        return int(torch.randint(0, 2**62, (1,)).item())
+
+    def batches_per_worker(self, rank: int, world: int, workers: int) -> list[int]:
+        """Batches each reader of ``rank`` yields in an epoch (``ceil(events / batch_size)`` each)."""
+        slots, _ = deal_events([u.events for u in self.units], world, workers)
+        return [math.ceil(sum(hi - lo for _, lo, hi in seg) / self.batch_size) for seg in slots[rank]]
+
+    def reader_slot(self, rank: int, world: int, worker: int, workers: int) -> tuple[int, int]:
+        """(the reader slot worker ``worker`` serves this epoch, the batches it skips at the start).
+
+        At an epoch's start worker ``j`` serves slot ``j``. Resumed after ``k`` batches, each slot skips its
+        share of them and the slots rotate so that worker 0 serves the slot of batch ``k``
+        (:func:`~.epoch.resume_plan`): the DataLoader, which always starts at worker 0, then yields the rest
+        of the epoch in the uninterrupted order."""
+        skip = int(self._position[1])
+        if skip <= 0:
+            return worker, 0
+        skips, first = resume_plan(self.batches_per_worker(rank, world, workers), skip)
+        slot = (worker + first) % workers
+        return slot, skips[slot]
 
     def plan(self, world: int | None = None, workers: int | None = None) -> dict[str, int]:
         """What one epoch holds with ``world`` ranks (default: the current one) of ``workers`` readers each
@@ -161,13 +201,11 @@ class ShardStream(torch.utils.data.IterableDataset):
             workers = 1  # iterated directly, without a DataLoader: one process reads everything of its rank
         if info is not None and workers != self._workers():
             raise DatasetError(f"the stream was made for {self._workers()} worker(s) but runs in {workers}")
+        worker, skip = self.reader_slot(rank, world, worker, workers)  # skip: batches a resumed epoch trained
         segments = self.slot(rank, world, worker, workers)
         rng = None
         if self.shuffle:
-            # In a worker the torch RNG is seeded with base_seed + worker id, and base_seed is drawn anew
-            # each epoch from the main process's RNG: a fresh, reproducible order every epoch.
-            seed = int(torch.randint(0, 2**62, (1,)).item()) if self.epoch_seed is None else self.epoch_seed
-            rng = np.random.default_rng(seed)
+            rng = np.random.default_rng(self.shuffle_seed(rank, worker))
             segments = [segments[i] for i in rng.permutation(len(segments))]
         cache: dict[str, Any] = {}
         pending: list[Chunk] = []
@@ -182,6 +220,9 @@ class ShardStream(torch.utils.data.IterableDataset):
             buf = concat_chunks(pending)
             batches, carry = cut_buffer(buf.n_hits, last, self.batch_size, rng, self.bucket_width)
             for idx in batches:
+                if skip:  # cut like the uninterrupted epoch (the same rng draws), not padded or sent
+                    skip -= 1
+                    continue
                 yield collate(buf, idx, self.max_muons)
             pending = [take_events(buf, carry)] if len(carry) else []
             held = len(carry)
@@ -204,10 +245,36 @@ def make_stream(info: TrainingSet, hit_fields: Sequence[str], norm: Normalisatio
                        bucket_width=d.bucket_width, deal_seed=cfg.trainer.seed)
 
 
-def make_loader(stream: ShardStream) -> torch.utils.data.DataLoader:
+class EpochLoader(torch.utils.data.DataLoader):
+    """A DataLoader that tells its dataset where the epoch it starts is, before each iteration.
+
+    ``position``: a callable returning ``(epoch, batches already trained in it)``, read when an epoch's
+    iterator is made (the trainer's loop state: 0 batches at an epoch's start, ``k`` when a run resumes
+    from a checkpoint written after batch ``k``). The dataset (:class:`ShardStream` or a resident
+    stream) then yields that epoch's batches from ``k`` on, in the uninterrupted order.
+    """
+
+    position: Any = None
+
+    def __iter__(self) -> Any:
+        if self.position is not None:
+            self.dataset.set_position(*self.position())
+        return super().__iter__()
+
+    # Lightning's stateful-loader protocol: the position lives in the loop state the checkpoint already
+    # holds (read by ``position``), so there is nothing more to save; declaring it tells Lightning that a
+    # mid-epoch resume continues the epoch (no "dataloader is not resumable" warning).
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        return None
+
+
+def make_loader(stream: ShardStream) -> EpochLoader:
     """A DataLoader over a stream: batches come ready-made (``batch_size=None``), pinned when on CUDA."""
     workers = stream.num_workers
-    return torch.utils.data.DataLoader(
+    return EpochLoader(
         stream, batch_size=None, num_workers=workers, pin_memory=torch.cuda.is_available(),
         persistent_workers=workers > 0, prefetch_factor=4 if workers else None,
         multiprocessing_context="fork" if workers and _fork_ok() else None)
