@@ -26,6 +26,7 @@ import sys
 import click
 
 from ._version import __version__
+from .cli_format import CONVERT_SECTIONS, SectionedCommand, print_convert_summary
 from .errors import Interrupted, PipelineError
 
 #: Signals every command stops on with exit code 128 + N (SIGINT arrives as KeyboardInterrupt).
@@ -126,44 +127,6 @@ def _unavailable(name: str, err: Exception) -> click.Command:
                          context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 
 
-class _SectionedCommand(click.Command):
-    """A command whose ``--help`` lists its options in titled sections (click has no option groups).
-
-    ``sections`` maps a title to the option names (their ``name``, e.g. ``min_pt``) it shows; options in
-    no section are listed last under ``Other options``."""
-
-    def __init__(self, *args, sections: dict[str, tuple[str, ...]] | None = None, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.sections = sections or {}
-
-    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        records = {p.name: p.get_help_record(ctx) for p in self.get_params(ctx)}
-        records = {k: v for k, v in records.items() if v is not None}
-        shown: set[str] = set()
-        for title, names in self.sections.items():
-            rows = [records[n] for n in names if n in records]
-            shown.update(names)
-            if rows:
-                with formatter.section(title):
-                    formatter.write_dl(rows)
-        rest = [v for k, v in records.items() if k not in shown]
-        if rest:
-            with formatter.section("Other options"):
-                formatter.write_dl(rest)
-
-
-#: ``convert --help``: its options by what they decide.
-CONVERT_SECTIONS = {
-    "Input and output": ("output", "schema_version", "tree", "layout_file", "precision", "remote_timeout"),
-    "Selection": ("min_pt", "max_abs_eta", "min_hits", "keep_muons_without_hits", "technologies",
-                  "keep_empty_events", "on_invalid"),
-    "Shards and sizes": ("compression", "row_group_size", "row_group_bytes", "shard_events", "shard_bytes",
-                         "step_size"),
-    "Running: workers, Dask, batch, resume": ("workers", "scheduler", "dashboard", "task_index", "task_count",
-                                              "skip_bad_files", "reconfigure", "quiet"),
-}
-
-
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-V", "--version", prog_name="muon-pipeline")
 def main() -> None:
@@ -186,7 +149,7 @@ def main() -> None:
 # convert / finalize
 # --------------------------------------------------------------------------------------------
 
-@main.command(cls=_SectionedCommand, sections=CONVERT_SECTIONS)
+@main.command(cls=SectionedCommand, sections=CONVERT_SECTIONS)
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--output", required=True, help="Output directory (local path or fsspec URL). Created if missing.")
 @click.option("--schema-version", type=int, default=None, help="Schema version to write (default: the newest).")
@@ -288,38 +251,9 @@ def convert(inputs, output, schema_version, tree, layout_file, step_size, min_pt
                            skip_bad=skip_bad_files, quiet=quiet, dashboard=dashboard)
     task = (task_index, task_count) if task_index is not None else None
     res = run(list(inputs), output, cfg, settings=settings, task=task, reconfigure=reconfigure)
-    _print_summary(res, output, quiet)
+    print_convert_summary(res, output, quiet)
     if res.skipped_anything:
         sys.exit(3)
-
-
-def _print_summary(res, output: str, quiet: bool) -> None:
-    if res.manifest is None:
-        click.echo(f"task {res.task[0]}/{res.task[1]}: ran {res.units_run} unit(s), {res.units_reused} already done "
-                   f"({res.seconds:.1f} s). When all tasks are done: muon-pipeline finalize {output}")
-        return
-    cf = res.manifest["cutflow"]
-    tot = res.manifest["totals"]
-    rate = cf["hits_in"] / res.seconds if res.seconds else 0.0
-    click.echo(f"{output}: {tot['events']} events, {tot['hits']} hits, {tot['muons']} muons in "
-               f"{len(res.manifest['shards'])} shard(s), {tot['bytes'] / 1e6:.1f} MB")
-    if not quiet:
-        click.echo(f"  entries in {cf['entries_in']} = out {cf['events_out']} + cut {cf['events_cut']} "
-                   f"(no muon {cf['events_no_muon']}, invalid {cf['events_invalid']}) + skipped {cf['entries_skipped']}")
-        click.echo(f"  muons in {cf['muons_in']}: fail pT {cf['muons_fail_pt']}, fail |eta| {cf['muons_fail_eta']}, "
-                   f"fail hits {cf['muons_fail_hits']}, out {cf['muons_out']}")
-        click.echo(f"  units: {res.units_run} run, {res.units_reused} reused of {res.units_total}; "
-                   f"{res.seconds:.1f} s, {rate / 1e6:.2f} M hits/s in")
-    from .summary import reading_lines
-
-    for line in reading_lines(res.manifest):
-        click.echo(f"  {line}")
-    for s in res.skipped_inputs:
-        click.secho(f"  SKIPPED input {s['path']}: {s['reason']}", fg="yellow", err=True)
-    for r in res.skipped_units:
-        u = r["unit"]
-        click.secho(f"  SKIPPED {u['input']} entries {u['entry_start']}-{u['entry_stop']}: {r['reason']}",
-                    fg="yellow", err=True)
 
 
 @main.command("submit-script", context_settings={"ignore_unknown_options": True})

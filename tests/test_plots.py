@@ -155,7 +155,7 @@ def test_tables_give_every_value_with_its_error_and_count(tmp_path):
 
     cols = _columns()
     md = table([("inv", _metrics(cols)), ("other", _metrics(cols))])
-    rows = [ln for ln in md.splitlines() if ln.startswith("| ") and not ln.startswith("| quantity")]
+    rows = [ln for ln in md.splitlines() if ln.startswith("| ") and not ln.startswith("| metric")]
     assert len(rows) > 15
     value = re.compile(r"^(\d+\.\d+ ± \d+\.\d+ \(\d+\)|– \(\d+\))$")
     decimals: dict[str, set[int]] = {}

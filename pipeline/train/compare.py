@@ -111,7 +111,7 @@ def table(entries: list[tuple[str, dict[str, Any]]]) -> str:
             lambda meth, i=i: meth["pt_bins"][i] if i < len(meth["pt_bins"]) else None)
     for region in entries[0][1]["methods"]["model"].get("regions", {}):
         row(f"σ(pT)/pT core [%], {region}", core, lambda meth, r=region: _dig(meth, "regions", r, "overall"))
-    header = "| quantity | " + " | ".join(label for label, _ in columns) + " |"
+    header = "| metric | " + " | ".join(label for label, _ in columns) + " |"
     sep = "|---|" + "---:|" * len(columns)
     from .metrics import MIN_MUONS
 
