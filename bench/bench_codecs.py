@@ -90,7 +90,7 @@ def main() -> None:
         t_convert = timed(run_convert, args.repeat)
         table = read_dataset(str(out))
         events = table.num_rows
-        n_hits = json.loads((out / "manifest.json").read_text())["totals"]["hits"]
+        n_hits = json.loads((out / "_manifest.json").read_text())["totals"]["hits"]
         floats = float_columns(table)
         default = ConvertConfig(schema_version=2).compression
         t_default = timed(partial(write, table, default.codec, default.writer_kwargs().get("compression_level"),

@@ -44,7 +44,7 @@ def main() -> None:
 
     run_convert()
     table = read_dataset(str(out))
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = json.loads((out / "_manifest.json").read_text())
     tree = uproot.open(raw)["MuonHitDump"]
     step = int(tree.num_entries_for("100 MB", branches))
 

@@ -48,7 +48,7 @@ def make_dataset(out: Path, events: int, seed: int = 1, background: int = 300,
                  pt_max: float | None = None) -> tuple[Path, str]:
     """A converted dataset of ``events`` simulated events in ``out`` (cached); returns (path, how)."""
     how = f"simulate (background {background}/event{f', pT up to {pt_max:g} GeV' if pt_max else ''}) + convert"
-    if (out / "manifest.json").exists():
+    if (out / "_manifest.json").exists():
         try:
             open_dataset(out)  # a cache made by an older version of the format is made again
             return out, how + ", reused from an earlier run (delete the folder to make it anew)"

@@ -89,7 +89,7 @@ def main() -> None:
     for j in (1, 2):
         ds = work / f"pileup-j{j}"
         rss, took = peak_rss_mb(["convert", str(pile), "-o", str(ds), "-q", "-j", str(j)])
-        manifest = json.loads((ds / "manifest.json").read_text())
+        manifest = json.loads((ds / "_manifest.json").read_text())
         runs[j] = {"peak_rss_mb": rss, "seconds": took, "units": len(manifest["shards"])}
     results["pileup"] = {"events": args.pileup_events, "hits_per_event": args.pileup_hits,
                          "file_mb": pile.stat().st_size / 1e6, "j1": runs[1], "j2": runs[2],

@@ -37,11 +37,11 @@ from pipeline.validate import validate_dataset  # noqa: E402
 def costs(events: int, repeat: int) -> None:
     raw = simulated("validate", events)
     ds = CACHE / f"validate-ds-{events}"
-    if not (ds / "manifest.json").exists():
+    if not (ds / "_manifest.json").exists():
         shutil.rmtree(ds, ignore_errors=True)
         subprocess.run([str(BIN / "muon-pipeline"), "convert", *map(str, raw), "-o", str(ds), "-q", "-j", "1",
                         "--shard-events", str(max(events // 4, 1))], check=True)
-    m = json.loads((ds / "manifest.json").read_text())
+    m = json.loads((ds / "_manifest.json").read_text())
     mb = m["totals"]["bytes"] / 1e6
     print(f"dataset: {m['totals']['events']} events, {m['totals']['hits']} hits, {len(m['shards'])} shards, "
           f"{mb:.0f} MB")

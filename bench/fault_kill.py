@@ -52,9 +52,9 @@ def digest(ds: Path) -> dict:
     files = {}
     for p in sorted(ds.rglob("*")):
         rel = p.relative_to(ds).as_posix()
-        if p.is_file() and not rel.startswith("_work/") and rel != "manifest.json":
+        if p.is_file() and not rel.startswith("_work/") and rel != "_manifest.json":
             files[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
-    manifest = json.loads((ds / "manifest.json").read_text())
+    manifest = json.loads((ds / "_manifest.json").read_text())
     manifest.pop("timing", None)
     return {"files": files, "manifest": manifest}
 

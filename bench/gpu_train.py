@@ -39,7 +39,7 @@ CONFIGS = {"direct_pt": "direct_pt.yaml", "inverse_pt": "inverse_pt.yaml", "sign
 
 
 def muons_in(data: Path) -> int:
-    manifest = json.loads((data / "manifest.json").read_text())
+    manifest = json.loads((data / "_manifest.json").read_text())
     return sum(int(s.get("muons", 0)) for s in manifest["shards"])
 
 

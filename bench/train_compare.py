@@ -179,7 +179,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--out", type=Path, default=Path("/tmp/muon-pipeline-bench/train_compare"))
-    ap.add_argument("--docs", type=Path, help="also copy the plot here (e.g. docs/)")
+    ap.add_argument("--docs", type=Path, help="also copy the plot here (e.g. docs/img/)")
     args = ap.parse_args()
 
     t0 = time.perf_counter()

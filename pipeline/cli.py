@@ -26,6 +26,7 @@ import sys
 import click
 
 from ._version import __version__
+from .cli_format import CONVERT_SECTIONS, SectionedCommand, print_convert_summary
 from .errors import Interrupted, PipelineError
 
 #: Signals every command stops on with exit code 128 + N (SIGINT arrives as KeyboardInterrupt).
@@ -116,7 +117,8 @@ def _unavailable(name: str, err: Exception) -> click.Command:
     """Stand-in for a stage whose optional dependencies are missing: says how to install them."""
     from .extras import install_line
 
-    hint = install_line("train") if name in ("train", "evaluate", "compare") else "reinstall muon-pipeline"
+    hint = (install_line("train") if name in ("train", "evaluate", "compare")
+            else "reinstall it: pip install -e . in a clone of muon-pipeline")
 
     def fail() -> None:
         raise click.ClickException(f"command {name!r} is unavailable ({err}); {hint}")
@@ -126,7 +128,7 @@ def _unavailable(name: str, err: Exception) -> click.Command:
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="muon-pipeline")
+@click.version_option(__version__, "-V", "--version", prog_name="muon-pipeline")
 def main() -> None:
     """Turn ATLAS muon-spectrometer hit dumps (ROOT) into validated, versioned Parquet shards,
     and train / evaluate muon regression on them.
@@ -147,11 +149,12 @@ def main() -> None:
 # convert / finalize
 # --------------------------------------------------------------------------------------------
 
-@main.command()
+@main.command(cls=SectionedCommand, sections=CONVERT_SECTIONS)
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--output", required=True, help="Output directory (local path or fsspec URL). Created if missing.")
 @click.option("--schema-version", type=int, default=None, help="Schema version to write (default: the newest).")
-@click.option("--tree", default=None, help="TTree name [default: MuonHitDump].")
+@click.option("--tree", default=None,
+              help="Name of the TTree or RNTuple to read in each input [default: MuonHitDump].")
 @click.option("--layout", "layout_file", type=click.Path(exists=True, dir_okay=False),
               help="YAML mapping raw field -> branch name (and 'tree'), for dumps with other branch names.")
 @click.option("--step-size", default="100 MB", show_default=True,
@@ -248,38 +251,9 @@ def convert(inputs, output, schema_version, tree, layout_file, step_size, min_pt
                            skip_bad=skip_bad_files, quiet=quiet, dashboard=dashboard)
     task = (task_index, task_count) if task_index is not None else None
     res = run(list(inputs), output, cfg, settings=settings, task=task, reconfigure=reconfigure)
-    _print_summary(res, output, quiet)
+    print_convert_summary(res, output, quiet)
     if res.skipped_anything:
         sys.exit(3)
-
-
-def _print_summary(res, output: str, quiet: bool) -> None:
-    if res.manifest is None:
-        click.echo(f"task {res.task[0]}/{res.task[1]}: ran {res.units_run} unit(s), {res.units_reused} already done "
-                   f"({res.seconds:.1f} s). When all tasks are done: muon-pipeline finalize {output}")
-        return
-    cf = res.manifest["cutflow"]
-    tot = res.manifest["totals"]
-    rate = cf["hits_in"] / res.seconds if res.seconds else 0.0
-    click.echo(f"{output}: {tot['events']} events, {tot['hits']} hits, {tot['muons']} muons in "
-               f"{len(res.manifest['shards'])} shard(s), {tot['bytes'] / 1e6:.1f} MB")
-    if not quiet:
-        click.echo(f"  entries in {cf['entries_in']} = out {cf['events_out']} + cut {cf['events_cut']} "
-                   f"(no muon {cf['events_no_muon']}, invalid {cf['events_invalid']}) + skipped {cf['entries_skipped']}")
-        click.echo(f"  muons in {cf['muons_in']}: fail pT {cf['muons_fail_pt']}, fail |eta| {cf['muons_fail_eta']}, "
-                   f"fail hits {cf['muons_fail_hits']}, out {cf['muons_out']}")
-        click.echo(f"  units: {res.units_run} run, {res.units_reused} reused of {res.units_total}; "
-                   f"{res.seconds:.1f} s, {rate / 1e6:.2f} M hits/s in")
-    from .summary import reading_lines
-
-    for line in reading_lines(res.manifest):
-        click.echo(f"  {line}")
-    for s in res.skipped_inputs:
-        click.secho(f"  SKIPPED input {s['path']}: {s['reason']}", fg="yellow", err=True)
-    for r in res.skipped_units:
-        u = r["unit"]
-        click.secho(f"  SKIPPED {u['input']} entries {u['entry_start']}-{u['entry_stop']}: {r['reason']}",
-                    fg="yellow", err=True)
 
 
 @main.command("submit-script", context_settings={"ignore_unknown_options": True})
@@ -349,7 +323,7 @@ def submit_script(system, job, tasks, script_file, job_name, cpus, memory, wallt
 @main.command()
 @click.argument("directory")
 def finalize(directory):
-    """Assemble manifest.json once all job-array tasks are done (lists missing units otherwise)."""
+    """Assemble _manifest.json once all job-array tasks are done (lists missing units otherwise)."""
     from .manifest import finalize as run
     from .storage import OutputDir
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from .config import ConvertConfig
 from .errors import DatasetError, SchemaError, one_line
-from .format import MANIFEST, SHARDS, InputInfo, dataset_id, read_identity, unit_key
+from .format import MANIFEST, SHARDS, InputInfo, dataset_id, manifest_name, read_identity, unit_key
 from .manifest import read_manifest
 from .report import Where, render_where
 from .schema import Schema, load_schema, schema_from_metadata
@@ -274,7 +274,7 @@ def open_dataset(directory: str, *, checksums: bool = False, shard_schemas: bool
     if not out.fs.exists(out.root):
         raise DatasetError(f"{directory}: no such dataset directory")
     manifest = read_manifest(out)
-    where = f"{directory}/{MANIFEST}"
+    where = f"{directory}/{manifest_name(out.exists) or MANIFEST}"
     problems = manifest_problems(manifest)
     if problems:
         key, why = problems[0]

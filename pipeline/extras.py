@@ -33,6 +33,13 @@ def install_line(extra: str) -> str:
     return line
 
 
+def version_install_line(version: str) -> str:
+    """The command that installs muon-pipeline ``version`` from a clone: the release tag ``vVERSION``
+    (the tag scheme of CHANGELOG.md), then an editable install."""
+    return (f"in a clone of muon-pipeline: git checkout v{version} && pip install -e . "
+            f"(pip install 'muon-pipeline=={version}' where it is published)")
+
+
 def missing(modules: tuple[str, ...] | list[str]) -> list[str]:
     """The modules of ``modules`` that cannot be imported (found without importing them)."""
     out = []

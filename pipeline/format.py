@@ -2,11 +2,17 @@
 
 On-disk names of an output folder (written by ``convert`` and any later producer)::
 
-    manifest.json          MANIFEST  (format FORMAT, format_version FORMAT_VERSION; written last, by finalize)
+    _manifest.json         MANIFEST  (format FORMAT, format_version FORMAT_VERSION; written last, by finalize)
     shards/part-KEY.parquet SHARDS   one per work unit, KEY = the first 16 hex digits of the unit key
     _work/plan.json        PLAN      what the run will produce (see pipeline.plan)
     _work/units/KEY.json   RECORDS   one record per finished unit
     .tmp-*                 TMP_MARK  a writer's temporary, renamed into place when complete
+
+The manifest's name starts with ``_`` so that Parquet readers given the dataset folder itself
+(``pandas.read_parquet(DS)``, ``pyarrow.dataset.dataset(DS)``) skip it, as they skip ``_work/`` and the
+hidden temporaries. Datasets written before the rename (see CHANGELOG) call it ``manifest.json``
+(``LEGACY_MANIFEST``): readers accept either (:func:`manifest_name`), and the next ``finalize`` or
+``migrate`` writes the new name.
 
 Identity: a unit's *key* hashes its input's identity, entry range, the configuration hash and the
 tool version (a finished unit with the same key is never redone); the *dataset id* hashes the
@@ -26,13 +32,24 @@ WORK = "_work"
 PLAN = f"{WORK}/plan.json"
 RECORDS = f"{WORK}/units"
 SHARDS = "shards"
-MANIFEST = "manifest.json"
+MANIFEST = "_manifest.json"
+#: The manifest's name in datasets written before it was renamed; still read.
+LEGACY_MANIFEST = "manifest.json"
 FORMAT = "muon-pipeline/dataset"
 FORMAT_VERSION = 1
 #: Prefix of a writer's temporary files (``.tmp-NAME.PID.RANDOM``), renamed into place when complete.
 TMP_MARK = ".tmp-"
 #: Parquet key-value metadata key under which every shard names the dataset and the unit it belongs to.
 IDENTITY_KEY = b"muon_pipeline.shard"
+
+
+def manifest_name(exists) -> str | None:
+    """The manifest's name in a dataset folder, given ``exists(name) -> bool`` for names in that folder:
+    ``MANIFEST``, else ``LEGACY_MANIFEST`` (a dataset written before the rename), else None."""
+    for name in (MANIFEST, LEGACY_MANIFEST):
+        if exists(name):
+            return name
+    return None
 
 
 @dataclass(frozen=True)

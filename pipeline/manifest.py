@@ -1,6 +1,6 @@
 """The dataset manifest: assembled from the plan and the unit records, never edited in place.
 
-``finalize`` is the only writer of ``manifest.json``. It runs at the end of ``convert`` and as
+``finalize`` is the only writer of ``_manifest.json`` (``format.MANIFEST``). It runs at the end of ``convert`` and as
 ``muon-pipeline finalize DIR`` after a job array; it refuses (listing them) while units are
 missing, and it checks the bookkeeping identity
 
@@ -16,7 +16,18 @@ import datetime as _dt
 
 from ._version import __version__
 from .errors import DatasetError
-from .format import FORMAT, FORMAT_VERSION, MANIFEST, PLAN, RECORDS, SHARDS, TMP_MARK, dataset_id
+from .format import (
+    FORMAT,
+    FORMAT_VERSION,
+    LEGACY_MANIFEST,
+    MANIFEST,
+    PLAN,
+    RECORDS,
+    SHARDS,
+    TMP_MARK,
+    dataset_id,
+    manifest_name,
+)
 from .plan import Plan, load_records
 from .selection import CutFlow
 from .stats import merge_tables, table_from_json, table_to_json
@@ -24,7 +35,7 @@ from .storage import OutputDir
 
 
 def finalize(out: OutputDir) -> dict:
-    """Write ``manifest.json`` from the plan and all unit records; returns the manifest."""
+    """Write ``_manifest.json`` from the plan and all unit records; returns the manifest."""
     plan = Plan.require(out)
     units = plan.units
     records = load_records(out, units)
@@ -101,9 +112,10 @@ def finalize(out: OutputDir) -> dict:
     out.clean_temporaries(SHARDS)
     out.clean_temporaries(RECORDS)  # a unit record killed between its write and rename
     for name in out.listdir("."):  # a manifest write killed before its rename; only finalize writes one
-        if name.startswith(f"{TMP_MARK}{MANIFEST}."):
+        if name.startswith((f"{TMP_MARK}{MANIFEST}.", f"{TMP_MARK}{LEGACY_MANIFEST}.")):
             out.remove(name)
     out.write_json(MANIFEST, manifest)
+    out.remove(LEGACY_MANIFEST)  # a dataset written before the rename: now upgraded to the new name
     return manifest
 
 
@@ -117,14 +129,17 @@ def reading_summary(layout: dict, rounded: dict[str, int]) -> dict:
 
 
 def read_manifest(out: OutputDir) -> dict:
-    if not out.exists(MANIFEST):
+    """The manifest of ``out``: ``_manifest.json``, or ``manifest.json`` in a dataset written before the
+    rename. ``DatasetError`` (one line) when there is none or it is not a muon-pipeline manifest."""
+    name = manifest_name(out.exists)
+    if name is None:
         hint = " (convert did not finish: run `muon-pipeline finalize` to see what is missing)" if out.exists(PLAN) else ""
         raise DatasetError(f"{out.url} has no {MANIFEST}{hint}")
     try:
-        doc = out.read_json(MANIFEST)
+        doc = out.read_json(name)
     except ValueError as err:
-        raise DatasetError(f"{out.url}/{MANIFEST} is not valid JSON: {err}") from err
+        raise DatasetError(f"{out.url}/{name} is not valid JSON: {err}") from err
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise DatasetError(f"{out.url}/{MANIFEST} is not a muon-pipeline manifest (format="
+        raise DatasetError(f"{out.url}/{name} is not a muon-pipeline manifest (format="
                            f"{doc.get('format') if isinstance(doc, dict) else type(doc).__name__!r})")
     return doc

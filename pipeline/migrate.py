@@ -15,7 +15,16 @@ from .config import ConvertConfig
 from .dataset import open_dataset
 from .errors import ConfigError, DatasetError, SchemaError
 from .features import DERIVED, hit_features
-from .format import MANIFEST, TMP_MARK, InputInfo, Unit, dataset_id, identity_metadata, unit_key
+from .format import (
+    MANIFEST,
+    TMP_MARK,
+    InputInfo,
+    Unit,
+    dataset_id,
+    identity_metadata,
+    manifest_name,
+    unit_key,
+)
 from .schema import Schema, load_schema
 from .shards import chunk_from_table, iter_row_groups
 from .stats import StatsTable, merge_tables, table_to_json
@@ -83,10 +92,11 @@ def _finished(dst: OutputDir, source_digest: str, file_digest: str, to_version: 
     the source file's sha256 are matched by that) and target version, and every shard it lists present
     with its recorded size. A finished migration with a shard missing or resized is not finished: its
     manifest is removed here and the run redoes the migration. None otherwise."""
-    if not dst.exists(MANIFEST):
+    name = manifest_name(dst.exists)  # an output written before the manifest's rename has the old name
+    if name is None:
         return None
     try:
-        doc = dst.read_json(MANIFEST)
+        doc = dst.read_json(name)
     except ValueError:
         return None
     origin = doc.get("migrated_from")
@@ -100,7 +110,7 @@ def _finished(dst: OutputDir, source_digest: str, file_digest: str, to_version: 
         intact = False
     if intact:
         return doc
-    dst.remove(MANIFEST)  # ours, but a shard has gone or changed: redo the migration (shards are rewritten)
+    dst.remove(name)  # ours, but a shard has gone or changed: redo the migration (shards are rewritten)
     return None
 
 
@@ -109,7 +119,7 @@ def _check_output(dst: OutputDir, output: str, planned: set[str]) -> None:
     shards and temporaries, no manifest): re-running resumes it. Anything else is refused by name."""
     if not (dst.fs.exists(dst.root) and dst.listdir(".")):
         return
-    if dst.exists(MANIFEST):
+    if manifest_name(dst.exists) is not None:
         raise ConfigError(f"output {output} exists and is not empty (it holds the manifest of another dataset): "
                           "choose a new directory")
     foreign = [n for n in dst.listdir(".") if n != "shards"]
@@ -145,7 +155,7 @@ def migrate_dataset(source: str, output: str, to_version: int) -> dict:
             raise ConfigError(f"--to-version: {err}") from None
         if new.version <= dataset.schema.version:
             raise ConfigError(f"dataset is already at v{dataset.schema.version}; --to-version must be newer")
-        source_digest, file_digest = content_digest(dataset.manifest), src.sha256(MANIFEST)
+        source_digest, file_digest = content_digest(dataset.manifest), src.sha256(manifest_name(src.exists) or MANIFEST)
         dst.makedirs()
         with dst.lock(what="migrate"):
             return _migrate(src, dst, source, output, dataset, new, source_digest, file_digest)
@@ -184,7 +194,7 @@ def _migrate(src: OutputDir, dst: OutputDir, source: str, output: str, dataset, 
     for entry in manifest["shards"]:
         u = entry["unit"]
         if u["input"] not in infos:
-            raise DatasetError(f"{source}/{MANIFEST}: shard {entry['path']} names input {u['input']!r}, which the "
+            raise DatasetError(f"{source}/{manifest_name(src.exists)}: shard {entry['path']} names input {u['input']!r}, which the "
                                "manifest's inputs do not list (run `muon-pipeline validate`)")
         key = unit_key(infos[u["input"]], u["entry_start"], u["entry_stop"], cfg.hash())
         plan.append((entry, Unit(u["index"], u["input"], u["entry_start"], u["entry_stop"], key)))

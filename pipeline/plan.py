@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from ._version import __version__
 from .errors import DatasetError
-from .format import PLAN, RECORDS, Unit
+from .format import LEGACY_MANIFEST, PLAN, RECORDS, Unit
 from .storage import OutputDir
 
 
@@ -60,6 +60,9 @@ class Plan:
         return plan
 
     def write(self, out: OutputDir) -> None:
+        """Write the plan. A new plan makes any manifest stale: the producer removes ``MANIFEST`` before
+        calling this; a manifest under its name before the rename (``manifest.json``) goes here."""
+        out.remove(LEGACY_MANIFEST)
         out.write_json(PLAN, self.to_dict())
 
     def same_run(self, config_hash: str) -> bool:

@@ -59,6 +59,14 @@ class Field:
 
         return pa.string() if self.dtype == "string" else pa.from_numpy_dtype(self.dtype)
 
+    def arrow_field(self):
+        """The Arrow field, with the schema file's unit and description as field metadata (``unit``,
+        ``description``; the unit is ``""`` for a dimensionless field), so a Parquet reader shows them."""
+        import pyarrow as pa
+
+        return pa.field(self.name, self.arrow_type(), nullable=False,
+                        metadata={"unit": self.unit, "description": " ".join(self.description.split())})
+
 
 @dataclass(frozen=True)
 class Schema:
@@ -102,12 +110,13 @@ class Schema:
         return {METADATA_KEY: json.dumps({"name": self.name, "version": self.version}).encode()}
 
     def arrow_schema(self):
-        """The Arrow schema of one shard: event columns, then ``hits`` and ``truthMuons`` lists."""
+        """The Arrow schema of one shard: event columns, then ``hits`` and ``truthMuons`` lists. Every
+        field carries its unit and description as Arrow field metadata (stored in the Parquet footer)."""
         import pyarrow as pa
 
-        cols = [pa.field(f.name, f.arrow_type(), nullable=False) for f in self.level("event")]
+        cols = [f.arrow_field() for f in self.level("event")]
         for level in ("hit", "muon"):
-            struct = pa.struct([pa.field(f.name, f.arrow_type(), nullable=False) for f in self.level(level)])
+            struct = pa.struct([f.arrow_field() for f in self.level(level)])
             cols.append(pa.field(self.columns[level], pa.list_(pa.field("item", struct, nullable=False)),
                                  nullable=False))
         return pa.schema(cols, metadata=self.metadata())

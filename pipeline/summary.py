@@ -1,4 +1,5 @@
-"""``inspect``: what is in a dataset (counts, technology mix, cut flow, feature statistics)."""
+"""``inspect``: what is in a dataset (counts, technology mix, selection, inputs, cut flow, feature
+statistics with their units)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import numpy as np
 from .dataset import open_dataset
 from .selection import technology_name
 from .shards import iter_row_groups
+
+#: ``inspect`` lists this many inputs in its table (``--json`` lists all).
+SHOWN_INPUTS = 20
 
 
 def summarize_dataset(directory: str, scan: bool = True) -> dict:
@@ -23,6 +27,12 @@ def summarize_dataset(directory: str, scan: bool = True) -> dict:
         "hits": manifest["totals"]["hits"],
         "muons": manifest["totals"]["muons"],
         "inputs": len(manifest["inputs"]),
+        "input_files": [{k: i.get(k) for k in ("path", "entries", "events_out", "status", "container")}
+                        for i in manifest["inputs"]],
+        "units": manifest.get("units", len(manifest["shards"])),
+        "selection": {**manifest["config"].get("selection", {}),
+                      "on_invalid": manifest["config"].get("on_invalid", "error")},
+        "field_units": {f.name: f.unit for f in schema.fields},
         "skipped": manifest["skipped"],
         "cutflow": manifest["cutflow"],
         "reading": manifest.get("reading", {}),
@@ -69,16 +79,30 @@ def render(info: dict, console) -> None:
     ev = max(info["events"], 1)
     rows = [("events", f"{info['events']:,}"), ("hits", f"{info['hits']:,}  ({info['hits'] / ev:.1f} / event)"),
             ("muons", f"{info['muons']:,}  ({info['muons'] / ev:.2f} / event)"),
-            ("shards", f"{info['shards']}  ({info['bytes'] / 1e6:.1f} MB)"), ("inputs", str(info["inputs"])),
+            ("shards", f"{info['shards']}  ({info['bytes'] / 1e6:.1f} MB), from {info.get('units', '?')} work unit(s)"),
+            ("inputs", str(info["inputs"])),
             ("skipped", f"{len(info['skipped']['inputs'])} input(s), {len(info['skipped']['units'])} unit(s)"),
             ("model inputs", f"{len(info['model_inputs'])}: {', '.join(info['model_inputs'])}")]
     if "hits_on_muons" in info:
         rows.append(("hits on muons", f"{info['hits_on_muons']:,}  ({info['hits_on_muons'] / max(info['muons'], 1):.1f} / muon)"))
         tot = max(sum(info["technology_hits"].values()), 1)
         rows.append(("technologies", ", ".join(f"{k} {100 * n / tot:.1f} %" for k, n in info["technology_hits"].items())))
+    if info.get("selection"):
+        rows.append(("selection", selection_text(info["selection"])))
     for k, v in rows:
         t.add_row(k, v)
     console.print(t)
+    if info.get("input_files"):
+        it = Table(title="inputs", show_header=True)
+        for c in ("path", "container", "entries", "events out", "status"):
+            it.add_column(c, justify="right" if c in ("entries", "events out") else "left")
+        files = info["input_files"]
+        for i in files[:SHOWN_INPUTS]:
+            it.add_row(str(i["path"]), str(i.get("container") or "TTree"), f"{i.get('entries') or 0:,}",
+                       f"{i.get('events_out') or 0:,}", str(i.get("status") or "ok"))
+        if len(files) > SHOWN_INPUTS:
+            it.add_row(f"... and {len(files) - SHOWN_INPUTS} more (--json lists all)", "", "", "", "")
+        console.print(it)
     cf = Table(title="cut flow", show_header=True)
     cf.add_column("counter")
     cf.add_column("value", justify="right")
@@ -95,10 +119,24 @@ def render(info: dict, console) -> None:
         cf.add_row(f"filled [{k}]", repr(v))
     console.print(cf)
     st = Table(title="feature statistics (selected data)")
-    for c in ("field", "count", "mean", "std", "min", "max"):
-        st.add_column(c, justify="right" if c != "field" else "left")
+    for c in ("field", "unit", "count", "mean", "std", "min", "max"):
+        st.add_column(c, justify="left" if c in ("field", "unit") else "right")
+    units = info.get("field_units") or {}
     for col, fields in info["statistics"].items():
         for name, s in fields.items():
-            st.add_row(f"{col}.{name}", f"{s['count']:,}", f"{s['mean']:.5g}", f"{s['std']:.5g}",
-                       f"{s['min']:.5g}", f"{s['max']:.5g}")
+            st.add_row(f"{col}.{name}", units.get(name) or "–", f"{s['count']:,}", f"{s['mean']:.5g}",
+                       f"{s['std']:.5g}", f"{s['min']:.5g}", f"{s['max']:.5g}")
     console.print(st)
+
+
+def selection_text(sel: dict) -> str:
+    """The conversion's selection in one line: ``pT >= 5 GeV, |eta| <= 2.7, >= 3 hits, technologies all, ...``."""
+    tech = sel.get("technologies") or "all"
+    parts = [f"pT >= {sel.get('min_pt')} GeV", f"|eta| <= {sel.get('max_abs_eta')}", f">= {sel.get('min_hits')} hits",
+             f"technologies {tech if isinstance(tech, str) else ','.join(map(str, tech))}"]
+    if sel.get("keep_empty_events"):
+        parts.append("empty events kept")
+    if sel.get("keep_muons_without_hits"):
+        parts.append("muons without hits kept")
+    parts.append(f"invalid values: {sel.get('on_invalid', 'error')}")
+    return ", ".join(parts)

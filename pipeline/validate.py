@@ -126,7 +126,7 @@ def validate_dataset(directory: str, check_values: bool = True, check_checksums:
     if not out.fs.exists(out.root):
         raise ConfigError(f"{directory}: no such directory")
     if not out.fs.isdir(out.root):
-        raise ConfigError(f"{directory} is a file, not a dataset directory (give the folder that holds manifest.json)")
+        raise ConfigError(f"{directory} is a file, not a dataset directory (give the folder that holds _manifest.json)")
     report = Report(directory=directory, problems=[])
     report.levels = ["structure"] + (["checksums"] if check_checksums else []) + (["values"] if check_values else [])
     if source is not None:

@@ -22,6 +22,7 @@ import numpy as np
 from ._version import __version__
 from .config import ConvertConfig
 from .errors import InputError, one_line
+from .extras import version_install_line
 from .format import Unit
 from .report import Problem, Where
 from .settings import RunSettings
@@ -123,8 +124,8 @@ def check_sources(out: OutputDir, manifest: dict, identity: Identity | None, ent
         return 0
     if manifest["tool_version"] != __version__:
         add(Problem("source", f"the dataset was written by muon-pipeline {manifest['tool_version']}, this is "
-                    f"{__version__}: re-derive with the same version (in a clone: git checkout "
-                    f"v{manifest['tool_version']}, then pip install -e .)", where=("tool_version",)))
+                    f"{__version__}: re-derive with the same version ({version_install_line(manifest['tool_version'])})",
+                    where=("tool_version",)))
         return 0
     cfg = ConvertConfig.from_dict(manifest["config"])
     done = 0

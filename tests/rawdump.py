@@ -1,7 +1,7 @@
 """Test helper: write hand-made raw dumps (the MuonHitDump layout) with uproot.
 
 Records zipped under ``spacePoint`` / ``truthMuon`` become branches ``spacePoint_<field>`` with one
-shared counter, which is the raw layout (see ``../shared/reference/raw-format.md``).
+shared counter, which is the raw layout (see ``docs/raw-format.md``).
 """
 
 from __future__ import annotations

@@ -79,7 +79,7 @@ def test_selection_equals_slow_reference_on_shipped_sample(converted_sample, sam
 
 
 def test_manifest_reconciles_and_describes_the_data(converted_sample, sample_root):
-    m = json.loads((converted_sample / "manifest.json").read_text())
+    m = json.loads((converted_sample / "_manifest.json").read_text())
     cf = m["cutflow"]
     entries = uproot.open(sample_root)["MuonHitDump"].num_entries
     assert cf["entries_in"] == entries == cf["events_out"] + cf["events_cut"] + cf["entries_skipped"]
@@ -105,8 +105,8 @@ def test_output_independent_of_step_size(tmp_path, random_dump):
     cfg = ConvertConfig(schema_version=2, row_group_size=64)
     convert([str(random_dump)], str(tmp_path / "a"), cfg, workers=1, step_size=37, quiet=True)
     convert([str(random_dump)], str(tmp_path / "b"), cfg, workers=1, step_size="10 MB", quiet=True)
-    ma = json.loads((tmp_path / "a/manifest.json").read_text())
-    mb = json.loads((tmp_path / "b/manifest.json").read_text())
+    ma = json.loads((tmp_path / "a/_manifest.json").read_text())
+    mb = json.loads((tmp_path / "b/_manifest.json").read_text())
     assert [s["sha256"] for s in ma["shards"]] == [s["sha256"] for s in mb["shards"]]
     # row group k holds the selected events of input entries [64k, 64k + 64)
     pf = pq.ParquetFile(tmp_path / "a" / ma["shards"][0]["path"])
@@ -142,7 +142,7 @@ def test_invalid_values_error_names_file_entry_field(tmp_path):
         res = CliRunner().invoke(main, ["convert", str(path), "-o", str(out), "-q", "--on-invalid", policy,
                                         "--min-pt", "0", "--max-abs-eta", "10", "--min-hits", "0", "--keep-empty-events"])
         assert res.exit_code == 0, res.output
-        cf = json.loads((out / "manifest.json").read_text())["cutflow"]
+        cf = json.loads((out / "_manifest.json").read_text())["cutflow"]
         assert cf["events_invalid"] == events_invalid and cf["hits_invalid"] == 1 - events_invalid
         assert cf["entries_in"] == 20 == cf["events_out"] + cf["events_cut"]
 
@@ -166,7 +166,7 @@ def test_changed_configuration_is_refused_then_reconfigured(tmp_path, random_dum
     assert r.exit_code == 2 and "min_pt: 5.0 -> 7.0" in r.output
     r = CliRunner().invoke(main, [*base, "--min-pt", "7", "--reconfigure"])
     assert r.exit_code == 0
-    m = json.loads((tmp_path / "o/manifest.json").read_text())
+    m = json.loads((tmp_path / "o/_manifest.json").read_text())
     assert m["config"]["selection"]["min_pt"] == 7.0
     assert len(list((tmp_path / "o/shards").glob("*.parquet"))) == len(m["shards"])  # stale shards removed
 
@@ -315,7 +315,7 @@ def _convert_cli(tmp_path, path, out_name) -> str:
     out = tmp_path / f"out-{out_name}"
     res = CliRunner().invoke(main, ["convert", str(path), "-o", str(out), "-q"])
     assert res.exit_code == 0, res.output
-    return (out / "manifest.json").read_text()
+    return (out / "_manifest.json").read_text()
 
 
 def test_unit_where_nothing_passes_gives_a_shard_every_reader_opens(tmp_path, random_dump):
@@ -325,7 +325,7 @@ def test_unit_where_nothing_passes_gives_a_shard_every_reader_opens(tmp_path, ra
     out = tmp_path / "none"
     res = CliRunner().invoke(main, ["convert", str(random_dump), "-o", str(out), "-q", "--min-pt", "1e6"])
     assert res.exit_code == 0, res.output
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = json.loads((out / "_manifest.json").read_text())
     assert manifest["cutflow"]["events_out"] == 0 and manifest["cutflow"]["entries_in"] == 500
     files = [str(out / s["path"]) for s in manifest["shards"]]
     assert files and all(pq.ParquetFile(f).num_row_groups == 1 for f in files)
@@ -363,7 +363,7 @@ def test_convert_never_writes_what_validate_rejects(tmp_path, group, field, valu
         out = tmp_path / policy
         res = CliRunner().invoke(main, ["convert", str(path), "-o", str(out), "-q", "--on-invalid", policy, *loose])
         assert res.exit_code == 0, res.output
-        cf = json.loads((out / "manifest.json").read_text())["cutflow"]
+        cf = json.loads((out / "_manifest.json").read_text())["cutflow"]
         assert cf["events_invalid"] + cf["hits_invalid"] == 1
         assert cf["entries_in"] == 40 == cf["events_out"] + cf["events_cut"]
         res = CliRunner().invoke(main, ["validate", str(out)])

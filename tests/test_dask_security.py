@@ -88,6 +88,6 @@ def test_convert_on_the_embedded_cluster_is_identical(tmp_path, random_dump, con
     r = CliRunner().invoke(main, ["convert", str(random_dump), "-o", str(out), "--scheduler", "local", "-j", "2",
                                   "--shard-events", "200", "--row-group-size", "50", "-q"])
     assert r.exit_code == 0, r.output
-    shards = [(s["path"], s["sha256"]) for s in json.loads((out / "manifest.json").read_text())["shards"]]
-    ref = [(s["path"], s["sha256"]) for s in json.loads((converted_random / "manifest.json").read_text())["shards"]]
+    shards = [(s["path"], s["sha256"]) for s in json.loads((out / "_manifest.json").read_text())["shards"]]
+    ref = [(s["path"], s["sha256"]) for s in json.loads((converted_random / "_manifest.json").read_text())["shards"]]
     assert shards == ref

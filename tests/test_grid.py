@@ -32,7 +32,7 @@ ARGS = ["--shard-events", "60", "--row-group-size", "25", "-q"]
 
 def comparable(directory: Path) -> dict:
     """The manifest minus timing: what must be identical whatever ran the conversion."""
-    m = json.loads((directory / "manifest.json").read_text())
+    m = json.loads((directory / "_manifest.json").read_text())
     m.pop("timing")
     return m
 

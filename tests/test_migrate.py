@@ -16,13 +16,13 @@ def test_migrate_equals_direct_convert(tmp_path, random_dump):
     common = ["-q", "-j", "1", "--shard-events", "200", "--row-group-size", "64"]
     assert run(main, ["convert", str(random_dump), "-o", str(tmp_path / "v1"), "--schema-version", "1", *common]).exit_code == 0
     assert run(main, ["convert", str(random_dump), "-o", str(tmp_path / "v2"), *common]).exit_code == 0
-    v1 = json.loads((tmp_path / "v1/manifest.json").read_text())
+    v1 = json.loads((tmp_path / "v1/_manifest.json").read_text())
     assert "eta" not in pq.read_schema(tmp_path / "v1" / v1["shards"][0]["path"]).field("hits").type.value_type.names
     r = run(main, ["migrate", str(tmp_path / "v1"), "--to-version", "2", "-o", str(tmp_path / "m")])
     assert r.exit_code == 0, r.output
     assert validate_dataset(str(tmp_path / "m")).ok
-    direct = json.loads((tmp_path / "v2/manifest.json").read_text())
-    migrated = json.loads((tmp_path / "m/manifest.json").read_text())
+    direct = json.loads((tmp_path / "v2/_manifest.json").read_text())
+    migrated = json.loads((tmp_path / "m/_manifest.json").read_text())
     for key in direct:
         if key != "timing":
             assert migrated[key] == direct[key], key  # statistics included, bit for bit
@@ -45,7 +45,7 @@ def _v1_copy(tmp_path, converted_random_v1):
 
     src = tmp_path / "v1"
     shutil.copytree(converted_random_v1, src)
-    return src, json.loads((src / "manifest.json").read_text())
+    return src, json.loads((src / "_manifest.json").read_text())
 
 
 def test_migrate_refuses_a_shard_whose_checksum_changed(tmp_path, converted_random_v1):
@@ -61,7 +61,7 @@ def test_migrate_refuses_a_shard_whose_checksum_changed(tmp_path, converted_rand
     pq.write_table(table, shard)
     r = CliRunner().invoke(main, ["migrate", str(src), "--to-version", "2", "-o", str(tmp_path / "m")])
     assert r.exit_code == 1 and manifest["shards"][0]["path"] in r.output and "sha256" in r.output
-    assert not (tmp_path / "m" / "manifest.json").exists()
+    assert not (tmp_path / "m" / "_manifest.json").exists()
 
 
 def test_migrate_refuses_a_non_finite_eta(tmp_path):
@@ -86,7 +86,7 @@ def test_migrate_refuses_a_non_finite_eta(tmp_path):
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(main, ["migrate", str(tmp_path / "v1"), "--to-version", "2", "-o", str(tmp_path / "m")])
     assert r.exit_code == 1 and "source entry 11), field eta" in r.output and "non-finite value" in r.output
-    assert not (tmp_path / "m" / "manifest.json").exists()
+    assert not (tmp_path / "m" / "_manifest.json").exists()
     assert not list((tmp_path / "m").rglob("*.parquet"))  # nothing partial is visible
 
 
@@ -97,15 +97,15 @@ def test_an_interrupted_migration_resumes_by_re_running_it(tmp_path, converted_r
     assert CliRunner().invoke(main, ["migrate", str(src), "--to-version", "2", "-o", str(ref)]).exit_code == 0
     out = tmp_path / "m"
     assert CliRunner().invoke(main, ["migrate", str(src), "--to-version", "2", "-o", str(out)]).exit_code == 0
-    (out / "manifest.json").unlink()  # as if killed after the shards, before the manifest
+    (out / "_manifest.json").unlink()  # as if killed after the shards, before the manifest
     (out / "shards" / ".tmp-part-x.parquet.1.ab").write_bytes(b"half")
     r = CliRunner().invoke(main, ["migrate", str(src), "--to-version", "2", "-o", str(out)])
     assert r.exit_code == 0, r.output
     assert not [p for p in (out / "shards").iterdir() if p.name.startswith(".tmp-")]
-    a, b = json.loads((out / "manifest.json").read_text()), json.loads((ref / "manifest.json").read_text())
+    a, b = json.loads((out / "_manifest.json").read_text()), json.loads((ref / "_manifest.json").read_text())
     assert a["shards"] == b["shards"] and a["statistics"] == b["statistics"]
     # a foreign file in the output is still refused by name
-    (out / "manifest.json").unlink()
+    (out / "_manifest.json").unlink()
     (out / "shards" / "part-foreign.parquet").write_bytes(b"not ours")
     r = CliRunner().invoke(main, ["migrate", str(src), "--to-version", "2", "-o", str(out)])
     assert r.exit_code == 2 and "part-foreign.parquet" in r.output
@@ -122,9 +122,9 @@ def test_re_running_a_finished_migration_is_a_no_op(tmp_path, converted_random_v
     r = CliRunner().invoke(main, ["migrate", str(src), "--to-version", "2", "-o", str(out)])
     assert r.exit_code == 0, r.output
     assert {p.name: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before  # nothing rewritten
-    m = json.loads((src / "manifest.json").read_text())
+    m = json.loads((src / "_manifest.json").read_text())
     m["timing"]["finalized_at"] = "2000-01-01T00:00:00+00:00"  # what a no-op convert resume rewrites
-    (src / "manifest.json").write_text(json.dumps(m, indent=1))
+    (src / "_manifest.json").write_text(json.dumps(m, indent=1))
     r = CliRunner().invoke(main, ["migrate", str(src), "--to-version", "2", "-o", str(out)])
     assert r.exit_code == 0, r.output
     assert {p.name: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before

@@ -128,7 +128,7 @@ def test_config_and_checkpoint_errors_come_before_torch(tmp_path, converted_rand
         "no-checkpoint": (["evaluate", str(run), "--data", data], "no checkpoints/best.ckpt"),
         "not-a-checkpoint": (["evaluate", str(run), "--data", data], "not a torch checkpoint"),
         "not-a-dataset": (["train", "--config", "inverse_pt", "--data", str(tmp_path), "--output", str(tmp_path / "r2")],
-                          "not a dataset (no manifest.json)"),
+                          "not a dataset (no _manifest.json)"),
         "resume-nothing": (["train", "--resume", "--data", data, "--output", str(tmp_path / "r2")], "--resume: no "),
     }[case]
     if case == "not-a-checkpoint":

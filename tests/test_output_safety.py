@@ -43,7 +43,7 @@ def test_convert_refuses_a_folder_that_is_not_a_convert_output(tmp_path, two):
     assert run("migrate", v1, "--to-version", "2", "-o", m).exit_code == 0
     before = {f: (m / f).read_bytes() for f in _files(m)}
     r = run("convert", two[1], "-o", m, *ARGS)
-    assert r.exit_code == 2 and "no convert plan" in r.output and "manifest.json" in r.output
+    assert r.exit_code == 2 and "no convert plan" in r.output and "_manifest.json" in r.output
     assert {f: (m / f).read_bytes() for f in _files(m)} == before
     mine = tmp_path / "mine"
     (mine / "shards").mkdir(parents=True)
@@ -77,7 +77,7 @@ def test_a_resume_may_spell_the_same_inputs_differently(tmp_path, two, monkeypat
     first = run("convert", "in/in0.root", "in/in1.root", "-o", "ds", "--shard-events", "30", "-q", "-j", "1")
     assert first.exit_code == 0, first.output
     shards = {f: (ds / f).read_bytes() for f in _files(ds) if f.startswith("shards/")}
-    manifest = json.loads((ds / "manifest.json").read_text())
+    manifest = json.loads((ds / "_manifest.json").read_text())
     victim = sorted(f for f in shards if f.endswith(".parquet"))[-1]
     for spelling in (["./in/in0.root", "./in//in1.root"], [str(tmp_path / "in" / "in0.root"), "in/in1.root"],
                      ["linked/in0.root", "linked/in1.root"], ["in"]):
@@ -85,7 +85,7 @@ def test_a_resume_may_spell_the_same_inputs_differently(tmp_path, two, monkeypat
         r = run("convert", *spelling, "-o", "ds", "--shard-events", "30", "-j", "1")
         assert r.exit_code == 0 and "already done" in r.output, (spelling, r.output)
         assert {f: (ds / f).read_bytes() for f in _files(ds) if f.startswith("shards/")} == shards, spelling
-        again = json.loads((ds / "manifest.json").read_text())
+        again = json.loads((ds / "_manifest.json").read_text())
         assert [i["path"] for i in again["inputs"]] == ["in/in0.root", "in/in1.root"]
         assert again["shards"] == manifest["shards"]
     (ds / victim).unlink()  # job-array tasks too (they reuse the plan when the inputs are the same)
@@ -118,18 +118,18 @@ def test_an_input_skipped_now_keeps_its_finished_shards(tmp_path, two):
     """With --skip-bad-files, a briefly unreachable input lost its finished shards."""
     ds = tmp_path / "ds"
     assert run("convert", *two, "-o", ds, "--skip-bad-files", *ARGS).exit_code == 0
-    m0 = json.loads((ds / "manifest.json").read_text())
+    m0 = json.loads((ds / "_manifest.json").read_text())
     shards = {s["path"]: (ds / s["path"]).read_bytes() for s in m0["shards"]}
     away = tmp_path / "away.root"
     shutil.move(two[1], away)
     r = run("convert", *two, "-o", ds, "--skip-bad-files", *ARGS)
     assert r.exit_code == 0, r.output  # nothing is skipped: its finished units are reused
-    m1 = json.loads((ds / "manifest.json").read_text())
+    m1 = json.loads((ds / "_manifest.json").read_text())
     assert {s["path"]: (ds / s["path"]).read_bytes() for s in m1["shards"]} == shards
     assert m1["cutflow"] == m0["cutflow"]
     shutil.move(away, two[1])
     r = run("convert", *two, "-o", ds, "--skip-bad-files", *ARGS)
-    assert r.exit_code == 0 and json.loads((ds / "manifest.json").read_text())["shards"] == m0["shards"]
+    assert r.exit_code == 0 and json.loads((ds / "_manifest.json").read_text())["shards"] == m0["shards"]
 
 
 def test_a_linked_shards_folder_is_refused_before_any_work(tmp_path, two):
@@ -146,12 +146,12 @@ def test_a_linked_shards_folder_is_refused_before_any_work(tmp_path, two):
     real = tmp_path / "real"
     assert run("convert", *two, "-o", real, *ARGS).exit_code == 0
     plan = (real / "_work" / "plan.json").read_bytes()
-    manifest = (real / "manifest.json").read_bytes()
+    manifest = (real / "_manifest.json").read_bytes()
     shutil.move(real / "shards", tmp_path / "moved")
     (real / "shards").symlink_to(tmp_path / "moved", target_is_directory=True)
     r = run("convert", two[0], "-o", real, "--reconfigure", *ARGS)
     assert r.exit_code == 2 and "symbolic link" in r.output
-    assert (real / "_work" / "plan.json").read_bytes() == plan and (real / "manifest.json").read_bytes() == manifest
+    assert (real / "_work" / "plan.json").read_bytes() == plan and (real / "_manifest.json").read_bytes() == manifest
 
 
 @pytest.mark.parametrize(("option", "message"), [
@@ -185,7 +185,7 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_folder(tmp_path, t
 
     ds = tmp_path / "ds"
     assert run("convert", two[0], "-o", ds, *ARGS).exit_code == 0
-    before = (ds / "manifest.json").read_bytes()
+    before = (ds / "_manifest.json").read_bytes()
     fd = os.open(ds, os.O_RDONLY | os.O_DIRECTORY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running convert holds it
@@ -193,7 +193,7 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_folder(tmp_path, t
                      ["convert", two[0], "-o", ds, "--task-index", "0", "--task-count", "2", *ARGS]):
             r = run(*args)
             assert r.exit_code == 2 and "another muon-pipeline command is writing" in r.output, (args, r.output)
-        assert (ds / "manifest.json").read_bytes() == before
+        assert (ds / "_manifest.json").read_bytes() == before
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # as a running job-array task holds it
         r = run("convert", two[0], "-o", ds, "--task-index", "1", "--task-count", "2", *ARGS)
         assert r.exit_code == 0, r.output  # another task runs beside it
@@ -225,7 +225,7 @@ def test_migrate_takes_the_same_locks(tmp_path, two):
             os.close(fd)
     assert run("migrate", src, "--to-version", "2", "-o", out).exit_code == 0
     assert run("validate", out).exit_code == 0
-    assert json.loads((out / "manifest.json").read_text())["schema"]["version"] == 2
+    assert json.loads((out / "_manifest.json").read_text())["schema"]["version"] == 2
 
 
 @pytest.mark.parametrize("how", ["no flock (ENOSYS)", "folder not readable (mode 711)"])
@@ -303,7 +303,7 @@ def test_validate_accepts_what_skip_bad_files_writes(tmp_path):
     ds = tmp_path / "ds"
     r = run("convert", path, "-o", ds, "--shard-events", "100", "--skip-bad-files", "-q", "-j", "1")
     assert r.exit_code == 3, r.output
-    m = json.loads((ds / "manifest.json").read_text())
+    m = json.loads((ds / "_manifest.json").read_text())
     assert m["skipped"]["units"] and m["shards"]
     r = run("validate", ds)
     assert r.exit_code == 0, r.output

@@ -92,8 +92,86 @@ def test_plots_have_errors_counts_titles_and_skip_tiny_bins(tmp_path, monkeypatc
     # residuals: log y, labelled, the narrow (fit) peak resolved by several bins within ±σ68
     for ax in figures[4].axes:
         assert ax.get_yscale() == "log" and ax.get_ylabel().startswith("muons / ")
-    width = float(figures[4].axes[0].get_ylabel().split("/ ")[1])
-    assert width < metrics["methods"]["classical_fit"]["overall"]["eta"]["sigma68"] / 2
+    width = float(figures[4].axes[0].get_ylabel().split("/ ")[1])  # in 10⁻³, the tables' unit for η
+    assert width < 1000 * metrics["methods"]["classical_fit"]["overall"]["eta"]["sigma68"] / 2
+
+
+def _figures(monkeypatch) -> list:
+    from matplotlib.figure import Figure
+
+    figures = []
+    real = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: (figures.append(self), real(self, *a, **k))[1])
+    return figures
+
+
+def _metrics(cols):
+    return {"label": "inv", "split": "test", "n_muons": len(cols["true_pt"]), "data": "/x/data",
+            "regions": {k: list(v) for k, v in REGIONS.items()},
+            "methods": {"model": evaluate_method(cols, "pred"), "classical_fit": evaluate_method(cols, "fit")}}
+
+
+def test_plot_layout_rules(tmp_path, monkeypatch):
+    """No line joins two bins (across a bin left out); no legend over the data; the pT axis ends near
+    the sample's highest pT (300 GeV), not at its last bin's edge (500 GeV); one y label per row in the
+    region plot; residuals in 10⁻³ and mrad with no offset label over the x label."""
+    cols = _columns()
+    keep = cols["true_pt"] <= 300.0
+    cols = {k: v[keep] for k, v in cols.items()}
+    metrics = _metrics(cols)
+    figures = _figures(monkeypatch)
+    plots.plot_all(cols, metrics, tmp_path)
+    plots.plot_overlay([("a", metrics), ("b", metrics)], tmp_path / "o.png")
+    for fig in figures:
+        fig.canvas.draw()
+        for ax in fig.axes:
+            for c in ax.containers:  # error-bar points: never joined by a line
+                assert c.lines[0] is None or c.lines[0].get_linestyle() in ("None", "none", ""), ax.get_ylabel()
+            legend = ax.get_legend()
+            if legend is not None and ax.containers:
+                box, frame = legend.get_window_extent(), ax.get_window_extent()
+                assert not box.overlaps(frame) or ax.get_yscale() == "log" and not ax.containers, ax.get_ylabel()
+    for fig in (figures[0], figures[1], figures[2], figures[3], figures[5]):
+        assert fig.axes[0].get_xlim()[1] < 300 * 1.2, fig._suptitle.get_text()
+    region = figures[1]
+    columns = len(REGIONS)
+    rows = [region.axes[i * columns:(i + 1) * columns] for i in range(3)]
+    for row in rows:
+        assert row[0].get_ylabel() and not any(ax.get_ylabel() for ax in row[1:])
+        assert len({ax.get_ylim() for ax in row}) == 1  # shared
+    eta_ax, phi_ax = figures[4].axes[:2]
+    assert "10^{-3}" in eta_ax.get_xlabel() and "mrad" in phi_ax.get_xlabel()
+    for ax in (eta_ax, phi_ax):
+        assert ax.xaxis.get_offset_text().get_text() == ""
+
+
+def test_tables_give_every_value_with_its_error_and_count(tmp_path):
+    """evaluate's and compare's tables (and compare.md): ``value ± error (N)`` in every cell, ``– (N)``
+    under the plots' minimum count, one dash, fixed decimals, φ in mrad."""
+    import re
+
+    from pipeline.train.compare import table
+    from pipeline.train.metrics import MIN_MUONS
+
+    cols = _columns()
+    md = table([("inv", _metrics(cols)), ("other", _metrics(cols))])
+    rows = [ln for ln in md.splitlines() if ln.startswith("| ") and not ln.startswith("| metric")]
+    assert len(rows) > 15
+    value = re.compile(r"^(\d+\.\d+ ± \d+\.\d+ \(\d+\)|– \(\d+\))$")
+    decimals: dict[str, set[int]] = {}
+    for ln in rows:
+        name, *cells = [c.strip() for c in ln.strip("|").split("|")]
+        assert not re.search(r"\d-\d", name), name  # ranges with the en dash
+        for c in cells:
+            assert value.match(c), (name, c)
+            n = int(c.rsplit("(", 1)[1].rstrip(")"))
+            assert (n < MIN_MUONS) == c.startswith("–"), (name, c)
+            if not c.startswith("–"):
+                decimals.setdefault(name.split(",")[0], set()).add(len(c.split(" ")[0].split(".")[1]))
+    assert all(len(d) == 1 for d in decimals.values()), decimals  # one number of decimals per quantity
+    assert any("500–1000 GeV" in ln and "– (1)" in ln for ln in rows)  # the lone muon's bin
+    assert any(ln.startswith("| σ(φ) 68 % [mrad]") for ln in rows)
+    assert any(ln.startswith("| σ(η) 68 % [10⁻³]") for ln in rows)
 
 
 def test_compare_overlay_has_errors_and_a_scale_panel(tmp_path, monkeypatch):

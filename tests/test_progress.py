@@ -191,3 +191,36 @@ def test_heartbeat_says_stalled_only_when_nothing_moved():
         time.sleep(0.9)  # then nothing moves
     assert "still working" not in steady and "converted" in steady
     assert "still working: 150/1000" in log.getvalue()
+
+
+def test_progress_lines_fit_80_columns_whatever_the_counts():
+    """A batch log's line and the live bar stay within 80 columns at a billion entries and 100 000
+    units: counts are written compactly, and the rate goes first when a line is still too long."""
+    import io
+
+    from rich.console import Console
+
+    from pipeline.progress import Reporter
+
+    log = io.StringIO()
+    with Reporter(1_234_567_890, interval=0.0, stream=log, units=123_456) as rep:
+        rep.advance(123_456_789, 40_000_000)
+        rep.unit_done()
+        rep.advance(1_111_111_101, 400_000_000)
+    lines = log.getvalue().splitlines()
+    assert lines and all(len(ln) <= 80 for ln in lines), lines
+    assert lines[-1].startswith("converted 1.2G/1.2G entries (100.0 %)")
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    with Reporter(987_654_321, stream=Terminal(), units=54_321) as rep:
+        rep.advance(12_345_678, 4_000_000_000)
+        for _ in range(3):
+            rep.unit_done()
+        shown = io.StringIO()
+        Console(file=shown, width=80, color_system=None).print(rep._bar.get_renderable())
+    text = shown.getvalue().rstrip("\n")
+    assert len(text.splitlines()) == 1 and "…" not in text, text  # one line, nothing cut by rich
+    assert "12.3M/987.7M entries" in text and "units 3/54321" in text and "ETA" in text, text

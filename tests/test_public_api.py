@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import pydoc
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -64,6 +65,33 @@ def test_the_cli_stand_in_for_a_missing_stage_gives_the_same_install_line():
 
     cmd = _unavailable("train", ImportError("No module named 'torch'"))
     assert extras.install_line("train") in cmd.help
+
+
+@pytest.mark.parametrize("extra", sorted(extras.EXTRAS))
+def test_the_install_line_installs_every_module_the_extra_checks(extra):
+    """Each distribution ``extras.EXTRAS`` names is listed under that extra in pyproject.toml, so the
+    line a missing module prints really brings it."""
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    pyproject = Path(pipeline.__file__).resolve().parent.parent / "pyproject.toml"
+    listed = tomllib.loads(pyproject.read_text())["project"]["optional-dependencies"][extra]
+    names = {re.split(r"[<>=!\[ ;]", d, maxsplit=1)[0].lower() for d in listed}
+    names |= {x.strip().lower() for d in listed if "[" in d for x in d[d.index("[") + 1:d.index("]")].split(",")}
+    for dist in extras.EXTRAS[extra].values():
+        assert dist.lower() in names, (extra, dist, listed)
+
+
+def test_every_install_hint_in_the_code_works_from_a_clone():
+    """Any message in pipeline/ that tells the user to `pip install` something gives the command for a
+    clone (`pip install -e`, or a checkout then `pip install -e .`): the package is on no index."""
+    root = Path(pipeline.__file__).resolve().parent
+    for path in sorted(root.rglob("*.py")):
+        for lineno, line in enumerate(path.read_text().splitlines(), 1):
+            if "pip install" in line and not line.lstrip().startswith("#"):
+                assert "pip install -e" in line or "where it is published" in line, f"{path}:{lineno}: {line}"
+    assert "git checkout v0.1.0 && pip install -e ." in extras.version_install_line("0.1.0")
+    from pipeline.cli import _unavailable
+
+    assert "pip install -e . in a clone" in _unavailable("simulate", ImportError("x")).help
 
 
 def test_an_installed_but_broken_extra_gives_the_install_line_not_a_traceback(monkeypatch):

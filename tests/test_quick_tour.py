@@ -67,7 +67,7 @@ def test_quick_tour_runs_as_written(tmp_path):
         assert res.returncode == 0, f"{cmd}\n{res.stdout}\n{res.stderr}"
         assert "Traceback" not in res.stderr, res.stderr
         outputs.append(res.stdout + res.stderr)
-    for path in ("data/manifest.json", "old_v1/manifest.json", "new_v2/manifest.json", "runs/inv/checkpoints/last.ckpt",
+    for path in ("data/_manifest.json", "old_v1/_manifest.json", "new_v2/_manifest.json", "runs/inv/checkpoints/last.ckpt",
                  "runs/direct/eval/metrics.json", "runs/inv/eval/pt_resolution_vs_pt.png", "cmp/compare.md",
                  "cmp/pt_resolution_overlay.png"):
         assert (tmp_path / path).is_file(), path

@@ -30,7 +30,7 @@ def run(*args: str):
 def convert_ok(inp, out, *args: str) -> dict:
     res = run("convert", inp, "-o", out, "-q", "-j", "1", *args)
     assert res.exit_code == 0, res.output
-    return json.loads((out / "manifest.json").read_text())
+    return json.loads((out / "_manifest.json").read_text())
 
 
 def hit_column(out, name: str) -> np.ndarray:
@@ -178,7 +178,7 @@ def test_damaged_rntuple_gives_the_same_errors_as_a_ttree(tmp_path):
     res = run("convert", good, tmp_path / "cut.root", tmp_path / "flip.root", "-o", tmp_path / "all", "-q",
               "--skip-bad-files")
     assert res.exit_code == 3, res.output
-    m = json.loads((tmp_path / "all" / "manifest.json").read_text())
+    m = json.loads((tmp_path / "all" / "_manifest.json").read_text())
     assert m["cutflow"]["entries_skipped"] == 120 and m["cutflow"]["entries_in"] == 240  # the cut file has none
 
 
@@ -443,7 +443,7 @@ def test_csc_and_unnamed_codes_are_kept_by_default_and_counted(tmp_path, mixed_d
     out = tmp_path / "o"
     res = run("convert", path, "-o", out, "-j", "1")
     assert res.exit_code == 0, res.output
-    m = json.loads((out / "manifest.json").read_text())
+    m = json.loads((out / "_manifest.json").read_text())
     assert_equals_reference(out, reference_script(path))
     assert m["cutflow"]["hits_removed_technology"] == 0
     assert m["cutflow"]["hits_unknown_technology"] == {"-1": int((tech == -1).sum()), "7": int((tech == 7).sum())}
@@ -522,7 +522,7 @@ def test_old_manifests_still_load_inspect_validate_and_migrate(tmp_path, random_
     del old["reading"], old["cutflow"]["hits_unknown_technology"]
     for i in old["inputs"]:
         del i["container"], i["branches"]
-    (out / "manifest.json").write_text(json.dumps(old))
+    (out / "_manifest.json").write_text(json.dumps(old))
     # an old configuration loads as what it meant (the dataset itself is refused by validate's shard
     # identity check once its configuration is edited, so this part is checked on the dict alone)
     old_config = json.loads(json.dumps(old["config"]))
@@ -555,7 +555,7 @@ def test_rntuple_fill_and_rounding_are_the_same_in_worker_processes(tmp_path):
     m1 = convert_ok(path, tmp_path / "one", *args)
     res = run("convert", path, "-o", tmp_path / "two", "-q", "-j", "2", *args)
     assert res.exit_code == 0, res.output
-    m2 = json.loads((tmp_path / "two" / "manifest.json").read_text())
+    m2 = json.loads((tmp_path / "two" / "_manifest.json").read_text())
     assert len(m1["shards"]) == 4 and [s["sha256"] for s in m1["shards"]] == [s["sha256"] for s in m2["shards"]]
     assert m1["reading"] == m2["reading"] and m1["reading"]["rounded"]["spacePoint_time"] > 0
     assert m1["cutflow"] == m2["cutflow"] and m1["inputs"] == m2["inputs"]

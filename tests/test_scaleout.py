@@ -30,7 +30,7 @@ ARGS = ["--shard-events", "60", "--row-group-size", "25", "-q"]
 
 def comparable(directory: Path) -> dict:
     """The manifest minus timing fields: what must be identical whatever ran the conversion."""
-    m = json.loads((directory / "manifest.json").read_text())
+    m = json.loads((directory / "_manifest.json").read_text())
     m.pop("timing")
     return m
 
@@ -258,14 +258,14 @@ def test_skip_bad_files_loses_nothing_else(tmp_path, bad_inputs, random_dump):
     r = CliRunner().invoke(main, ["convert", str(bad_inputs["good"]), *map(str, bad), "-o", str(tmp_path / "o"),
                                   "-j", "2", "--skip-bad-files"])
     assert r.exit_code == 3, r.output
-    m = json.loads((tmp_path / "o/manifest.json").read_text())
+    m = json.loads((tmp_path / "o/_manifest.json").read_text())
     skipped = {s["path"] for s in m["skipped"]["inputs"]} | {s["path"] for s in m["skipped"]["units"]}
     assert skipped == set(map(str, bad))
     for p in bad:
         assert str(p) in r.output
     # the good file's events are all there, exactly as when converted alone
     r = CliRunner().invoke(main, ["convert", str(bad_inputs["good"]), "-o", str(tmp_path / "alone"), "-q"])
-    alone = json.loads((tmp_path / "alone/manifest.json").read_text())
+    alone = json.loads((tmp_path / "alone/_manifest.json").read_text())
     assert m["totals"] == alone["totals"] and [s["sha256"] for s in m["shards"]] == [s["sha256"] for s in alone["shards"]]
     cf = m["cutflow"]
     # truncated (120) and no_branch (10) were opened, so their entries count as skipped; corrupt_basket's 120 too
@@ -404,7 +404,7 @@ def test_finalize_removes_temporaries_left_by_a_kill(tmp_path, inputs):
     assert r.exit_code == 0, r.output
     # the manifest's temporary, and a unit record's (a worker killed between its write and rename;
     # found by bench/fault_kill.py)
-    leftovers = [ds / ".tmp-manifest.json.12345.deadbeef", ds / "_work" / "units" / ".tmp-0123abcd.json.1.ab"]
+    leftovers = [ds / ".tmp-_manifest.json.12345.deadbeef", ds / "_work" / "units" / ".tmp-0123abcd.json.1.ab"]
     unrelated = ds / "notes.txt"
     unrelated.write_text("mine")
     for args in (["finalize", str(ds)], ["convert", inputs[0], "-o", str(ds), *ARGS]):
@@ -430,7 +430,7 @@ def test_a_different_input_set_is_refused_not_deleted(tmp_path, inputs):
     # asked for by name: the dataset follows the new list
     r = run(main, ["convert", inputs[0], inputs[1], "-o", str(ds), "--reconfigure", *ARGS])
     assert r.exit_code == 0, r.output
-    assert {i["path"] for i in json.loads((ds / "manifest.json").read_text())["inputs"]} == set(inputs[:2])
+    assert {i["path"] for i in json.loads((ds / "_manifest.json").read_text())["inputs"]} == set(inputs[:2])
 
     # job array: task 0 plans three inputs, task 1 sees a listing without the last one
     arr = tmp_path / "array"

@@ -127,7 +127,7 @@ def test_units_follow_the_bytes_in_the_baskets(uneven_dump):
 
 
 def _shard_hashes(ds) -> list[str]:
-    m = json.loads((ds / "manifest.json").read_text())
+    m = json.loads((ds / "_manifest.json").read_text())
     return [hashlib.sha256((ds / s["path"]).read_bytes()).hexdigest() for s in m["shards"]]
 
 
@@ -155,7 +155,7 @@ def test_byte_caps_are_options_with_a_clear_error(tmp_path, uneven_dump):
     r = CliRunner().invoke(main, ["convert", str(uneven_dump), "-o", str(tmp_path / "y"), "-q",
                                   "--row-group-bytes", "none", "--shard-bytes", "none", "--row-group-size", "600"])
     assert r.exit_code == 0, r.output
-    m = json.loads((tmp_path / "y" / "manifest.json").read_text())
+    m = json.loads((tmp_path / "y" / "_manifest.json").read_text())
     assert len(m["shards"]) == 1 and m["config"]["row_group_bytes"] is None
 
 

@@ -116,7 +116,7 @@ def test_cli_missing_dataset_is_exit_1(tmp_path):
     (tmp_path / "data").mkdir()
     res = CliRunner().invoke(main, ["train", "--config", str(cfg), "--data", str(tmp_path / "data"),
                                      "--output", str(tmp_path / "run")])
-    assert res.exit_code == 1 and "manifest.json" in res.output
+    assert res.exit_code == 1 and "_manifest.json" in res.output
 
 
 def test_command_module_is_import_light():

@@ -177,13 +177,13 @@ def test_normalisation_without_manifest_statistics(synthetic, tmp_path):
 
     copy = tmp_path / "copy"
     shutil.copytree(synthetic, copy)
-    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest = json.loads((copy / "_manifest.json").read_text())
     manifest["statistics"]["hits"] = {}  # no hit statistics (the key itself is required by the opener)
-    (copy / "manifest.json").write_text(json.dumps(manifest))
+    (copy / "_manifest.json").write_text(json.dumps(manifest))
     norm = normalisation_for(open_dataset(copy), ["r", "eta"])
     assert norm.std[0] > 100 and np.isfinite(norm.mean).all()
     del manifest["statistics"]  # no statistics at all: refused in one line, as validate reports it
-    (copy / "manifest.json").write_text(json.dumps(manifest))
+    (copy / "_manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(DatasetError, match="key statistics"):
         open_dataset(copy)
 
@@ -203,5 +203,5 @@ def test_eta_on_v1_dataset_is_a_config_error(converted_random_v1):
 
 
 def test_not_a_dataset(tmp_path):
-    with pytest.raises(DatasetError, match="manifest.json"):
+    with pytest.raises(DatasetError, match="_manifest.json"):
         open_dataset(tmp_path)

@@ -41,7 +41,7 @@ def uneven(tmp_path_factory, random_dump):
 
 def train_rows(directory) -> set[int]:
     """The train split's row ids (shard << 32 | row), read with plain pyarrow: the reference."""
-    m = json.loads((directory / "manifest.json").read_text())
+    m = json.loads((directory / "_manifest.json").read_text())
     rows = set()
     for si, s in enumerate(m["shards"]):
         ev = pq.read_table(directory / s["path"], columns=["eventNumber"]).column(0).to_numpy()
@@ -156,7 +156,7 @@ trainer: {max_steps: 1}
 def _plant(tmp_path, dataset, how: str):
     d = tmp_path / "ds"
     shutil.copytree(dataset, d)
-    m = json.loads((d / "manifest.json").read_text())
+    m = json.loads((d / "_manifest.json").read_text())
     shard = d / m["shards"][0]["path"]
     if how == "absolute":
         outside = tmp_path / "elsewhere.parquet"
@@ -176,7 +176,7 @@ def _plant(tmp_path, dataset, how: str):
         data = bytearray(shard.read_bytes())
         data[len(data) // 2] ^= 0x01  # same size, one bit changed
         shard.write_bytes(bytes(data))
-    (d / "manifest.json").write_text(json.dumps(m))
+    (d / "_manifest.json").write_text(json.dumps(m))
     return d, m["shards"][0]["path"]
 
 
@@ -221,7 +221,7 @@ def test_every_reader_refuses_the_same_paths(converted_random, tmp_path, how):
 def test_inspect_missing_shard_is_one_line(converted_random, tmp_path):
     d = tmp_path / "ds"
     shutil.copytree(converted_random, d)
-    rel = json.loads((d / "manifest.json").read_text())["shards"][1]["path"]
+    rel = json.loads((d / "_manifest.json").read_text())["shards"][1]["path"]
     (d / rel).unlink()
     r = CliRunner().invoke(main, ["inspect", str(d)])
     assert r.exit_code == 1 and r.output.count("\n") == 1 and rel in r.output and "does not exist" in r.output
@@ -237,7 +237,7 @@ def test_lightning_ddp_two_cpu_ranks_trains_on_every_event(uneven, tmp_path, res
     import sys
     from pathlib import Path
 
-    m = json.loads((uneven / "manifest.json").read_text())
+    m = json.loads((uneven / "_manifest.json").read_text())
     ev = np.concatenate([pq.read_table(uneven / s["path"], columns=["eventNumber"]).column(0).to_numpy()
                          for s in m["shards"]])
     seed = next(s for s in range(100) if (split_codes(ev, 0.7, 0.15, s) == 0).sum() % 2 == 1)

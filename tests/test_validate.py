@@ -19,7 +19,7 @@ def checks(directory) -> set[str]:
 
 
 def _manifest(d):
-    return json.loads((d / "manifest.json").read_text())
+    return json.loads((d / "_manifest.json").read_text())
 
 
 def _first_shard(d):
@@ -40,7 +40,7 @@ def _rewrite(d, fn, keep_checksums=False):
         out = OutputDir(str(d))
         m["shards"][0]["bytes"] = out.size(m["shards"][0]["path"])
         m["shards"][0]["sha256"] = out.sha256(m["shards"][0]["path"])
-        (d / "manifest.json").write_text(json.dumps(m))
+        (d / "_manifest.json").write_text(json.dumps(m))
 
 
 def _replace_hit_field(table, name, fn):
@@ -113,7 +113,7 @@ def test_count_mismatch(dataset_copy):
     m = _manifest(dataset_copy)
     m["shards"][1]["rows"] += 1
     m["cutflow"]["events_cut"] -= 1
-    (dataset_copy / "manifest.json").write_text(json.dumps(m))
+    (dataset_copy / "_manifest.json").write_text(json.dumps(m))
     report = validate_dataset(str(dataset_copy))
     assert any(p.check == "counts" and p.shard == m["shards"][1]["path"] for p in report.problems)
     assert any(p.check == "counts" and "reconcile" in p.message for p in report.problems)
@@ -151,7 +151,7 @@ def test_out_of_range_eta(dataset_copy):
 
 def test_not_a_dataset(tmp_path):
     r = CliRunner().invoke(main, ["validate", str(tmp_path)])
-    assert r.exit_code == 1 and "no manifest.json" in r.output
+    assert r.exit_code == 1 and "no _manifest.json" in r.output
 
 
 @pytest.mark.parametrize("reader", ["pyarrow", "awkward", "pandas", "polars", "duckdb"])

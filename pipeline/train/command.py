@@ -24,7 +24,7 @@ _DEVICE_CHOICE = click.Choice(["auto", "cpu", "gpu", "cuda"], case_sensitive=Fal
                    "Optional with --resume.")
 @click.option("--data", "data_dir", required=True, type=click.Path(exists=True, file_okay=False),
               help="Dataset directory written by `muon-pipeline convert`.")
-@click.option("--output", "run_dir", required=True, type=click.Path(file_okay=False),
+@click.option("-o", "--output", "run_dir", required=True, type=click.Path(file_okay=False),
               help="Run directory: checkpoints, logs, resolved config.")
 @click.option("--max-epochs", type=click.IntRange(min=1),
               help="Stop after N epochs (overrides trainer.max_epochs and clears trainer.max_steps).")
@@ -40,15 +40,18 @@ _DEVICE_CHOICE = click.Choice(["auto", "cpu", "gpu", "cuda"], case_sensitive=Fal
 @click.option("--no-verify-checksums", is_flag=True,
               help="Skip the sha256 check of every shard before training (data.verify_checksums: false); "
                    "path, size and schema checks still run.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the run's summary as JSON on stdout (it is always written to RUN_DIR/summary.json).")
 def train(config_path: str | None, data_dir: str, run_dir: str, max_epochs: int | None, max_steps: int | None,
           batch_size: int | None,
           num_workers: int | None, device: str | None, devices: int | None,
-          limit_train_batches: int | None, resume: bool, no_verify_checksums: bool) -> None:
+          limit_train_batches: int | None, resume: bool, no_verify_checksums: bool, as_json: bool = False) -> None:
     """Train the weighted-pooling muon regression on a converted dataset.
 
     The config, the dataset, the run directory and the device are checked before torch loads, so
     a typo costs no import time. Progress: a live line on a terminal, a plain line every
-    trainer.progress_every steps in a batch log. Prints a JSON summary; writes only under --output.
+    trainer.progress_every steps in a batch log. Ends with one summary line (--json: the whole summary,
+    as RUN_DIR/summary.json holds it); writes only under --output.
     """
     from .config import load_config
     from .data.info import require_manifest
@@ -72,7 +75,13 @@ def train(config_path: str | None, data_dir: str, run_dir: str, max_epochs: int 
                  "trainer.limit_train_batches": limit_train_batches,
                  "data.verify_checksums": False if no_verify_checksums else None}
     summary = run_train(cfg, data_dir, run_dir, resume=resume, overrides=overrides)
-    click.echo(json.dumps(summary, indent=2))
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        best = summary.get("best_val_loss")
+        click.echo(f"train: {summary.get('steps')} steps, {summary.get('epochs')} epoch(s), best val/loss "
+                   f"{'–' if best is None else f'{best:.4g}'}, {summary.get('seconds', 0):.0f} s "
+                   f"(summary: {run_dir}/summary.json)")
     click.echo(f"train: wrote {run_dir}/ (checkpoints/best.ckpt, checkpoints/last.ckpt, config.yaml, run.json, "
                f"logs/); next: muon-pipeline evaluate {run_dir} --data {data_dir}", err=True)
 
@@ -81,7 +90,7 @@ def train(config_path: str | None, data_dir: str, run_dir: str, max_epochs: int 
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--data", "data_dir", required=True, type=click.Path(exists=True, file_okay=False),
               help="Dataset directory to evaluate on.")
-@click.option("--output", type=click.Path(file_okay=False), help="Evaluation directory (default RUN_DIR/eval).")
+@click.option("-o", "--output", type=click.Path(file_okay=False), help="Evaluation directory (default RUN_DIR/eval).")
 @click.option("--split", type=click.Choice(["test", "val", "train", "all"]), default="test", show_default=True,
               help="Which hash split of the events to evaluate.")
 @click.option("--device", type=_DEVICE_CHOICE, default="auto", show_default=True, help=DEVICE_HELP)
@@ -115,7 +124,7 @@ def evaluate(run_dir: str, data_dir: str, output: str | None, split: str, device
 
 @click.command("compare")
 @click.argument("dirs", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("--output", default="compare", show_default=True, type=click.Path(file_okay=False),
+@click.option("-o", "--output", default="compare", show_default=True, type=click.Path(file_okay=False),
               help="Where compare.md and the overlay plot go.")
 def compare(dirs: tuple[str, ...], output: str) -> None:
     """Side-by-side metrics of evaluations of the same events (RUN_DIR uses RUN_DIR/eval).

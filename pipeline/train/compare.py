@@ -21,15 +21,27 @@ def load_metrics(path: str | Path) -> tuple[str, dict[str, Any]]:
     raise ConfigError(f"{path}: no metrics.json (nor eval/metrics.json); run `muon-pipeline evaluate` first")
 
 
-def _fmt(v: Any, scale: float = 1.0, digits: int = 3) -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "–"
-    if isinstance(v, int) and scale == 1.0:
-        return str(v)
-    return f"{v * scale:.{digits}g}"
+#: Missing values and ranges are written with this one dash (an en dash).
+DASH = "–"
 
 
-def _dig(d: dict[str, Any], *keys: str) -> Any:
+def cell(value: Any, error: Any, n: Any, scale: float = 1.0, decimals: int = 2) -> str:
+    """``value ± error (N)``, fixed decimals; ``– (N)`` below ``MIN_MUONS`` muons (the plots' rule) or
+    when the value is missing; ``± ?`` when the evaluation recorded no error (an older metrics.json)."""
+    from .metrics import MIN_MUONS
+
+    count = f" ({n})" if isinstance(n, int) else ""
+    if not _finite(value) or not isinstance(n, int) or n < MIN_MUONS:
+        return f"{DASH}{count}"
+    err = f"{error * scale:.{decimals}f}" if _finite(error) else "?"
+    return f"{value * scale:.{decimals}f} ± {err}{count}"
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _dig(d: Any, *keys: str) -> Any:
     for k in keys:
         if not isinstance(d, dict):
             return None
@@ -37,41 +49,75 @@ def _dig(d: dict[str, Any], *keys: str) -> Any:
     return d
 
 
+def _misid(s: dict[str, Any] | None) -> tuple[Any, Any, Any]:
+    """Charge mis-ID rate, half the Clopper–Pearson 68 % interval as its ± (the interval itself is in
+    metrics.json), and the muon count."""
+    m = _dig(s, "charge_misid") or {}
+    lo, hi = m.get("lo"), m.get("hi")
+    err = 0.5 * (hi - lo) if _finite(lo) and _finite(hi) else None
+    return m.get("rate"), err, m.get("n")
+
+
+#: (row title, how to read (value, error, N) from one set of muons, scale, decimals): the table's rows,
+#: each quantity in one unit (η residuals in 10⁻³, φ residuals in mrad, as on the plots).
+QUANTITIES: list[tuple[str, Any, float, int]] = [
+    ("σ(pT)/pT core [%]", lambda s: (_dig(s, "pt", "core_sigma"), _dig(s, "pt", "core_sigma_err"), _dig(s, "pt", "n")),
+     100.0, 2),
+    ("σ(pT)/pT 68 % [%]", lambda s: (_dig(s, "pt", "sigma68"), _dig(s, "pt", "sigma68_err"), _dig(s, "pt", "n")),
+     100.0, 2),
+    ("pT scale (median pT_pred/pT_true)", lambda s: (_dig(s, "pt_scale"), _dig(s, "pt_scale_err"), _dig(s, "n")), 1.0, 3),
+    ("tail > 3σ core [%]", lambda s: (_dig(s, "pt", "tail_3sigma"), _dig(s, "pt", "tail_3sigma_err"), _dig(s, "pt", "n")),
+     100.0, 2),
+    ("charge mis-ID [%]", _misid, 100.0, 3),
+    ("σ(η) 68 % [10⁻³]", lambda s: (_dig(s, "eta", "sigma68"), _dig(s, "eta", "sigma68_err"), _dig(s, "eta", "n")),
+     1000.0, 2),
+    ("σ(φ) 68 % [mrad]", lambda s: (_dig(s, "phi", "sigma68"), _dig(s, "phi", "sigma68_err"), _dig(s, "phi", "n")),
+     1000.0, 2),
+]
+
+
+def _range(lo: float, hi: float) -> str:
+    return f"{lo:g}{DASH}{hi:g} GeV"
+
+
 def table(entries: list[tuple[str, dict[str, Any]]]) -> str:
-    """A markdown table: one column per run (plus the classical fit once, where present)."""
+    """A markdown table: one column per run (plus the classical fit once, where present). Every cell is
+    ``value ± error (N)``, N the muons it is computed from; ``– (N)`` where N < ``MIN_MUONS``."""
     columns: list[tuple[str, dict[str, Any]]] = [(label, m["methods"]["model"]) for label, m in entries]
     for _label, m in entries:
         if "classical_fit" in m["methods"]:
             columns.append(("classical fit", m["methods"]["classical_fit"]))
             break
+    core = QUANTITIES[0]
+    misid = next(q for q in QUANTITIES if q[0].startswith("charge"))
     rows: list[tuple[str, list[str]]] = []
 
-    def row(name: str, *keys: str, scale: float = 1.0) -> None:
-        rows.append((name, [_fmt(_dig(meth, *keys), scale) for _, meth in columns]))
+    def row(name: str, quantity: tuple[str, Any, float, int], where: Any) -> None:
+        _, read, scale, decimals = quantity
+        rows.append((name, [cell(*read(where(meth)), scale=scale, decimals=decimals) for _, meth in columns]))
 
-    row("muons", "overall", "n")
-    row("σ(pT)/pT core [%]", "overall", "pt", "core_sigma", scale=100)
-    row("σ(pT)/pT 68 % [%]", "overall", "pt", "sigma68", scale=100)
-    row("pT scale (median ratio)", "overall", "pt_scale")
-    row("tail > 3σ [%]", "overall", "pt", "tail_3sigma", scale=100)
-    row("charge mis-ID [%]", "overall", "charge_misid", "rate", scale=100)
-    row("σ(η) 68 %", "overall", "eta", "sigma68")
-    row("σ(φ) 68 % [mrad]", "overall", "phi", "sigma68", scale=1000)
+    for quantity in QUANTITIES:
+        row(quantity[0], quantity, lambda meth: meth.get("overall"))
     for window in entries[0][1]["methods"]["model"].get("windows", {}):
-        row(f"core σ/pT [%], {window} GeV", "windows", window, "pt", "core_sigma", scale=100)
-        row(f"charge mis-ID [%], {window} GeV", "windows", window, "charge_misid", "rate", scale=100)
+        lo, hi = (float(x) for x in window.split("-"))
+        for quantity in (core, misid):
+            row(f"{quantity[0]}, {_range(lo, hi)}", quantity,
+                lambda meth, w=window: _dig(meth, "windows", w))
     ref_bins = entries[0][1]["methods"]["model"]["pt_bins"]
     for i, b in enumerate(ref_bins):
         if not any((meth["pt_bins"][i]["n"] if i < len(meth["pt_bins"]) else 0) for _, meth in columns):
             continue
-        rows.append((f"core σ/pT [%], {b['lo']:g}–{b['hi']:g} GeV",
-                     [_fmt(_dig(meth["pt_bins"][i], "pt", "core_sigma"), 100) if i < len(meth["pt_bins"]) else "–"
-                      for _, meth in columns]))
+        row(f"σ(pT)/pT core [%], {_range(b['lo'], b['hi'])}", core,
+            lambda meth, i=i: meth["pt_bins"][i] if i < len(meth["pt_bins"]) else None)
     for region in entries[0][1]["methods"]["model"].get("regions", {}):
-        row(f"core σ/pT [%], {region}", "regions", region, "overall", "pt", "core_sigma", scale=100)
+        row(f"σ(pT)/pT core [%], {region}", core, lambda meth, r=region: _dig(meth, "regions", r, "overall"))
     header = "| metric | " + " | ".join(label for label, _ in columns) + " |"
     sep = "|---|" + "---:|" * len(columns)
-    return "\n".join([header, sep] + [f"| {name} | " + " | ".join(vals) + " |" for name, vals in rows])
+    from .metrics import MIN_MUONS
+
+    note = (f"\nEach cell: value ± statistical error (muons). Errors: bootstrap; charge mis-ID: half the "
+            f"Clopper–Pearson 68 % interval; tail: binomial. {DASH} (N): fewer than {MIN_MUONS} muons.")
+    return "\n".join([header, sep] + [f"| {name} | " + " | ".join(vals) + " |" for name, vals in rows]) + "\n" + note
 
 
 def sample_key(metrics: dict[str, Any]) -> tuple[Any, ...]:

@@ -7,8 +7,11 @@
 * tail fraction beyond 3σ of the core;
 * charge mis-identification with Clopper–Pearson (exact binomial) intervals;
 * Δφ wrapped into (−π, π];
-* statistical errors of the core σ, the 68 % half-width and the pT scale per pT bin by bootstrap
-  (:func:`bootstrap_errors`: ``BOOTSTRAP`` resamples, fixed seed, vectorised over resamples).
+* statistical errors by bootstrap (:func:`bootstrap_errors`: ``BOOTSTRAP`` resamples, fixed seed,
+  vectorised over resamples) of the core σ, the 68 % half-width and the pT scale, and of the η and φ
+  68 % half-widths, for every set of muons summarised (overall, windows, pT bins, regions); the tail
+  fraction's error is binomial, the charge mis-ID's the Clopper–Pearson interval;
+* ``MIN_MUONS``: the one minimum count below which neither a plot nor a table shows a value.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ PT_BINS = (3.0, 5.0, 10.0, 20.0, 35.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 3000.0
 #: |η| regions; 1.4–1.6 is the weak-field barrel/end-cap transition (physics.md).
 REGIONS = {"barrel": (0.0, 1.4), "transition": (1.4, 1.6), "endcap": (1.6, math.inf)}
 MIN_FIT = 10  # fewer entries than this: no Gaussian fit (NaN), the 68 % width is still given
+#: Sets of fewer muons are not shown as values, in plots (not drawn; the count still shows) and in the
+#: tables of ``evaluate`` and ``compare`` (``– (N)``): a bin of one muon has σ68 = 0.
+MIN_MUONS = 20
 #: Ranges of true pT (GeV) summarised as one set each: the benchmark's headline ranges.
 WINDOWS = {"10-100": (10.0, 100.0), "100-300": (100.0, 300.0)}
 
@@ -120,8 +126,8 @@ def _core_sigma_rows(x: np.ndarray, nsigma: float = 2.0, iterations: int = 30) -
 
 def bootstrap_errors(residual: np.ndarray, ratio: np.ndarray, resamples: int = BOOTSTRAP,
                      seed: int = BOOTSTRAP_SEED) -> dict[str, float]:
-    """Bootstrap standard errors of the core σ and the 68 % half-width of ``residual`` and of the median
-    of ``ratio`` (same muons, [n]); NaN below ``MIN_FIT`` muons. Resamples run in blocks of 20 rows,
+    """Bootstrap errors (:func:`spread`) of the core σ and the 68 % half-width of ``residual`` and of the
+    median of ``ratio`` (same muons, [n]); NaN below ``MIN_FIT`` muons. Resamples run in blocks of 20 rows,
     so memory stays at 20·n floats."""
     r = np.asarray(residual, np.float64)
     q = np.asarray(ratio, np.float64)
@@ -138,9 +144,36 @@ def bootstrap_errors(residual: np.ndarray, ratio: np.ndarray, resamples: int = B
         rs = np.sort(rb, axis=1)
         s68.append(0.5 * (rs[:, k - 1:] - rs[:, : n - k + 1]).min(axis=1) if k < n else 0.5 * (rs[:, -1] - rs[:, 0]))
         med.append(np.median(q[idx], axis=1))
-    return {"core_sigma_err": float(np.std(np.concatenate(core), ddof=1)),
-            "sigma68_err": float(np.std(np.concatenate(s68), ddof=1)),
-            "pt_scale_err": float(np.std(np.concatenate(med), ddof=1))}
+    return {"core_sigma_err": spread(np.concatenate(core)), "sigma68_err": spread(np.concatenate(s68)),
+            "pt_scale_err": spread(np.concatenate(med))}
+
+
+def spread(replicas: np.ndarray) -> float:
+    """The bootstrap error: half the central 68.27 % interval of the replicas. It equals their standard
+    deviation when they are Gaussian, and ignores the rare resample of a small, wide sample whose core
+    fit runs off (which made the standard deviation of 27 muons' σ come out 400 times the σ)."""
+    r = np.asarray(replicas, np.float64)
+    r = r[np.isfinite(r)]
+    if r.size < 2:
+        return math.nan
+    lo, hi = np.quantile(r, [0.5 - ONE_SIGMA / 2, 0.5 + ONE_SIGMA / 2])
+    return float(0.5 * (hi - lo))
+
+
+def bootstrap_sigma68_error(x: np.ndarray, resamples: int = BOOTSTRAP, seed: int = BOOTSTRAP_SEED) -> float:
+    """Bootstrap standard error of the 68 % half-width of ``x`` (NaN below ``MIN_FIT`` values)."""
+    x = np.asarray(x, np.float64)
+    x = x[np.isfinite(x)]
+    n = x.size
+    if n < MIN_FIT:
+        return math.nan
+    rng = np.random.default_rng(seed)
+    k = max(int(math.ceil(ONE_SIGMA * n)), 1)
+    out = []
+    for start in range(0, resamples, 20):
+        rs = np.sort(x[rng.integers(0, n, size=(min(20, resamples - start), n))], axis=1)
+        out.append(0.5 * (rs[:, k - 1:] - rs[:, : n - k + 1]).min(axis=1) if k < n else 0.5 * (rs[:, -1] - rs[:, 0]))
+    return spread(np.concatenate(out))
 
 
 def resolution(residual: np.ndarray) -> dict[str, float]:
@@ -150,7 +183,8 @@ def resolution(residual: np.ndarray) -> dict[str, float]:
     mu, sigma = gaussian_core(r)
     tail = float(np.mean(np.abs(r - mu) > 3 * sigma)) if r.size and sigma > 0 else math.nan
     return {"n": int(r.size), "core_mean": mu, "core_sigma": sigma, "sigma68": shortest_interval_halfwidth(r),
-            "median": float(np.median(r)) if r.size else math.nan, "tail_3sigma": tail}
+            "median": float(np.median(r)) if r.size else math.nan, "tail_3sigma": tail,
+            "tail_3sigma_err": math.sqrt(tail * (1 - tail) / r.size) if r.size and math.isfinite(tail) else math.nan}
 
 
 def summarise(true_pt: np.ndarray, pred_pt: np.ndarray, true_q: np.ndarray, pred_q: np.ndarray,
@@ -158,7 +192,8 @@ def summarise(true_pt: np.ndarray, pred_pt: np.ndarray, true_q: np.ndarray, pred
               true_phi: np.ndarray | None = None, pred_phi: np.ndarray | None = None,
               errors: bool = False) -> dict[str, Any]:
     """Every metric of one method on one set of muons (all arrays [N]); ``errors``: add bootstrap
-    errors (``pt.core_sigma_err``, ``pt.sigma68_err``, ``pt_scale_err``)."""
+    errors (``pt.core_sigma_err``, ``pt.sigma68_err``, ``pt_scale_err``, ``eta.sigma68_err``,
+    ``phi.sigma68_err``)."""
     true_pt, pred_pt = np.asarray(true_pt, np.float64), np.asarray(pred_pt, np.float64)
     ok = np.isfinite(pred_pt) & (true_pt > 0)
     rel = (pred_pt[ok] - true_pt[ok]) / true_pt[ok]
@@ -174,9 +209,15 @@ def summarise(true_pt: np.ndarray, pred_pt: np.ndarray, true_q: np.ndarray, pred
     lo, hi = clopper_pearson(wrong, n_q)
     out["charge_misid"] = {"k": wrong, "n": n_q, "rate": wrong / n_q if n_q else math.nan, "lo": lo, "hi": hi}
     if true_eta is not None and pred_eta is not None:
-        out["eta"] = resolution(np.asarray(pred_eta, np.float64)[ok] - np.asarray(true_eta, np.float64)[ok])
+        d_eta = np.asarray(pred_eta, np.float64)[ok] - np.asarray(true_eta, np.float64)[ok]
+        out["eta"] = resolution(d_eta)
+        if errors:
+            out["eta"]["sigma68_err"] = bootstrap_sigma68_error(d_eta)
     if true_phi is not None and pred_phi is not None:
-        out["phi"] = resolution(wrap_phi(np.asarray(pred_phi, np.float64)[ok] - np.asarray(true_phi, np.float64)[ok]))
+        d_phi = wrap_phi(np.asarray(pred_phi, np.float64)[ok] - np.asarray(true_phi, np.float64)[ok])
+        out["phi"] = resolution(d_phi)
+        if errors:
+            out["phi"]["sigma68_err"] = bootstrap_sigma68_error(d_phi)
     return out
 
 
@@ -186,7 +227,11 @@ def binned(columns: dict[str, np.ndarray], prefix: str, edges: tuple[float, ...]
     rows = []
     for lo, hi in zip(edges[:-1], edges[1:], strict=True):
         sel = (true_pt >= lo) & (true_pt < hi)
-        row = {"lo": lo, "hi": hi, **summarise(*_args(columns, prefix, sel), errors=True)}
+        filled = true_pt[sel]
+        row = {"lo": lo, "hi": hi, **summarise(*_args(columns, prefix, sel), errors=True),
+               "true_pt_min": float(filled.min()) if filled.size else math.nan,
+               "true_pt_max": float(filled.max()) if filled.size else math.nan,
+               "true_pt_median": float(np.median(filled)) if filled.size else math.nan}
         rows.append(row)
     return rows
 
@@ -201,17 +246,20 @@ def _args(c: dict[str, np.ndarray], prefix: str, sel: np.ndarray) -> list[np.nda
 
 def evaluate_method(columns: dict[str, np.ndarray], prefix: str,
                     edges: tuple[float, ...] = PT_BINS) -> dict[str, Any]:
-    """Overall, per pT bin, and per |η| region (each with its pT bins) for one method."""
+    """Overall, per pT window and bin, and per |η| region (each with its pT bins) for one method, each
+    with its statistical errors."""
     everything = np.ones(len(columns["true_pt"]), dtype=bool)
     true_pt = columns["true_pt"]
-    out: dict[str, Any] = {"overall": summarise(*_args(columns, prefix, everything)),
-                           "windows": {name: summarise(*_args(columns, prefix, (true_pt >= lo) & (true_pt < hi)))
+    out: dict[str, Any] = {"overall": summarise(*_args(columns, prefix, everything), errors=True),
+                           "windows": {name: summarise(*_args(columns, prefix, (true_pt >= lo) & (true_pt < hi)),
+                                                       errors=True)
                                        for name, (lo, hi) in WINDOWS.items()},
                            "pt_bins": binned(columns, prefix, edges), "regions": {}}
     abs_eta = np.abs(columns["true_eta"])
     for name, (lo, hi) in REGIONS.items():
         sel = (abs_eta >= lo) & (abs_eta < hi)
         sub = {k: v[sel] for k, v in columns.items()}
-        out["regions"][name] = {"overall": summarise(*_args(sub, prefix, np.ones(int(sel.sum()), dtype=bool))),
+        out["regions"][name] = {"overall": summarise(*_args(sub, prefix, np.ones(int(sel.sum()), dtype=bool)),
+                                                     errors=True),
                                 "pt_bins": binned(sub, prefix, edges)}
     return out

@@ -16,13 +16,16 @@ from ...schema import Schema
 
 
 def require_manifest(data_dir: str | Path, option: str = "") -> Path:
-    """``data_dir`` as a path, or ``DatasetError`` (exit 1: bad input) when it holds no ``manifest.json``.
+    """``data_dir`` as a path, or ``DatasetError`` (exit 1: bad input) when it holds no manifest
+    (``_manifest.json``, or ``manifest.json`` in a dataset written before the rename).
 
     ``option`` prefixes the message with the command-line option that named the folder (``"--data "``).
     """
+    from ...format import MANIFEST, manifest_name
+
     root = Path(data_dir)
-    if not (root / "manifest.json").is_file():
-        raise DatasetError(f"{option}{data_dir}: not a dataset (no manifest.json); "
+    if manifest_name(lambda name: (root / name).is_file()) is None:
+        raise DatasetError(f"{option}{data_dir}: not a dataset (no {MANIFEST}); "
                            "write one with `muon-pipeline convert`")
     return root
 
