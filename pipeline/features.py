@@ -3,7 +3,7 @@
 Pure functions on flat numpy arrays (the content of the jagged hit branches), so every executor,
 ``convert`` and ``migrate`` alike, produce bit-identical values.
 
-Conventions (``../shared/reference/physics.md``):
+Conventions (``docs/physics.md``):
 
 * computed in float64 and stored as float32, so the result is the correctly rounded value;
 * θ = atan2(r, z) (not arccos(z/s), which loses precision near the beam axis);

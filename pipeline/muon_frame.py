@@ -4,7 +4,7 @@ Why: the toroid bends muons in their r–z plane by 20–400 mm over ~10 m. On g
 coordinates that is a 1e-3 … 1e-2 difference between inputs, which a small network does not
 learn and bf16 rounds away. In the muon's own frame the bending is the O(1) coordinate ``v``.
 
-Definitions (``physics.md``, "What a network needs to learn pT"; the same geometry the classical
+Definitions (``docs/physics.md``, "Muon-frame inputs"; the same geometry the classical
 fit ``pipeline.simulate.fit`` uses, which calls :func:`object_frames`). For every *object* (a truth
 muon, or a track candidate of a tracking model: any hit → object assignment) from its own hits:
 

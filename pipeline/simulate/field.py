@@ -4,7 +4,7 @@ The field is purely azimuthal, B = B_φ(r, z)·φ̂, so a muon bends in its r–
 direction angle in that plane (from r̂ towards ẑ), dα/ds = 0.2998·q·B_φ/p for every region and
 either sign of z. The reference fit (``fit.py``) relies on exactly this, and on the same map.
 
-Map (numbers from ``physics.md``):
+Map (numbers from ``docs/physics.md``):
 
 * barrel toroid: B_φ = 3.9 T·m / r for 4.7 < r < 10 m, |z| < 12 m (∫B dl ≈ 2.9 T·m at η = 0);
 * end-cap toroids: B_φ = 3.8 T·m / r for 1.65 < r < 10.7 m, 8 < |z| < 13 m;

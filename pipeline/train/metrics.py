@@ -1,4 +1,4 @@
-"""Resolution metrics in the physics.md conventions; pure numpy / scipy, no torch.
+"""Resolution metrics in the conventions of docs/physics.md; pure numpy / scipy, no torch.
 
 * relative pT resolution σ((pT_pred − pT_true)/pT_true) two ways: the σ of a Gaussian fitted to the
   core, iterated within ±2σ, and the half-width of the shortest interval holding 68.27 %;
@@ -24,7 +24,7 @@ import numpy as np
 ONE_SIGMA = 0.682689492137086
 #: Log bins of true pT in GeV; empty bins are dropped from the tables, kept as NaN in the JSON.
 PT_BINS = (3.0, 5.0, 10.0, 20.0, 35.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 3000.0)
-#: |η| regions; 1.4–1.6 is the weak-field barrel/end-cap transition (physics.md).
+#: |η| regions; 1.4–1.6 is the weak-field barrel/end-cap transition (docs/physics.md).
 REGIONS = {"barrel": (0.0, 1.4), "transition": (1.4, 1.6), "endcap": (1.6, math.inf)}
 MIN_FIT = 10  # fewer entries than this: no Gaussian fit (NaN), the 68 % width is still given
 #: Sets of fewer muons are not shown as values, in plots (not drawn; the count still shows) and in the
