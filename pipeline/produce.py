@@ -31,7 +31,7 @@ from .format import MANIFEST, SHARDS, TMP_MARK, Unit
 from .inputs import local_identity
 from .plan import Plan, load_records
 from .progress import Reporter
-from .settings import RunSettings
+from .settings import RunSettings, available_cpus
 from .storage import OutputDir
 
 
@@ -238,6 +238,10 @@ def _execute(producer: Producer, out: OutputDir, output: str, paths: list[str], 
     total = sum(u.entries for u in todo)
 
     with Reporter(total, quiet=settings.quiet, units=len(todo)) as rep:
+        if todo:
+            where = settings.scheduler or f"{min(settings.worker_count, len(todo))} local process(es)"
+            rep.log(f"{producer.command}: {len(todo)} unit(s) on {where} (CPUs available: {available_cpus()}; "
+                    "-j sets the worker count)")
         if len(mine) > len(todo):
             rep.log(f"resuming: {len(mine) - len(todo)} of {len(mine)} units already done")
         for s in plan.skipped_inputs:

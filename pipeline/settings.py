@@ -9,8 +9,10 @@ them never invalidates finished work (what decides the bytes is the producer's c
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from .errors import ConfigError
 from .remote import DEFAULT_REMOTE_TIMEOUT
@@ -25,7 +27,7 @@ class RunSettings:
     """Settings of one run, checked and normalised when made (ConfigError names the option).
 
     * ``workers``: local processes, Dask workers of ``--scheduler local`` or SLURM jobs of ``slurm``
-      (None: the CPUs of this machine, :attr:`worker_count`);
+      (None: the CPUs this process may use, :func:`available_cpus`);
     * ``scheduler``: None (local processes), ``local``, ``slurm`` or a Dask scheduler address;
     * ``step_size``: entries read at once, an event count or a size (normalised to ``'N B'``);
     * ``remote_timeout``: seconds a remote server may stay silent (:mod:`pipeline.remote`);
@@ -56,5 +58,38 @@ class RunSettings:
 
     @property
     def worker_count(self) -> int:
-        """``workers``, or the CPUs of this machine when not given."""
-        return self.workers or os.cpu_count() or 1
+        """``workers``, or the CPUs this process may use when not given (:func:`available_cpus`)."""
+        return self.workers or available_cpus()
+
+
+def available_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """The CPUs this process may use: the least of its CPU affinity (``taskset``, a batch slot's cpuset),
+    the cgroup CPU quota (a container's or a SLURM job's ``cpu.max``, rounded up), and
+    ``SLURM_CPUS_PER_TASK``; at least 1. ``os.cpu_count()`` is the machine's count: a 2-CPU slot on a
+    64-core node would start 64 workers, each holding its step in memory.
+    """
+    counts = [len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)]
+    quota = _cgroup_quota(cgroup)
+    if quota is not None:
+        counts.append(quota)
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if slurm.isdigit() and int(slurm) > 0:
+        counts.append(int(slurm))
+    return max(1, min(counts))
+
+
+def _cgroup_quota(root: Path) -> int | None:
+    """CPUs of the cgroup quota (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``/``cpu.cfs_period_us``), or None."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        if quota != "max":
+            return max(1, math.ceil(int(quota) / int(period)))
+        return None
+    except (OSError, ValueError):
+        pass
+    try:
+        q = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        p = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return max(1, math.ceil(q / p)) if q > 0 and p > 0 else None
+    except (OSError, ValueError):
+        return None

@@ -148,3 +148,31 @@ def test_convert_takes_one_path_and_checks_a_hand_made_layout(tmp_path, random_d
         ConvertConfig(2, layout=SourceLayout(branches={"bogus": "x"}))
     with pytest.raises(ConfigError, match="must be a TransformConfig"):
         ConvertConfig(2, transform=pipeline.SelectionConfig())
+
+
+def test_the_default_worker_count_is_the_cpus_this_process_may_use(tmp_path, monkeypatch):
+    """convert's default -j was os.cpu_count(): 2 workers under `taskset -c 0`, 64 in a 2-CPU SLURM slot on
+    a 64-core node. Now the least of the affinity, the cgroup quota and SLURM_CPUS_PER_TASK."""
+    import os
+
+    from pipeline.settings import RunSettings, available_cpus
+
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5, 6, 7})
+    none = tmp_path / "none"
+    assert available_cpus(none) == 8
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "cpu.max").write_text("250000 100000\n")  # 2.5 CPUs of quota: 3 workers
+    assert available_cpus(v2) == 3
+    (v2 / "cpu.max").write_text("max 100000\n")
+    assert available_cpus(v2) == 8
+    v1 = tmp_path / "v1" / "cpu"
+    v1.mkdir(parents=True)
+    (v1 / "cpu.cfs_quota_us").write_text("100000")
+    (v1 / "cpu.cfs_period_us").write_text("100000")
+    assert available_cpus(v1.parent) == 1
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "2")
+    assert available_cpus(none) == 2
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})  # taskset -c 0
+    assert available_cpus(none) == 1 and RunSettings().worker_count == 1 and RunSettings(workers=4).worker_count == 4
