@@ -165,3 +165,22 @@ def test_assignment_field_must_be_an_integer_hit_field():
         with pytest.raises(ConfigError, match=message):
             check_against_schema(config_from_dict({"assignment_field": name}), schema)
     assert check_against_schema(config_from_dict({}), schema)
+
+
+def test_an_explicit_config_path_never_falls_back_to_a_shipped_config(tmp_path, monkeypatch):
+    """`train --config ./inverse_pt.yaml` (a path that does not exist) trained with the shipped inverse_pt,
+    exit 0, saying nothing. A path is now a path: no such file is an error; a bare name stays a name."""
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+    from pipeline.errors import ConfigError
+    from pipeline.train.config import config_path, shipped_dir
+
+    monkeypatch.chdir(tmp_path)
+    for spec in ("./inverse_pt.yaml", "sub/inverse_pt.yaml", str(tmp_path / "inverse_pt.yaml")):
+        with pytest.raises(ConfigError, match="no such file"):
+            config_path(spec)
+    assert config_path("inverse_pt") == config_path("inverse_pt.yaml") == shipped_dir() / "inverse_pt.yaml"
+    r = CliRunner().invoke(main, ["train", "--config", "./inverse_pt.yaml", "--data", str(tmp_path), "-o",
+                                  str(tmp_path / "run")])
+    assert r.exit_code == 2 and "no such file" in r.output and not (tmp_path / "run").exists()

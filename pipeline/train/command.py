@@ -53,6 +53,7 @@ def train(config_path: str | None, data_dir: str, run_dir: str, max_epochs: int 
     trainer.progress_every steps in a batch log. Ends with one summary line (--json: the whole summary,
     as RUN_DIR/summary.json holds it); writes only under --output.
     """
+    from .config import config_path as resolve_config
     from .config import load_config
     from .data.info import require_manifest
     from .device import check_before_import, normalise
@@ -74,6 +75,8 @@ def train(config_path: str | None, data_dir: str, run_dir: str, max_epochs: int 
                  "trainer.accelerator": device, "trainer.devices": devices,
                  "trainer.limit_train_batches": limit_train_batches,
                  "data.verify_checksums": False if no_verify_checksums else None}
+    if config_path:  # which file, whatever its spelling (a shipped name, a path)
+        click.echo(f"train: config {resolve_config(config_path)}", err=True)
     summary = run_train(cfg, data_dir, run_dir, resume=resume, overrides=overrides)
     if as_json:
         click.echo(json.dumps(summary, indent=2))

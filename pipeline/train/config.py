@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -300,18 +301,23 @@ def shipped_configs() -> list[str]:
 
 def config_path(spec: str | Path) -> Path:
     """A ``--config`` value → a file: an existing path as given, else a shipped config's name
-    (``inverse_pt`` or ``inverse_pt.yaml``). Neither: ConfigError listing the shipped names."""
+    (``inverse_pt`` or ``inverse_pt.yaml``). A value with a folder part (``./inverse_pt.yaml``,
+    ``my/cfg.yaml``) is a path and never falls back to a shipped config. Neither: ConfigError listing
+    the shipped names."""
     path = Path(spec)
     if path.is_file():
         return path
     if path.is_dir():
         raise ConfigError(f"config {spec}: is a directory, not a YAML file")
     name = path.name.removesuffix(".yaml").removesuffix(".yml")
-    if path.parent == Path(".") or str(path.parent) == "configs":  # a name, or the old configs/NAME.yaml
+    if "/" not in str(spec) and os.sep not in str(spec):  # a bare name: a shipped config
         candidate = shipped_dir() / f"{name}.yaml"
         if candidate.is_file():
             return candidate
-    raise ConfigError(f"config {spec}: no such file, nor a shipped config name; shipped: {', '.join(shipped_configs())}")
+        raise ConfigError(f"config {spec}: no such file, nor a shipped config name; shipped: "
+                          f"{', '.join(shipped_configs())}")
+    raise ConfigError(f"config {spec}: no such file (a path is never replaced by a shipped config; for one, give "
+                      f"its name: {', '.join(shipped_configs())})")
 
 
 def load_config(path: str | Path, legacy: bool = False) -> TrainConfig:
