@@ -67,3 +67,15 @@ class StorageError(PipelineError):
 def one_line(err: BaseException) -> str:
     """``Type: message`` on one line: library errors often span several, batch logs want one."""
     return f"{type(err).__name__}: {' '.join(str(err).split())}"
+
+
+def quote(value: object, limit: int = 80) -> str:
+    """``repr(value)`` for a message, bounded: nested containers are cut at a few levels and items
+    (:mod:`reprlib`), and the text at ``limit`` characters. A value from a user's file (a YAML alias
+    "billion laughs" structure: nine shared lists of nine, nine deep) is never expanded in full."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxlevel, r.maxlist, r.maxtuple, r.maxdict, r.maxset, r.maxstring, r.maxother = 3, 4, 4, 4, 4, limit, limit
+    text = r.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

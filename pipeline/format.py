@@ -135,6 +135,6 @@ def read_identity(metadata: dict[bytes, bytes] | None) -> dict | None:
         return None
     try:
         doc = json.loads(metadata[IDENTITY_KEY])
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return doc if isinstance(doc, dict) else None

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError
+from .errors import ConfigError, quote
 from .schema import Schema
 
 DEFAULT_TREE = "MuonHitDump"
@@ -67,7 +67,7 @@ class SourceLayout:
         values = self.precision.values() if isinstance(self.precision, dict) else [self.precision]
         if any(v not in PRECISIONS for v in values):
             raise ConfigError(f"{where}: precision must be one of {PRECISIONS} or a mapping raw field -> one "
-                              f"of them, got {self.precision!r}")
+                              f"of them, got {quote(self.precision)}")
         fill = {name: _fill_value(raw[name], value, where, self.rounds(name)) for name, value in self.fill.items()}
         for level, counted in (("hit", "hits"), ("muon", "truth muons")):
             if all(f.source in fill for f in schema.level(level) if f.source):
@@ -132,7 +132,7 @@ def _fill_value(fld, value, where: str, may_round: bool = False) -> int | float:
     a number as text (``1e39`` without a decimal point)."""
     from .rules import field_violations
 
-    what = f"{where}: fill {fld.source}: {value!r}"
+    what = f"{where}: fill {fld.source}: {quote(value)}"
     if isinstance(value, str):
         hint = ""
         try:

@@ -219,5 +219,5 @@ def schema_from_metadata(metadata: dict[bytes, bytes] | None) -> tuple[str, int]
     try:
         doc = json.loads(metadata[METADATA_KEY])
         return str(doc["name"]), int(doc["version"])
-    except (ValueError, KeyError, TypeError) as err:
+    except (ValueError, KeyError, TypeError, RecursionError) as err:
         raise SchemaError(f"unreadable {METADATA_KEY.decode()} metadata: {err}") from err

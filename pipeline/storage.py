@@ -114,7 +114,12 @@ class OutputDir:
             return fh.read()
 
     def read_json(self, rel: str):
-        return json.loads(self.read_bytes(rel))
+        """The JSON document ``rel``; ValueError when it is not JSON, or nested too deeply to parse
+        (``json`` recurses: a hostile ``[[[[…]]]]`` would end in a RecursionError traceback)."""
+        try:
+            return json.loads(self.read_bytes(rel))
+        except RecursionError as err:
+            raise ValueError("nested too deeply to be a document of this tool") from err
 
     def size(self, rel: str) -> int:
         return int(self.fs.size(self.path(rel)))

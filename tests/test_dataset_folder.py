@@ -123,3 +123,33 @@ def test_finalize_upgrades_an_old_folder_to_the_new_name(legacy):
     assert r.exit_code == 0, r.output
     assert (legacy / "_manifest.json").is_file() and not (legacy / "manifest.json").exists()
     assert CliRunner().invoke(main, ["validate", str(legacy)]).exit_code == 0
+
+
+@pytest.mark.parametrize("command", ["inspect", "validate", "migrate", "read_dataset", "train", "evaluate"])
+def test_a_deeply_nested_manifest_is_one_line_in_every_reader(tmp_path, converted_random, command):
+    """A hostile `[[[[...]]]]` manifest made inspect, migrate, train, evaluate and read_dataset end in a
+    RecursionError traceback (only ValueError was caught)."""
+
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    ds = tmp_path / "ds"
+    shutil.copytree(converted_random, ds)
+    for name in ("_manifest.json", "manifest.json"):
+        if (ds / name).exists():
+            (ds / name).write_text("[" * 200_000 + "]" * 200_000)
+    if command == "read_dataset":
+        from pipeline import read_dataset
+        from pipeline.errors import DatasetError
+
+        with pytest.raises(DatasetError, match="nested too deeply"):
+            read_dataset(str(ds))
+        return
+    args = {"inspect": ["inspect", str(ds)], "validate": ["validate", str(ds)],
+            "migrate": ["migrate", str(ds), "--to-version", "2", "-o", str(tmp_path / "m")],
+            "train": ["train", "--config", "inverse_pt", "--data", str(ds), "-o", str(tmp_path / "run")],
+            "evaluate": ["evaluate", str(tmp_path), "--data", str(ds)]}[command]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code in (1, 2) and "Traceback" not in r.output and "RecursionError" not in r.output, r.output
+    assert "nested too deeply" in r.output or command == "evaluate", r.output

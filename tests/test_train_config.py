@@ -184,3 +184,28 @@ def test_an_explicit_config_path_never_falls_back_to_a_shipped_config(tmp_path, 
     r = CliRunner().invoke(main, ["train", "--config", "./inverse_pt.yaml", "--data", str(tmp_path), "-o",
                                   str(tmp_path / "run")])
     assert r.exit_code == 2 and "no such file" in r.output and not (tmp_path / "run").exists()
+
+
+def test_yaml_1_1_text_numbers_get_the_hint_and_aliases_are_not_expanded(tmp_path):
+    """`lr: 1e-3` (YAML 1.1: text) was refused without the hint the layout error gives; a YAML alias bomb
+    in a training config or a layout file exhausted memory when the error message formatted the value."""
+    from pipeline.errors import ConfigError
+    from pipeline.layout import SourceLayout
+    from pipeline.schema import load_schema
+    from pipeline.train.config import load_config
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("trainer: {lr: 1e-3}\n")
+    with pytest.raises(ConfigError, match=r"1\.0e-3, not 1e-3"):
+        load_config(cfg)
+    bomb = '&a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]'
+    for k in range(1, 9):  # nine levels of nine shared lists: 9**9 strings once expanded
+        bomb = f"&a{k} [{bomb}, " + ", ".join([f"*a{k - 1}"] * 8) + "]"
+    (tmp_path / "bomb.yaml").write_text(f"trainer: {{lr: {bomb}}}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path / "bomb.yaml")
+    assert len(str(err.value)) < 400
+    (tmp_path / "layout.yaml").write_text(f"fill: {{spacePoint_readOutSide: {bomb}}}\n")
+    with pytest.raises(ConfigError) as err:
+        SourceLayout.from_yaml(tmp_path / "layout.yaml", load_schema(2))
+    assert len(str(err.value)) < 400

@@ -15,7 +15,12 @@ def load_metrics(path: str | Path) -> tuple[str, dict[str, Any]]:
     path = Path(path)
     for candidate in (path, path / "metrics.json", path / "eval" / "metrics.json"):
         if candidate.is_file():
-            metrics = json.loads(candidate.read_text())
+            try:
+                metrics = json.loads(candidate.read_text())
+            except (ValueError, RecursionError) as err:
+                raise ConfigError(f"{candidate}: not a metrics file of `muon-pipeline evaluate` ({err})") from err
+            if not isinstance(metrics, dict):
+                raise ConfigError(f"{candidate}: not a metrics file of `muon-pipeline evaluate`")
             label = metrics.get("label") or path.name
             return label, metrics
     raise ConfigError(f"{path}: no metrics.json (nor eval/metrics.json); run `muon-pipeline evaluate` first")

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import ConfigError
+from ..errors import ConfigError, quote
 
 #: Muon-level fields the task knows how to regress and evaluate.
 KNOWN_TARGETS = ("truthMuon_pt", "truthMuon_eta", "truthMuon_phi", "truthMuon_q", "truthMuon_qpt")
@@ -137,6 +137,18 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+def _yaml_number_hint(value: Any) -> str:
+    """For text that is a number to Python but not to YAML 1.1 (``1e-3``: an exponent needs a decimal
+    point), the way to write it; else nothing."""
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return ""
+        return "; YAML 1.1 read it as text: write an exponent with a decimal point and a sign (1.0e-3, not 1e-3)"
+    return ""
+
+
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Check ``value`` against the annotation ``tp``; return it (ints are accepted for floats)."""
     origin = typing.get_origin(tp)
@@ -157,25 +169,26 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         (item,) = typing.get_args(tp)
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected a list of {_type_name(item)}, got {type(value).__name__} "
-                              f"({value!r})")
+                              f"({quote(value)})")
         return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
     if dataclasses.is_dataclass(tp):
         return _from_dict(tp, value, where)
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true/false, got {type(value).__name__} ({value!r})")
+            raise ConfigError(f"{where}: expected true/false, got {type(value).__name__} ({quote(value)})")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected int, got {type(value).__name__} ({value!r})")
+            raise ConfigError(f"{where}: expected int, got {type(value).__name__} ({quote(value)})")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{where}: expected a number, got {type(value).__name__} ({value!r})")
+            raise ConfigError(f"{where}: expected a number, got {type(value).__name__} ({quote(value)})"
+                              + _yaml_number_hint(value))
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {type(value).__name__} ({value!r})")
+            raise ConfigError(f"{where}: expected a string, got {type(value).__name__} ({quote(value)})")
         return value
     raise TypeError(f"unsupported annotation {tp!r} at {where}")  # a bug here, not a user error
 
@@ -217,7 +230,7 @@ def _check_values(cfg: TrainConfig) -> None:
     if not 0.0 <= cfg.dropout < 1.0:
         raise ConfigError(f"dropout: must be in [0, 1), got {cfg.dropout}")
     if cfg.hit_weighting not in ("sigmoid", "softmax"):
-        raise ConfigError(f"hit_weighting: expected 'sigmoid' or 'softmax', got {cfg.hit_weighting!r}")
+        raise ConfigError(f"hit_weighting: expected 'sigmoid' or 'softmax', got {quote(cfg.hit_weighting)}")
     if not (0 < d.train_fraction < 1 and 0 <= d.val_fraction < 1 and d.train_fraction + d.val_fraction <= 1):
         raise ConfigError(f"data.train_fraction ({d.train_fraction}) and data.val_fraction ({d.val_fraction}) "
                           "must be fractions with a sum <= 1 (the rest is the test split)")
@@ -227,19 +240,19 @@ def _check_values(cfg: TrainConfig) -> None:
     if t.lr <= 0:
         raise ConfigError(f"trainer.lr: must be > 0, got {t.lr}")
     if t.precision not in ("auto", "32", "32-true", "bf16-mixed", "16-mixed", "bf16-true"):
-        raise ConfigError(f"trainer.precision: expected auto, 32-true, bf16-mixed or 16-mixed, got {t.precision!r}")
+        raise ConfigError(f"trainer.precision: expected auto, 32-true, bf16-mixed or 16-mixed, got {quote(t.precision)}")
     if not cfg.fields:
         raise ConfigError("fields: give at least one target field")
     for name in cfg.fields:
         if name not in KNOWN_TARGETS:
-            raise ConfigError(f"fields: {name!r} is not a regression target; known: {', '.join(KNOWN_TARGETS)}")
+            raise ConfigError(f"fields: {quote(name)} is not a regression target; known: {', '.join(KNOWN_TARGETS)}")
     if len(set(cfg.fields)) != len(cfg.fields):
         raise ConfigError(f"fields: duplicate entries in {cfg.fields}")
     for name in cfg.inverse_fields:
         if name not in cfg.fields:
-            raise ConfigError(f"inverse_fields: {name!r} is not in fields {cfg.fields}")
+            raise ConfigError(f"inverse_fields: {quote(name)} is not in fields {cfg.fields}")
         if name in ("truthMuon_eta", "truthMuon_phi", "truthMuon_q", "truthMuon_qpt"):
-            raise ConfigError(f"inverse_fields: {name!r} changes sign or crosses zero; only strictly positive "
+            raise ConfigError(f"inverse_fields: {quote(name)} changes sign or crosses zero; only strictly positive "
                               "targets (truthMuon_pt) can be regressed in inverse space")
     if cfg.signed_curvature:
         if "truthMuon_qpt" not in cfg.fields:
@@ -254,11 +267,11 @@ def _check_values(cfg: TrainConfig) -> None:
     known_frame = frame_field_names()
     for name in cfg.frame_fields:
         if name not in known_frame:
-            raise ConfigError(f"frame_fields: {name!r} is not a muon-frame input; known: {', '.join(known_frame)}")
+            raise ConfigError(f"frame_fields: {quote(name)} is not a muon-frame input; known: {', '.join(known_frame)}")
     if len(set(cfg.frame_fields)) != len(cfg.frame_fields):
         raise ConfigError(f"frame_fields: duplicate entries in {cfg.frame_fields}")
     if d.resident not in ("auto", "on", "off"):
-        raise ConfigError(f"data.resident: expected auto, on or off, got {d.resident!r}")
+        raise ConfigError(f"data.resident: expected auto, on or off, got {quote(d.resident)}")
     if not 0 < d.resident_fraction <= 1:
         raise ConfigError(f"data.resident_fraction: must be in (0, 1], got {d.resident_fraction}")
     if t.max_steps < 0 or t.threads < 0 or t.progress_every < 0 or t.checkpoint_every < 0 or d.bucket_width < 0:
@@ -358,7 +371,7 @@ def check_against_schema(cfg: TrainConfig, schema: Any) -> list[str]:
         if not schema.has(name):
             raise ConfigError(f"hit_fields: {missing_field_message(name, schema)}")
         if name not in hit_names:
-            raise ConfigError(f"hit_fields: {name!r} is a {schema.field(name).level}-level field, not a hit field")
+            raise ConfigError(f"hit_fields: {quote(name)} is a {schema.field(name).level}-level field, not a hit field")
         if name == "spacePoint_truthLink":
             raise ConfigError("hit_fields: spacePoint_truthLink is the truth assignment; feeding it to the model "
                               "would leak the answer")
@@ -366,10 +379,10 @@ def check_against_schema(cfg: TrainConfig, schema: Any) -> list[str]:
         if not schema.has(name):
             raise ConfigError(f"fields: {missing_field_message(name, schema)}")
     if not schema.has(cfg.assignment_field) or schema.field(cfg.assignment_field).level != "hit":
-        raise ConfigError(f"assignment_field: {cfg.assignment_field!r} is not a hit field of schema "
+        raise ConfigError(f"assignment_field: {quote(cfg.assignment_field)} is not a hit field of schema "
                           f"{schema.name} v{schema.version}")
     if not schema.field(cfg.assignment_field).dtype.startswith("int"):
-        raise ConfigError(f"assignment_field: {cfg.assignment_field!r} is {schema.field(cfg.assignment_field).dtype}; "
+        raise ConfigError(f"assignment_field: {quote(cfg.assignment_field)} is {schema.field(cfg.assignment_field).dtype}; "
                           "an assignment is an integer object index per hit (-1 = none)")
     if cfg.frame_fields:
         needed = ["spacePoint_globEdgeLowX", "spacePoint_globEdgeLowY", "spacePoint_globEdgeLowZ",
@@ -378,5 +391,5 @@ def check_against_schema(cfg: TrainConfig, schema: Any) -> list[str]:
         lacking = [n for n in needed if n not in hit_names]
         if lacking:
             raise ConfigError(f"frame_fields need the hit fields {lacking}, which schema {schema.name} "
-                              f"v{schema.version} lacks (assignment_field: {cfg.assignment_field!r})")
+                              f"v{schema.version} lacks (assignment_field: {quote(cfg.assignment_field)})")
     return hit_fields
