@@ -28,9 +28,10 @@ import click
 from ._version import __version__
 from .cli_format import CONVERT_SECTIONS, SectionedCommand, print_convert_summary
 from .errors import Interrupted, PipelineError
+from .signals import STOP_SIGNALS
 
 #: Signals every command stops on with exit code 128 + N (SIGINT arrives as KeyboardInterrupt).
-_STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+_STOP_SIGNALS = tuple(s for s in STOP_SIGNALS if s != signal.SIGINT)
 
 
 class _Signalled(BaseException):
@@ -214,7 +215,8 @@ def convert(inputs, output, schema_version, tree, layout_file, step_size, min_pt
     write one shard; finished units are recorded, so re-running the same command resumes after a
     crash. Row groups and read steps are sized from each event's actual hit count, so peak memory
     follows --step-size even when event sizes vary within a file. Exit codes: 0 ok, 1 bad input,
-    2 usage, 3 done but some inputs were skipped (--skip-bad-files).
+    2 usage, 3 done but some inputs were skipped (--skip-bad-files), 130/143 stopped by Ctrl-C/SIGTERM
+    (re-run to resume).
     """
     from .config import Compression, ConvertConfig
     from .conversion import convert as run
@@ -315,7 +317,8 @@ def submit_script(system, job, tasks, script_file, job_name, cpus, memory, wallt
         Path(script_file).write_text(text)
         Path(script_file).chmod(0o755)
         submit = "sbatch" if system == "slurm" else "condor_submit"
-        click.echo(f"{script_file}: {tasks} task(s); submit with: {submit} {script_file}", err=True)
+        what = "one training job (requeued until done)" if job == "train" else f"{tasks} task(s)"
+        click.echo(f"{script_file}: {what}; submit with: {submit} {script_file}", err=True)
     else:
         click.echo(text, nl=False)
 

@@ -33,6 +33,7 @@ from . import extras, remote
 from .errors import ConfigError
 from .format import Unit
 from .settings import RunSettings
+from .signals import ignore_stop_signals
 
 OnRecord = Callable[[dict], None]
 #: ``progress(entries, hits)``: called as entries of the input are done (any thread of the caller's process).
@@ -104,7 +105,9 @@ _PROGRESS_QUEUE = None
 def _init_pool_worker(parent: int, progress_queue) -> None:
     global _PROGRESS_QUEUE
     _PROGRESS_QUEUE = progress_queue
+    ignore_stop_signals()  # Ctrl-C / SIGTERM reach the whole process group: the parent decides and stops us
     exit_with_parent(parent)
+
 
 
 def _put_progress(key: str, entries: int, hits: int) -> None:
@@ -172,9 +175,12 @@ def _stop_pool(pool: ProcessPoolExecutor) -> None:
     temporary, which the next run removes; finished units stay recorded."""
     procs = list((getattr(pool, "_processes", None) or {}).values())  # no public handle on the workers
     pool.shutdown(wait=False, cancel_futures=True)
-    for proc in procs:
+    for proc in procs:  # they ignore SIGTERM (ignore_stop_signals)
         with contextlib.suppress(Exception):
-            proc.terminate()
+            proc.kill()
+    for proc in procs:  # gone before this process says it stopped (no temporary appears after that line)
+        with contextlib.suppress(Exception):
+            proc.join(timeout=5)
 
 
 def local_cluster(workers: int, dashboard: str | None = None):

@@ -40,7 +40,7 @@ NO_TORCH = ["pipeline.train.config", "pipeline.train.command", "pipeline.train.m
             "pipeline.train.data.chunks", "pipeline.train.data.batches", "pipeline.train.data.deal",
             "pipeline.train.data.info", "pipeline.train.data.epoch"]
 LEAVES = ["pipeline._version", "pipeline.errors", "pipeline.format", "pipeline.sizes", "pipeline.remote",
-          "pipeline.extras", "pipeline.report"]
+          "pipeline.extras", "pipeline.report", "pipeline.signals"]
 
 
 def _modules() -> dict[str, Path]:

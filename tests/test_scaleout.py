@@ -505,3 +505,19 @@ def test_a_signal_stops_convert_with_128_plus_n_one_line_and_a_resumable_output(
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     assert comparable(out) == comparable(reference)
+
+
+def test_sigterm_to_the_process_group_of_convert_j2_prints_one_line(tmp_path, inputs):
+    """A batch system's SIGTERM reaches the pool workers too: they printed four tracebacks of their own."""
+    out = tmp_path / "stopped"
+    cmd = [str(BIN / "muon-pipeline"), "convert", *inputs, "-o", str(out), "-j", "2", "--step-size", "5", *ARGS]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    records = out / "_work" / "units"
+    deadline = time.time() + 60
+    while time.time() < deadline and not (records.exists() and any(records.iterdir())):
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGTERM)
+    text, _ = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("the conversion ended before the signal arrived")
+    assert proc.returncode == 143 and "Traceback" not in text and text.count("\n") <= 3, text

@@ -190,3 +190,26 @@ def test_committed_sample_matches_the_layout() -> None:
         assert tree.num_entries == 500
         names = set(tree.keys())
     assert set(HIT_BRANCHES) | set(TRUTH_BRANCHES) | {"eventNumber"} <= names
+
+
+def test_a_stopped_simulate_leaves_no_partial_dump(tmp_path):
+    """simulate stopped by SIGTERM left a readable ROOT file with part of the events under the final name
+    (it converted without complaint); it now writes a temporary and renames it when complete."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    out = tmp_path / "sim.root"
+    exe = Path(sys.executable).parent / "muon-pipeline"
+    proc = subprocess.Popen([str(exe), "simulate", str(out), "--events", "200000", "--seed", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not list(tmp_path.glob(".tmp-sim.root*")):
+        time.sleep(0.02)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    text, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 143, text
+    assert not out.exists() and not list(tmp_path.iterdir()), list(tmp_path.iterdir())

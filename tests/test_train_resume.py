@@ -329,3 +329,106 @@ def test_ddp_two_ranks_stopped_mid_epoch_resume_to_the_uninterrupted_weights(tmp
     b = torch.load(tmp_path / "ref" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
     assert json.loads((run_dir / "summary.json").read_text())["steps"] == total
     assert same_weights(a, b)
+
+
+# ------------------------------------------------------------------------- the break-it review's cases
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_to_the_whole_process_group_stops_cleanly_with_loader_workers(tmp_path, converted_random, sig):
+    """A terminal's Ctrl-C and a batch system's SIGTERM reach every process: the DataLoader workers died
+    with the signal and train crashed ("worker exited unexpectedly", exit 1, no stop checkpoint). The
+    workers now leave the stop to the trainer: one line, 128 + N, and the resume ends as uninterrupted."""
+    import yaml
+
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(tiny(num_workers=2, max_epochs=4, checkpoint_every=3)))
+    args = ["train", "--config", str(tmp_path / "tiny.yaml"), "--data", str(converted_random)]
+    ref = subprocess.run([str(BIN / "muon-pipeline"), *args, "-o", str(tmp_path / "ref")], capture_output=True,
+                         text=True)
+    assert ref.returncode == 0, ref.stderr
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([str(BIN / "muon-pipeline"), *args, "-o", str(run_dir)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 120
+    while time.time() < deadline and not ((m := read_meta(last)) and m.get("step", 0) >= 3):
+        time.sleep(0.02)
+    os.killpg(proc.pid, sig)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + sig, out[-2000:]
+    assert f"stopped by {sig.name} at step" in out and "Traceback" not in out and "unexpectedly" not in out, out
+    res = subprocess.run([str(BIN / "muon-pipeline"), "train", "--resume", "--data", str(converted_random), "-o",
+                          str(run_dir)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    a = torch.load(last, map_location="cpu", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "ref" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    assert same_weights(a, b)
+    counts = json.loads((run_dir / "summary.json").read_text())
+    assert counts["events_seen"] == json.loads((tmp_path / "ref" / "summary.json").read_text())["events_seen"]
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_stops_at_once_with_130_and_a_first_signal_before_training_with_its_code(
+        monkeypatch, tmp_path, converted_random):
+    """A second Ctrl-C exited 1 with no message (Lightning turns KeyboardInterrupt into exit 1), and so did a
+    Ctrl-C during Lightning's set-up, before the stop handlers were installed."""
+    from pipeline.train.module import RegressionModule
+
+    def twice(self, batch, batch_idx):
+        if self.trainer.global_step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+        return RegressionModule._step(self, batch, "train")
+
+    monkeypatch.setattr(RegressionModule, "training_step", twice)
+    err, _ = run(monkeypatch, tiny(), converted_random, tmp_path / "a", [])
+    assert getattr(err, "exit_code", None) == 130 and "at once" in str(err), err
+    monkeypatch.undo()
+
+    def early(self):
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(RegressionModule, "on_fit_start", early, raising=False)
+    err, _ = run(monkeypatch, tiny(), converted_random, tmp_path / "b", [])
+    assert getattr(err, "exit_code", None) == 130 and "before its first checkpoint" in str(err), err
+
+
+@pytest.mark.slow
+def test_a_stop_during_the_validation_that_ends_the_run_by_early_stopping_resumes_to_the_end(
+        monkeypatch, tmp_path, converted_random):
+    """Stopped by a signal in the validation where EarlyStopping ends the run, the resume trained on for 11
+    epochs (the early-stop decision was not in the checkpoint). It now ends where the uninterrupted run ends."""
+    scripted_val_loss(monkeypatch, [1.0, 0.5, 0.7, 0.8, 0.9, 1.0])  # patience 1: stops after epoch 2
+    cfg = tiny(max_epochs=6, patience=1)
+    ref, ref_w = run(monkeypatch, cfg, converted_random, tmp_path / "ref", [])
+    from pipeline.train.module import RegressionModule
+
+    scripted = RegressionModule.validation_step
+
+    def stop_in_last_validation(self, batch, batch_idx):
+        if self.trainer.current_epoch == 2 and batch_idx == 0:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return scripted(self, batch, batch_idx)
+
+    monkeypatch.setattr(RegressionModule, "validation_step", stop_in_last_validation)
+    stopped, _ = run(monkeypatch, cfg, converted_random, tmp_path / "run", [])
+    assert getattr(stopped, "exit_code", None) == 143, stopped
+    resumed, w = run(monkeypatch, None, converted_random, tmp_path / "run", [], resume=True)
+    assert resumed["steps"] == ref["steps"] and same_weights(w, ref_w)
+
+
+@pytest.mark.slow
+def test_a_refused_resume_leaves_the_run_as_it_was(monkeypatch, tmp_path, converted_random):
+    """A mid-epoch checkpoint resumed with another --batch-size trained part of the epoch twice, silently;
+    with another --num-workers it was refused, but only after rewriting config.yaml, so every later plain
+    --resume (what the SLURM script runs) was refused too."""
+    cfg = tiny(num_workers=2)
+    stopped, _ = run(monkeypatch, cfg, converted_random, tmp_path / "run", [], stop_at=5)
+    assert getattr(stopped, "exit_code", None) == 143
+    saved = {p: (tmp_path / "run" / p).read_bytes() for p in ("config.yaml", "run.json")}
+    for flags in (["--batch-size", "16"], ["--num-workers", "0"]):
+        r = CliRunner().invoke(main, ["train", "--resume", "--data", str(converted_random), "-o",
+                                      str(tmp_path / "run"), *flags])
+        assert r.exit_code == 2 and "mid-epoch" in r.output and "Traceback" not in r.output, r.output
+        assert {p: (tmp_path / "run" / p).read_bytes() for p in saved} == saved
+    r = CliRunner().invoke(main, ["train", "--resume", "--data", str(converted_random), "-o", str(tmp_path / "run")])
+    assert r.exit_code == 0, r.output

@@ -112,6 +112,20 @@ def write_dump(path: str | os.PathLike, n_events: int, seed: int = 0, config: Si
     comp = parse_compression(compression)
     stats = WriteStats()
     path = Path(path)
+    # written beside the target and renamed when complete: a stopped or failed run leaves no readable
+    # partial dump under the final name (a half file converts without complaint: fewer events)
+    tmp = path.with_name(f".tmp-{path.name}.{os.getpid()}")
+    try:
+        _write(tmp, n_events, seed, cfg, comp, format, stats, stream, first_event, progress)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return stats
+
+
+def _write(path: Path, n_events: int, seed: int, cfg: SimConfig, comp, format: str, stats: WriteStats, stream,
+           first_event: int, progress) -> None:
     with uproot.recreate(path, compression=comp) as f:
         tree = None
         for batch in iter_batches(n_events, seed, cfg, stream=stream, first_event=first_event):
@@ -135,4 +149,3 @@ def write_dump(path: str | os.PathLike, n_events: int, seed: int = 0, config: Si
                                  int(batch.truth_offsets[-1])))
             if progress is not None:
                 progress(batch.n_events, n_hits)
-    return stats

@@ -26,6 +26,7 @@ stopped.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import random
 import signal
@@ -41,12 +42,11 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from ..errors import ConfigError
 from ..format import TMP_MARK
+from ..signals import STOP_SIGNALS
 
 LAST, PREVIOUS, BEST = "last.ckpt", "previous.ckpt", "best.ckpt"
 #: The key of this tool's own part of a checkpoint.
 KEY = "muon_pipeline"
-#: Signals that stop a run cleanly (checkpoint, one line, exit 128 + signal number).
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -153,11 +153,13 @@ def set_rng_states(states: dict[str, Any]) -> None:
 
 
 class RunStopped(Exception):  # noqa: N818 - a stop asked for, not an error
-    """Raised from the loop after the stop checkpoint was written: ``signum`` and the ``step``."""
+    """Raised from the loop after the stop checkpoint was written (``at_once``: a second Ctrl-C, no
+    checkpoint at this step): ``signum`` and the ``step``. An Exception, not KeyboardInterrupt, which
+    Lightning would turn into ``sys.exit(1)``."""
 
-    def __init__(self, signum: int, step: int) -> None:
+    def __init__(self, signum: int, step: int, at_once: bool = False) -> None:
         super().__init__(f"stopped by {signal.Signals(signum).name} at step {step}")
-        self.signum, self.step = signum, step
+        self.signum, self.step, self.at_once = signum, step, at_once
 
 
 class StopSignals:
@@ -173,7 +175,7 @@ class StopSignals:
 
     def _handler(self, signum: int, frame: Any) -> None:
         if self.received == signum == signal.SIGINT:
-            raise KeyboardInterrupt
+            raise RunStopped(signum, -1, at_once=True)
         self.received = signum
 
     def install(self) -> None:
@@ -207,6 +209,7 @@ class RunCheckpoints(Checkpoint):
         self.stopped_by: int | None = None
         self._saved_step = -1
         self._rng_to_restore: dict[str, Any] | None = None
+        self._should_stop = False
 
     @property
     def state_key(self) -> str:
@@ -214,26 +217,20 @@ class RunCheckpoints(Checkpoint):
 
     # -- what a checkpoint carries -------------------------------------------------------------------
     def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
-        plan = getattr(trainer.datamodule, "train_plan", {}) or {}
+        dm = trainer.datamodule
+        plan = getattr(dm, "train_plan", {}) or {}
+        done = int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
         checkpoint[KEY] = {"val_loss": self.last_val, "step": int(trainer.global_step),
                            "epoch": int(trainer.current_epoch),
-                           "epoch_batches_done": int(trainer.fit_loop.epoch_loop.batch_progress.current.processed),
+                           "epoch_batches_done": 0 if done >= getattr(dm, "steps_per_epoch", 0) else done,
                            "world_size": int(trainer.world_size), "readers": int(plan.get("workers", 1)),
-                           "rng": rng_states()}
+                           "batch_size": int(dm.cfg.data.batch_size) if dm is not None else None,
+                           "should_stop": bool(trainer.should_stop), "rng": rng_states()}
 
     def on_load_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
         meta = checkpoint.get(KEY) or {}
         self._rng_to_restore = meta.get("rng")
-        if not meta.get("epoch_batches_done"):
-            return  # written at an epoch's start: any deal continues it
-        plan = getattr(trainer.datamodule, "train_plan", {}) or {}
-        was = (meta.get("world_size"), meta.get("readers"))
-        now = (int(trainer.world_size), int(plan.get("workers", 1)))
-        if None not in was and was != now:
-            raise ConfigError(f"--resume: the checkpoint was written mid-epoch by {was[0]} device(s) with {was[1]} "
-                              f"reader(s) per device, this run has {now[0]} and {now[1]}: the epoch's deal of events "
-                              f"depends on them; resume with --devices {was[0]} and data.num_workers as before "
-                              "(the streaming loader reads with max(num_workers, 1) readers, the resident one with 1)")
+        self._should_stop = bool(meta.get("should_stop"))
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         clean_temporaries(self.folder)
@@ -242,10 +239,14 @@ class RunCheckpoints(Checkpoint):
             self.best, self.best_step = float(meta["val_loss"]), meta.get("step")
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
-        self.signals.install()  # after Lightning registered its own handlers (after on_fit_start)
+        self.signals.install()  # again: Lightning registered its own handlers at the start of fit
+        if self._should_stop:  # the run had ended (early stopping) when its last checkpoint was written
+            trainer.should_stop = True
         if self._rng_to_restore is not None:  # after the resumed epoch's loader was made (it draws a seed)
             set_rng_states(self._rng_to_restore)
             self._rng_to_restore = None
+        if self._stop_asked(trainer):  # a signal during Lightning's set-up or the checkpoint's restore
+            self._stop(trainer)
 
     def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
         self.signals.remove()
@@ -284,7 +285,9 @@ class RunCheckpoints(Checkpoint):
         if value is None:
             return
         self.last_val = float(value)
-        if self.best is None or self.last_val < self.best:
+        if math.isnan(self.last_val):
+            return  # never the best; and a NaN best would never be replaced
+        if self.best is None or math.isnan(self.best) or self.last_val < self.best:
             self.best, self.best_step = self.last_val, int(trainer.global_step)
             trainer.save_checkpoint(self.folder / BEST)
         if not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:  # a validation inside an epoch
@@ -296,3 +299,20 @@ class RunCheckpoints(Checkpoint):
         self._save_last(trainer)
         if self._stop_asked(trainer):
             self._stop(trainer)
+
+
+def check_resumable(meta: dict[str, Any], world_size: int, readers: int, batch_size: int) -> None:
+    """Refuse (ConfigError, one line) to continue a checkpoint written in the middle of an epoch with
+    another deal of that epoch: other devices, readers per device or batch size. At an epoch's end any
+    of them may change (the next epoch is dealt anew). Called before the run folder is written."""
+    if not meta.get("epoch_batches_done"):
+        return
+    was = {"--devices": meta.get("world_size"), "readers per device": meta.get("readers"),
+           "--batch-size": meta.get("batch_size")}
+    now = {"--devices": world_size, "readers per device": readers, "--batch-size": batch_size}
+    changed = [f"{k} {was[k]} -> {now[k]}" for k in was if was[k] is not None and was[k] != now[k]]
+    if changed:
+        raise ConfigError(f"--resume: the checkpoint was written mid-epoch (step {meta.get('step')}) and this run "
+                          f"deals that epoch differently ({', '.join(changed)}); resume with the same --devices, "
+                          "--batch-size and data.num_workers (the streaming loader reads with max(num_workers, 1) "
+                          "readers per device, the resident one with 1)")

@@ -81,8 +81,10 @@ def preflight(cfg: TrainConfig | None, run_dir: str | Path, resume: bool) -> Non
     else:
         if cfg is None:
             raise ConfigError("--config is required (unless --resume continues a run)")
-        if last.exists():
-            raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or pick another --output")
+        held = [p.name for p in (last, previous, run_dir / "checkpoints" / "best.ckpt") if p.exists()]
+        if held:  # previous.ckpt alone: a kill between its rename and last.ckpt's
+            raise ConfigError(f"{run_dir} already holds a run ({', '.join(held)}); pass --resume to continue it or "
+                              "pick another --output")
         if run_dir.exists() and not run_dir.is_dir():
             raise ConfigError(f"--output {run_dir}: exists and is not a directory")
 
@@ -103,6 +105,8 @@ def reconcile(cfg: TrainConfig | None, run_dir: Path, resume: bool, overrides: d
                               "cannot continue a different model or data setup")
         # A config given with --resume may change `trainer:` (e.g. more max_steps); the lr schedule keeps
         # the checkpoint's length, so steps beyond it run at the final 5 % learning rate.
+        if cfg is not None:
+            _say_budget_change(saved_cfg.trainer, cfg.trainer, overrides or {})
         cfg = dataclasses.replace(saved_cfg, trainer=cfg.trainer) if cfg is not None else saved_cfg
     assert cfg is not None  # preflight: a config unless resuming
     return _apply_overrides(cfg, overrides or {})
@@ -122,7 +126,15 @@ def train(cfg: TrainConfig | None, data_dir: str | Path, run_dir: str | Path, *,
     from lightning.pytorch.callbacks import EarlyStopping
     from lightning.pytorch.loggers import CSVLogger
 
-    from .checkpoints import AtomicCheckpointIO, RunCheckpoints, RunStopped, StopSignals, resume_checkpoint
+    from .checkpoints import (
+        AtomicCheckpointIO,
+        RunCheckpoints,
+        RunStopped,
+        StopSignals,
+        check_resumable,
+        read_meta,
+        resume_checkpoint,
+    )
     from .datamodule import RegressionDataModule
     from .module import RegressionModule
 
@@ -136,6 +148,9 @@ def train(cfg: TrainConfig | None, data_dir: str | Path, run_dir: str | Path, *,
     data.setup("fit")
     cfg, hit_fields, total_steps = data.cfg, data.hit_fields, data.total_steps
     assert data.info is not None and data.norm is not None and data.train_stream is not None
+    if start_ckpt is not None:  # before anything is written: a refused resume leaves the run as it was
+        check_resumable(read_meta(start_ckpt) or {}, cfg.trainer.devices, data.train_plan["workers"],
+                        cfg.data.batch_size)
 
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, saved)
@@ -151,7 +166,8 @@ def train(cfg: TrainConfig | None, data_dir: str | Path, run_dir: str | Path, *,
                                   data.centres, data.scales, total_steps)
 
     t = cfg.trainer
-    checkpoint = RunCheckpoints(run_dir / "checkpoints", t.checkpoint_every, t.max_steps, StopSignals())
+    signals = StopSignals()
+    checkpoint = RunCheckpoints(run_dir / "checkpoints", t.checkpoint_every, t.max_steps, signals)
     counter = trained_events_counter()
     callbacks: list[Any] = [checkpoint, counter]
     if t.patience:
@@ -193,6 +209,10 @@ def train(cfg: TrainConfig | None, data_dir: str | Path, run_dir: str | Path, *,
         print(f"train: {n_params:,} parameters, {len(hit_fields)} hit + {len(cfg.frame_fields)} frame inputs, "
               f"{data.train_stream.events} train / {data.val_stream.events} val events, {total_steps} steps "
               f"on {accelerator.upper()} ({precision}); writing {run_dir}", file=sys.stderr, flush=True)
+        if start_ckpt is not None:
+            at = (read_meta(start_ckpt) or {}).get("step", "?")
+            print(f"train: resuming {run_dir} from step {at} of {total_steps} ({start_ckpt.name})", file=sys.stderr,
+                  flush=True)
         minutes = total_steps * cfg.data.batch_size / CPU_EVENTS_PER_S / 60
         if accelerator == "cpu" and minutes > 5:
             print(f"train: note: {total_steps} steps of {cfg.data.batch_size} events on a CPU take roughly "
@@ -204,30 +224,55 @@ def train(cfg: TrainConfig | None, data_dir: str | Path, run_dir: str | Path, *,
         # generic warning about len() with several workers does not apply.
         warnings.filterwarnings("ignore", message=".*IterableDataset. has .__len__. defined.*")
         warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
+        at_once = False
+        signals.install()  # from here: Lightning's set-up and the checkpoint's restore included
         try:
             trainer.fit(module, datamodule=data, ckpt_path=str(start_ckpt) if start_ckpt else None,
                         weights_only=True)
         except RunStopped as stop:
-            checkpoint.stopped_by = stop.signum
+            checkpoint.stopped_by, at_once = stop.signum, stop.at_once
+        finally:
+            signals.remove()
     seconds = time.perf_counter() - start
     best_path = run_dir / "checkpoints" / "best.ckpt"
     summary = {"run_dir": str(run_dir), "best_checkpoint": str(best_path) if best_path.is_file() else "",
                "best_val_loss": checkpoint.best, "epochs": trainer.current_epoch,
                "steps": trainer.global_step, "seconds": seconds, "precision": precision, "threads": threads,
-               "train_events": data.train_stream.events, "data_path": data.data_path, **counter.totals(trainer)}
+               "train_events": data.train_stream.events, "data_path": data.data_path,
+               # a stop at once may leave the ranks out of step: no collective then
+               **({} if at_once else counter.totals(trainer))}
     if checkpoint.stopped_by is not None:
         summary["stopped_by"] = signal.Signals(checkpoint.stopped_by).name
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    if trainer.is_global_zero:
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     if checkpoint.stopped_by is not None:
-        name = signal.Signals(checkpoint.stopped_by).name
-        raise Interrupted(f"train: stopped by {name} at step {trainer.global_step}, checkpoint "
-                          f"{run_dir / 'checkpoints' / 'last.ckpt'}; resume with: muon-pipeline train --resume "
-                          f"--data {data_dir} --output {run_dir}", checkpoint.stopped_by)
+        raise _stopped(checkpoint.stopped_by, at_once, run_dir, data_dir, trainer)
     if trainer.is_global_zero:  # what was actually trained on, summed over ranks
         run_info["trained"] = {k: summary[k] for k in ("epochs", "steps", "events_seen", "batches_seen",
                                                        "epochs_completed_events")}
         (run_dir / "run.json").write_text(json.dumps(run_info, indent=2))
     return summary
+
+
+def _stopped(signum: int, at_once: bool, run_dir: Path, data_dir: str | Path, trainer: Any) -> BaseException:
+    """What a stopped run ends with: one line (rank 0 only) and exit 128 + ``signum``."""
+    import shlex
+
+    from .checkpoints import read_meta
+
+    if not trainer.is_global_zero:
+        return SystemExit(128 + signum)  # rank 0 says it once
+    name = signal.Signals(signum).name
+    last = run_dir / "checkpoints" / "last.ckpt"
+    meta = read_meta(last)
+    resume = (f"muon-pipeline train --resume --data {shlex.quote(str(data_dir))} "
+              f"--output {shlex.quote(str(run_dir))}")
+    if meta is None:
+        return Interrupted(f"train: stopped by {name}{' at once' if at_once else ''} before its first checkpoint; "
+                           "run the same command again to start over", signum)
+    how = "at once (no checkpoint at this step; the last one is at" if at_once else "at"
+    return Interrupted(f"train: stopped by {name} {how} step {meta.get('step', trainer.global_step)}"
+                       f"{')' if at_once else ''}, checkpoint {last}; resume with: {resume}", signum)
 
 
 def trained_events_counter() -> Any:
@@ -248,6 +293,17 @@ def trained_events_counter() -> Any:
             self.per_epoch.append(self.epoch_events)
             self.epoch_events = 0
 
+        # restored by a resume (Lightning saves callback states): the counts cover the whole run. Every rank
+        # runs the same batches per epoch (the deal pads), so rank 0's counts stand for each rank's.
+        def state_dict(self) -> dict[str, Any]:
+            return {"events": self.events, "batches": self.batches, "epoch_events": self.epoch_events,
+                    "per_epoch": list(self.per_epoch)}
+
+        def load_state_dict(self, state: dict[str, Any]) -> None:
+            self.events, self.batches = int(state.get("events", 0)), int(state.get("batches", 0))
+            self.epoch_events = int(state.get("epoch_events", 0))
+            self.per_epoch = [int(v) for v in state.get("per_epoch", [])]
+
         def totals(self, trainer: Any) -> dict[str, Any]:
             import torch
 
@@ -258,6 +314,21 @@ def trained_events_counter() -> Any:
             return {"events_seen": values[0], "batches_seen": values[1], "epochs_completed_events": values[2:]}
 
     return TrainedEvents()
+
+
+def _say_budget_change(saved: Any, given: Any, overrides: dict[str, Any]) -> None:
+    """One line when ``--resume --config`` changes the step budget the run was started with (and no
+    --max-steps / --max-epochs sets it again): the given config's ``trainer:`` section replaces the saved one."""
+    if overrides.get("trainer.max_steps") is not None or overrides.get("trainer.max_epochs") is not None:
+        return
+
+    def budget(t: Any) -> str:
+        return f"{t.max_steps} steps" if t.max_steps else f"{t.max_epochs} epochs"
+
+    if budget(saved) != budget(given):
+        print(f"train: note: --config changes this run's budget from {budget(saved)} to {budget(given)} (its "
+              "trainer: section replaces the saved one); pass --max-steps or --max-epochs to keep it",
+              file=sys.stderr, flush=True)
 
 
 def _without_trainer(cfg: TrainConfig) -> dict[str, Any]:

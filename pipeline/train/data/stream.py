@@ -274,10 +274,20 @@ class EpochLoader(torch.utils.data.DataLoader):
 def make_loader(stream: ShardStream) -> EpochLoader:
     """A DataLoader over a stream: batches come ready-made (``batch_size=None``), pinned when on CUDA."""
     workers = stream.num_workers
-    return EpochLoader(
+    return EpochLoader(  # workers leave stop signals to the trainer (see _worker_init)
         stream, batch_size=None, num_workers=workers, pin_memory=torch.cuda.is_available(),
         persistent_workers=workers > 0, prefetch_factor=4 if workers else None,
-        multiprocessing_context="fork" if workers and _fork_ok() else None)
+        multiprocessing_context="fork" if workers and _fork_ok() else None,
+        worker_init_fn=_worker_init if workers else None)
+
+
+def _worker_init(worker_id: int) -> None:
+    """A DataLoader worker ignores SIGINT / SIGTERM / SIGUSR1: a Ctrl-C or a batch system's SIGTERM reaches
+    the whole process group, and the trainer stops cleanly (checkpoint, exit 128 + N) only if its workers
+    are still there to finish the step. The order of the batches does not use the workers' RNG."""
+    from ...signals import ignore_stop_signals
+
+    ignore_stop_signals()
 
 
 def _fork_ok() -> bool:
