@@ -300,7 +300,7 @@ def test_ddp_two_ranks_stopped_mid_epoch_resume_to_the_uninterrupted_weights(tmp
     uninterrupted run's weights. Another world size for that mid-epoch checkpoint is refused in one line."""
     import yaml
 
-    cfg = tiny(num_workers=2, max_epochs=3, checkpoint_every=2, accelerator="cpu")
+    cfg = tiny(batch_size=8, num_workers=2, max_epochs=2, checkpoint_every=2, accelerator="cpu")  # ~14 steps an epoch
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(cfg))
     args = ["train", "--config", str(tmp_path / "tiny.yaml"), "--data", str(converted_random), "--devices", "2"]
     ref = subprocess.run([str(BIN / "muon-pipeline"), *args, "--output", str(tmp_path / "ref")], capture_output=True,
