@@ -166,8 +166,9 @@ class StopSignals:
     """While installed: SIGTERM, SIGINT and SIGUSR1 only note that a stop was asked (``received``); the run
     stops at the end of the current step, with a checkpoint. A second SIGINT stops at once (Ctrl-C twice).
 
-    Installed when training starts, after Lightning registered its own handlers (which would end the run
-    with no checkpoint and exit 0 on SIGTERM), and removed when it ends."""
+    Installed before the fit, and again when training starts, after Lightning registered its own handlers
+    (which would end the run with no checkpoint and exit 0 on SIGTERM); the caller removes them after the
+    fit (``pipeline.train.fit.train``)."""
 
     def __init__(self) -> None:
         self.received: int | None = None
@@ -179,9 +180,12 @@ class StopSignals:
         self.received = signum
 
     def install(self) -> None:
+        """Install (again: Lightning replaces handlers when its fit starts); ``remove`` restores the
+        handlers found at the first install."""
         for sig in STOP_SIGNALS:
             with contextlib.suppress(ValueError, OSError):  # not the main thread: leave signals alone
-                self._old[sig] = signal.signal(sig, self._handler)
+                old = signal.signal(sig, self._handler)
+                self._old.setdefault(sig, old)
 
     def remove(self) -> None:
         for sig, old in self._old.items():
@@ -248,8 +252,6 @@ class RunCheckpoints(Checkpoint):
         if self._stop_asked(trainer):  # a signal during Lightning's set-up or the checkpoint's restore
             self._stop(trainer)
 
-    def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
-        self.signals.remove()
 
     # -- when it writes ------------------------------------------------------------------------------
     def _save_last(self, trainer: Any) -> None:
