@@ -27,24 +27,11 @@ import click
 
 from ._version import __version__
 from .cli_format import CONVERT_SECTIONS, SectionedCommand, print_convert_summary
-from .errors import Interrupted, PipelineError
-from .signals import STOP_SIGNALS
+from .errors import STORAGE_ERRNOS, Interrupted, PipelineError
+from .signals import STOP_SIGNALS, Signalled, raise_signalled
 
 #: Signals every command stops on with exit code 128 + N (SIGINT arrives as KeyboardInterrupt).
 _STOP_SIGNALS = tuple(s for s in STOP_SIGNALS if s != signal.SIGINT)
-
-
-class _Signalled(BaseException):
-    """Raised in the main thread by SIGTERM / SIGUSR1 while a command runs (like KeyboardInterrupt for
-    SIGINT), so ``finally`` blocks and atomic writers clean up on the way out."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-def _raise_signalled(signum: int, frame: object) -> None:
-    raise _Signalled(signum)
 
 
 def _stopped(ctx: click.Context, signum: int) -> None:
@@ -83,7 +70,7 @@ class _Group(click.Group):
         old = {}
         for sig in _STOP_SIGNALS:
             with contextlib.suppress(ValueError, OSError):  # not the main thread (a caller's thread): leave them
-                old[sig] = signal.signal(sig, _raise_signalled)
+                old[sig] = signal.signal(sig, raise_signalled)
         try:
             return super().invoke(ctx)
         except Interrupted as err:  # a command that stopped cleanly on a signal says what it kept
@@ -91,7 +78,7 @@ class _Group(click.Group):
             sys.exit(err.exit_code)
         except KeyboardInterrupt:
             _stopped(ctx, signal.SIGINT)
-        except _Signalled as stop:
+        except Signalled as stop:
             _stopped(ctx, stop.signum)
         except PipelineError as err:
             click.secho(f"Error: {err}", fg="red", err=True)
@@ -100,6 +87,12 @@ class _Group(click.Group):
             where = f"{err.filename}: " if err.filename else ""
             click.secho(f"Error: {where}permission denied ({err.strerror or err}); check the folder's owner and "
                         "mode", fg="red", err=True)
+            sys.exit(1)
+        except OSError as err:
+            if err.errno not in STORAGE_ERRNOS:
+                raise
+            where = f"{err.filename}: " if err.filename else ""
+            click.secho(f"Error: {where}{err.strerror or err}; {STORAGE_ERRNOS[err.errno]}", fg="red", err=True)
             sys.exit(1)
         finally:
             for sig, handler in old.items():

@@ -6,6 +6,13 @@ Nothing here imports anything heavy, so every module can raise them.
 
 from __future__ import annotations
 
+import errno
+
+#: Errors of the file system written to, whatever the command: what to do (the CLI prints one line, exit 1).
+STORAGE_ERRNOS = {errno.EROFS: "the file system is read-only: write the output elsewhere",
+                  errno.ENOSPC: "the disk is full: free space or write elsewhere (re-run the command to resume)",
+                  errno.EDQUOT: "the disk quota is exceeded: free space or write elsewhere (re-run to resume)"}
+
 
 class PipelineError(Exception):
     """Base class: a problem the user can act on (as opposed to a bug in this tool)."""

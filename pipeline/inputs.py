@@ -60,6 +60,13 @@ def expand_inputs(specs: list[str]) -> list[str]:
             out.append(spec)
     if not out:
         raise ConfigError("no input files given")
+    for p in out:  # a name that is not UTF-8 (Latin-1 from an old disk or tarball) cannot go into a manifest
+        try:
+            p.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = p.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            raise ConfigError(f"input {shown}: the file name is not UTF-8; rename it (e.g. convmv -f latin1 "
+                              "-t utf8) so the manifest can record it") from None
     dupes = sorted(p for p, n in Counter(out).items() if n > 1)
     if dupes:
         raise ConfigError(f"input(s) given more than once: {dupes}")

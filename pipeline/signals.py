@@ -22,3 +22,17 @@ def ignore_stop_signals() -> None:
     for sig in STOP_SIGNALS:
         with contextlib.suppress(ValueError, OSError):
             signal.signal(sig, signal.SIG_IGN)
+
+
+class Signalled(BaseException):
+    """Raised in the main thread by SIGTERM / SIGUSR1 while a command runs (like KeyboardInterrupt for
+    SIGINT), so ``finally`` blocks and atomic writers clean up on the way out."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def raise_signalled(signum: int, frame: object) -> None:
+    """The handler the CLI installs for SIGTERM / SIGUSR1 while a command runs."""
+    raise Signalled(signum)

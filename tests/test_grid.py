@@ -358,3 +358,19 @@ def _parse_condor_arguments(value: str) -> list[str]:
     if cur or has:
         args.append(cur)
     return [a.replace("\0", '"') for a in args]
+
+
+def test_a_file_name_that_is_not_utf8_is_one_line(tmp_path):
+    """A Latin-1 file name (an old disk, a tarball) ended convert in a 45-line UnicodeEncodeError traceback,
+    after the plan was written."""
+    import os
+
+    from pipeline.errors import ConfigError
+
+    name = os.fsdecode(b"caf\xe9.root")  # undecodable byte -> surrogate escape, as os.listdir gives it
+    (tmp_path / name).write_bytes(b"not read")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        expand_inputs([str(tmp_path)])
+    r = CliRunner().invoke(main, ["convert", str(tmp_path), "-o", str(tmp_path / "out"), "-q"])
+    assert r.exit_code == 2 and "not UTF-8" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "out").exists()

@@ -307,3 +307,54 @@ def test_validate_accepts_what_skip_bad_files_writes(tmp_path):
     assert m["skipped"]["units"] and m["shards"]
     r = run("validate", ds)
     assert r.exit_code == 0, r.output
+
+
+@pytest.mark.parametrize(("code", "words"), [(30, "read-only"), (28, "space")])
+def test_a_read_only_or_full_output_is_one_line_for_every_writer(tmp_path, monkeypatch, random_dump, code, words):
+    """EROFS / ENOSPC from the output's file system (convert -o, migrate -o, train writing config.yaml)
+    ended in a 36-line traceback; a missing permission already gave one line."""
+    import errno as _errno
+    import os as _os
+
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    src = tmp_path / "src"
+    assert CliRunner().invoke(main, ["convert", str(random_dump), "-o", str(src), "-q", "--schema-version", "1"]).exit_code == 0
+    src2 = tmp_path / "src2"
+    assert CliRunner().invoke(main, ["convert", str(random_dump), "-o", str(src2), "-q"]).exit_code == 0
+    real_open = _os.open
+
+    def failing_open(path, flags, *a, **kw):
+        if (flags & (_os.O_WRONLY | _os.O_RDWR)) and str(path).startswith(str(tmp_path / "out")):
+            raise OSError(code, _os.strerror(code), str(path))
+        return real_open(path, flags, *a, **kw)
+
+    import builtins
+
+    real_builtin_open = builtins.open
+
+    def failing_builtin_open(file, mode="r", *a, **kw):
+        if any(m in mode for m in "wax+") and str(file).startswith(str(tmp_path / "out")):
+            raise OSError(code, _os.strerror(code), str(file))
+        return real_builtin_open(file, mode, *a, **kw)
+
+    real_mkdir = _os.mkdir
+
+    def failing_mkdir(path, *a, **kw):
+        if str(path).startswith(str(tmp_path / "out")):
+            raise OSError(code, _os.strerror(code), str(path))
+        return real_mkdir(path, *a, **kw)
+
+    monkeypatch.setattr(_os, "open", failing_open)
+    monkeypatch.setattr(_os, "mkdir", failing_mkdir)
+    monkeypatch.setattr(builtins, "open", failing_builtin_open)
+    assert _errno.errorcode[code] in ("EROFS", "ENOSPC")
+    for args in (["convert", str(random_dump), "-o", str(tmp_path / "out" / "c"), "-q"],
+                 ["migrate", str(src), "--to-version", "2", "-o", str(tmp_path / "out" / "m")],
+                 ["train", "--config", "inverse_pt", "--data", str(src2), "-o", str(tmp_path / "out" / "t")]):
+        r = CliRunner().invoke(main, args)
+        assert r.exit_code == 1 and words in r.output.lower() and "Traceback" not in r.output, (args, r.output)
+        errors = [ln for ln in r.output.splitlines() if ln.startswith("Error:")]
+        assert len(errors) == 1 and r.output.strip().endswith(errors[0]), r.output  # one line, the last
