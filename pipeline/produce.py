@@ -221,8 +221,8 @@ def _execute(producer: Producer, out: OutputDir, output: str, paths: list[str], 
     old = Plan.load(out)
     paths = _as_planned(old, paths)
     config_hash = producer.config_hash()
-    if task is not None and old is not None and old.same_run(config_hash) and \
-            sorted([i["path"] for i in old.inputs] + [s["path"] for s in old.skipped_inputs]) == sorted(paths):
+    # (paths and a plan's inputs are each free of duplicates: expand_inputs refuses them)
+    if task is not None and old is not None and old.same_run(config_hash) and old.input_paths() == set(paths):
         plan = old  # job-array tasks: no need for every task to open every input again
     else:
         good, skipped, units = producer.plan_units(paths, settings)

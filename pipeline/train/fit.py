@@ -148,9 +148,9 @@ def train(cfg: TrainConfig | None, data_dir: str | Path, run_dir: str | Path, *,
     data.setup("fit")
     cfg, hit_fields, total_steps = data.cfg, data.hit_fields, data.total_steps
     assert data.info is not None and data.norm is not None and data.train_stream is not None
+    start_meta = (read_meta(start_ckpt) or {}) if start_ckpt is not None else {}
     if start_ckpt is not None:  # before anything is written: a refused resume leaves the run as it was
-        check_resumable(read_meta(start_ckpt) or {}, cfg.trainer.devices, data.train_plan["workers"],
-                        cfg.data.batch_size)
+        check_resumable(start_meta, cfg.trainer.devices, data.train_plan["workers"], cfg.data.batch_size)
 
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, saved)
@@ -210,8 +210,7 @@ def train(cfg: TrainConfig | None, data_dir: str | Path, run_dir: str | Path, *,
               f"{data.train_stream.events} train / {data.val_stream.events} val events, {total_steps} steps "
               f"on {accelerator.upper()} ({precision}); writing {run_dir}", file=sys.stderr, flush=True)
         if start_ckpt is not None:
-            at = (read_meta(start_ckpt) or {}).get("step", "?")
-            print(f"train: resuming {run_dir} from step {at} of {total_steps} ({start_ckpt.name})", file=sys.stderr,
+            print(f"train: resuming {run_dir} from step {start_meta.get('step', '?')} of {total_steps} ({start_ckpt.name})", file=sys.stderr,
                   flush=True)
         minutes = total_steps * cfg.data.batch_size / CPU_EVENTS_PER_S / 60
         if accelerator == "cpu" and minutes > 5:
