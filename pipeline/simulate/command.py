@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from ..errors import PipelineError
 
@@ -59,8 +60,13 @@ def _check_writable(path: Path) -> None:
               help="Write K files of --events events each, named OUTPUT_000.root, OUTPUT_001.root, ...; "
                    "file k gets its own SeedSequence stream and eventNumbers k*N .. k*N+N-1.")
 @click.option("--background-per-event", type=click.FloatRange(min=0), default=300.0, show_default=True,
-              help="Mean (Poisson) number of background hits per event (truthLink -1); ATLAS pile-up 200 "
-                   "is about 6000.")
+              help="Mean (Poisson) number of flat background hits per event (truthLink -1), uniform over "
+                   "the detector in -200..1200 ns; for events like ATLAS pile-up use --pileup instead.")
+@click.option("--pileup", type=click.FloatRange(min=0), default=0.0, show_default=True, metavar="MU",
+              help="Pile-up ⟨μ⟩: replaces the flat background with the pile-up model (200 = the users' "
+                   "sample: ≈7,200 background hits per event, ∝ MU; times -1000..20000 ns, mostly out of "
+                   "time; δ-electron hits beside muon hits, fake segments, chamber bursts; hits in readout "
+                   "order). 0: the flat background of --background-per-event. See docs/physics.md.")
 @click.option("--muons-per-event", default="1:0.25,2:0.75", show_default=True,
               help="Muon multiplicity as COUNT[:WEIGHT],...; '1,2' means equal weights, '2' always two.")
 @click.option("--pt-min", type=click.FloatRange(min=0, min_open=True), default=3.0, show_default=True,
@@ -77,12 +83,13 @@ def _check_writable(path: Path) -> None:
               help="Container: a TTree (as the dumpers write today) or an RNTuple (Run 4), same branch names.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output (the summary line stays).")
 def simulate(output: Path, events: int, seed: int, n_files: int, background_per_event: float,
-             muons_per_event: str, pt_min: float, pt_max: float, pt_spectrum: str, max_abs_eta: float,
-             compression: str, fmt: str = "ttree", quiet: bool = False) -> None:
+             pileup: float, muons_per_event: str, pt_min: float, pt_max: float, pt_spectrum: str,
+             max_abs_eta: float, compression: str, fmt: str = "ttree", quiet: bool = False) -> None:
     """Simulate muon-spectrometer hit dumps (TTree or RNTuple MuonHitDump) with an ATLAS-like toroid geometry.
 
     Muons from the origin cross the calorimeter (energy loss, scattering), bend in the toroidal
-    field and leave MDT, RPC, TGC, sTGC and MM hits; background hits are added per event.
+    field and leave MDT, RPC, TGC, sTGC and MM hits; background hits are added per event: flat
+    (--background-per-event) or, with --pileup MU, the pile-up model.
     Progress: a live bar on a terminal, a plain line every 10 s in a batch log.
     """
     from ..progress import Reporter
@@ -99,9 +106,15 @@ def simulate(output: Path, events: int, seed: int, n_files: int, background_per_
         raise click.BadParameter(str(err), param_hint="--muons-per-event") from None
     if pt_min >= pt_max:
         raise click.UsageError(f"--pt-min ({pt_min}) must be below --pt-max ({pt_max})")
+    source = click.get_current_context().get_parameter_source("background_per_event")
+    if pileup > 0 and source not in (None, ParameterSource.DEFAULT):
+        raise click.UsageError("--background-per-event and --pileup exclude each other: with --pileup the "
+                               "pile-up model makes all background hits")
+    if pileup != pileup or pileup == float("inf"):
+        raise click.BadParameter(f"{pileup} is not a finite number", param_hint="--pileup")
     cfg = SimConfig(muon_counts=counts, muon_weights=weights, pt_min=pt_min, pt_max=pt_max,
                     pt_spectrum=pt_spectrum, max_abs_eta=max_abs_eta,
-                    background_per_event=background_per_event)
+                    background_per_event=background_per_event, pileup=pileup)
     paths = output_paths(output, n_files)
     for p in paths:
         _check_writable(p)

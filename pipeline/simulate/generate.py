@@ -11,7 +11,8 @@ Chain per batch of events (all vectorised over muons / hits):
    the correlated lateral offset of a 2 m thick scatterer;
 4. ``field.propagate``: RK4 in the toroid with spectrometer multiple scattering (0.3 X₀/m, ≈1.7 X₀ from BI to BO);
 5. acceptance (|z| and ρ extents, see ``geometry``), per-layer efficiency (95–97 %),
-   digitisation (``hits.digitize``), Poisson background.
+   digitisation (``hits.digitize``), Poisson background (``hits.background``) or, with
+   ``pileup`` > 0, the pile-up model of ``pileup`` (hits then in readout order).
 
 Seeds: batch ``b`` of a run uses ``SeedSequence(seed, spawn_key=(stream, b))``; the batch size is a
 function of the configuration (``batch_events``), so the arrays depend only on (seed, stream, options).
@@ -27,6 +28,7 @@ import numpy as np
 from . import geometry as geo
 from .field import propagate
 from .hits import HIT_FIELDS, background, digitize, to_local
+from .pileup import HITS_AT_200, MU_REFERENCE, MuonHits, pileup_background, readout_order
 
 BATCH_EVENTS = 2000  # events per generator batch at low background (part of the seed → array contract)
 BATCH_HITS = 1_000_000  # approximate hits per batch at high background (bounds memory)
@@ -54,6 +56,7 @@ class SimConfig:
     pt_spectrum: str = "log-uniform"  # or "falling" (dN/dpT ∝ pT^-2)
     max_abs_eta: float = 2.8
     background_per_event: float = 300.0
+    pileup: float = 0.0  # ⟨μ⟩ of the pile-up model (pileup.py); > 0 replaces background_per_event
     multiple_scattering: bool = True
     energy_loss: bool = True
     smear: bool = True
@@ -68,6 +71,8 @@ class SimConfig:
             raise ValueError(f"max_abs_eta must be in (0, 4], got {self.max_abs_eta}")
         if self.background_per_event < 0:
             raise ValueError("background_per_event must be >= 0")
+        if not 0 <= self.pileup < float("inf"):
+            raise ValueError(f"pileup must be a finite number >= 0, got {self.pileup}")
         if len(self.muon_counts) != len(self.muon_weights) or not self.muon_counts:
             raise ValueError("muon_counts and muon_weights must have the same non-zero length")
         if min(self.muon_counts) < 0 or min(self.muon_weights) < 0 or sum(self.muon_weights) <= 0:
@@ -158,21 +163,29 @@ def simulate_batch(rng: np.random.Generator, n_events: int, cfg: SimConfig, firs
     sel = np.flatnonzero(accept)
     mu, row = mu[sel], cr.row[sel]
     tof = (s_calo[mu] + cr.path[sel]) / 0.299792458
-    cols, htruth = digitize(row, sector[mu], to_local(cr.pos[sel], sector[mu]), rng, direction=cr.dir[sel],
-                            time0=tof, smear=cfg.smear)
+    local = to_local(cr.pos[sel], sector[mu])
+    cols, htruth = digitize(row, sector[mu], local, rng, direction=cr.dir[sel], time0=tof, smear=cfg.smear)
     cols["spacePoint_truthLink"] = link[mu]
     hit_event = mu_event[mu]
 
-    bkg_event, bcols, btruth = background(rng, n_events, cfg.background_per_event)
+    if cfg.pileup > 0:
+        muon_hits = MuonHits(hit_event, row, sector[mu], local, tof)
+        bkg_event, bcols, btruth = pileup_background(rng, n_events, cfg.pileup, muon_hits)
+    else:
+        bkg_event, bcols, btruth = background(rng, n_events, cfg.background_per_event)
     event = np.concatenate([hit_event, bkg_event])
-    order = np.argsort(event, kind="stable")  # per event: muon hits (in crossing order), then background
-    hits = {k: np.concatenate([cols[k], bcols[k]])[order] for k in HIT_FIELDS}
+    hits = {k: np.concatenate([cols[k], bcols[k]]) for k in HIT_FIELDS}
+    # without pile-up, per event: muon hits (in crossing order), then background; with it, readout order
+    order = readout_order(event, hits) if cfg.pileup > 0 else np.argsort(event, kind="stable")
+    hits = {k: v[order] for k, v in hits.items()}
     hit_offsets = np.concatenate([[0], np.cumsum(np.bincount(event, minlength=n_events))]).astype(np.int64)
     hit_truth = None
     if truth:
         pos_all = np.concatenate([cr.pos[sel], np.full((len(bkg_event), 3), np.nan)])[order]
         hit_truth = {k: np.concatenate([htruth[k], btruth[k]])[order] for k in htruth}
         hit_truth.update(x=pos_all[:, 0], y=pos_all[:, 1], z_global=pos_all[:, 2])
+        bkg_source = btruth.get("source", np.ones(len(bkg_event), np.int8))
+        hit_truth["source"] = np.concatenate([np.zeros(len(hit_event), np.int8), bkg_source])[order]
 
     truth_cols = {
         "truthMuon_pt": pt.astype(np.float32),
@@ -198,7 +211,8 @@ def batch_events(cfg: SimConfig) -> int:
 
     A function of the configuration only, so the same seed and options give the same arrays.
     """
-    return int(np.clip(BATCH_HITS // (cfg.background_per_event + 60), 100, BATCH_EVENTS))
+    background = HITS_AT_200 * cfg.pileup / MU_REFERENCE if cfg.pileup > 0 else cfg.background_per_event
+    return int(np.clip(BATCH_HITS // (background + 60), 100, BATCH_EVENTS))
 
 
 def _jagged(offsets: np.ndarray, columns: dict[str, np.ndarray]) -> dict[str, ak.Array]:
