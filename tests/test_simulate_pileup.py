@@ -207,7 +207,8 @@ def test_pileup_zero_is_the_default_output(tmp_path) -> None:
 @pytest.mark.parametrize(("args", "needle"), [
     (["--pileup", "-1"], "Invalid value for '--pileup'"),
     (["--pileup", "nan"], "Invalid value for --pileup: nan is not a finite number"),
-    (["--pileup", "inf"], "Invalid value for --pileup: inf is not a finite number"),
+    (["--pileup", "inf"], "Invalid value for '--pileup': inf is not in the range 0<=x<=1000"),
+    (["--pileup", "1001"], "Invalid value for '--pileup': 1001.0 is not in the range 0<=x<=1000"),
     (["--pileup", "200", "--background-per-event", "10"], "--background-per-event and --pileup exclude"),
 ])
 def test_bad_pileup_options_exit_2_without_traceback(tmp_path, args: list[str], needle: str) -> None:

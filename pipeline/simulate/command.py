@@ -62,11 +62,12 @@ def _check_writable(path: Path) -> None:
 @click.option("--background-per-event", type=click.FloatRange(min=0), default=300.0, show_default=True,
               help="Mean (Poisson) number of flat background hits per event (truthLink -1), uniform over "
                    "the detector in -200..1200 ns; for events like ATLAS pile-up use --pileup instead.")
-@click.option("--pileup", type=click.FloatRange(min=0), default=0.0, show_default=True, metavar="MU",
+@click.option("--pileup", type=click.FloatRange(min=0, max=1000), default=0.0, show_default=True, metavar="MU",
               help="Pile-up ⟨μ⟩: replaces the flat background with the pile-up model (200 = the users' "
                    "sample: ≈7,200 background hits per event, ∝ MU; times -1000..20000 ns, mostly out of "
                    "time; δ-electron hits beside muon hits, fake segments, chamber bursts; hits in readout "
-                   "order). 0: the flat background of --background-per-event. See docs/physics.md.")
+                   "order; at most 1000). 0: the flat background of --background-per-event. See "
+                   "docs/physics.md.")
 @click.option("--muons-per-event", default="1:0.25,2:0.75", show_default=True,
               help="Muon multiplicity as COUNT[:WEIGHT],...; '1,2' means equal weights, '2' always two.")
 @click.option("--pt-min", type=click.FloatRange(min=0, min_open=True), default=3.0, show_default=True,
@@ -110,7 +111,7 @@ def simulate(output: Path, events: int, seed: int, n_files: int, background_per_
     if pileup > 0 and source not in (None, ParameterSource.DEFAULT):
         raise click.UsageError("--background-per-event and --pileup exclude each other: with --pileup the "
                                "pile-up model makes all background hits")
-    if pileup != pileup or pileup == float("inf"):
+    if pileup != pileup:  # nan passes FloatRange's comparisons
         raise click.BadParameter(f"{pileup} is not a finite number", param_hint="--pileup")
     cfg = SimConfig(muon_counts=counts, muon_weights=weights, pt_min=pt_min, pt_max=pt_max,
                     pt_spectrum=pt_spectrum, max_abs_eta=max_abs_eta,
