@@ -116,7 +116,8 @@ def write_scores(output: str, parent_dir: str, per_shard: Iterable[ShardScores],
             problem = _alignment_problem(np.asarray(event_number, dtype=np.int64), offsets, len(scores), events,
                                          parent_offsets)
             if problem is None and not np.isfinite(scores).all():
-                problem = f"score {scores[~np.isfinite(scores)][0]!r} at hit {int(np.flatnonzero(~np.isfinite(scores))[0])}"
+                bad = int(np.flatnonzero(~np.isfinite(scores))[0])
+                problem = f"score {float(scores[bad])} at hit {bad}: scores must be finite"
             if problem:
                 raise DatasetError(f"scores for shard {rel} of {parent_dir}: {problem}")
             name = scores_file_name(rel)
@@ -227,6 +228,11 @@ class Scores:
         except (KeyError, ValueError, TypeError, pa.ArrowException) as err:
             raise DatasetError(f"scores {self.path}/{rel}: not a scores file (columns eventNumber int64, "
                                f"score list<float32>: {one_line(err)})") from err
+        if not np.isfinite(values).all():
+            hit = int(np.flatnonzero(~np.isfinite(values))[0])
+            row = int(np.searchsorted(offsets, hit, side="right")) - 1
+            raise DatasetError(f"scores {self.path}/{rel}: score {float(values[hit])} in row {row} (eventNumber "
+                               f"{int(events[row])}): scores must be finite")
         return events, offsets, values
 
     def for_shard(self, parent_rel: str, parent_events: np.ndarray,
