@@ -276,3 +276,29 @@ def test_trainer_trains_on_a_derived_dataset(parent, tmp_path):
     cli("train", "--config", cfg, "--data", tmp_path / "f", "--output", tmp_path / "run")
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["epochs"] == 1
+
+
+def test_submit_script_runs_a_filter_job_array_then_finalize(parent, tmp_path, monkeypatch):
+    """The SLURM script of `submit-script --job filter`, its tasks run by hand (a stand-in sbatch records the
+    finalize job task 0 submits): the same dataset as one local run."""
+    ds, scores = parent
+    args = ["--scores", str(scores), "--working-point", "0.9"]
+    cli("filter", ds, *args, "-o", tmp_path / "local", "-q")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(f'#!/bin/bash\nprintf "%s\\n" "$@" > {tmp_path}/sbatch.args\necho 1\n')
+    (bin_dir / "sbatch").chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    cli("submit-script", "--system", "slurm", "--job", "filter", "--tasks", 3, "--script", "filter.sh", "--",
+        ds, *args, "-o", tmp_path / "array", "-q")
+    text = (tmp_path / "filter.sh").read_text()
+    assert "job-array task(s) of filter" in text and "-m pipeline filter" in text
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "PYTHONPATH": os.pathsep.join(sys.path)}
+    for k in range(3):
+        r = subprocess.run(["bash", "filter.sh"], env={**env, "SLURM_ARRAY_TASK_ID": str(k), "SLURM_ARRAY_JOB_ID": "1"}, capture_output=True,
+                           text=True)
+        assert r.returncode == 0, r.stdout + r.stderr
+    wrap = next(a for a in (tmp_path / "sbatch.args").read_text().splitlines() if a.startswith("--wrap="))
+    subprocess.run(wrap.removeprefix("--wrap="), shell=True, env=env, check=True, capture_output=True)
+    assert comparable(tmp_path / "array") == comparable(tmp_path / "local")
+    assert shard_bytes(tmp_path / "array") == shard_bytes(tmp_path / "local")
