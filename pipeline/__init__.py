@@ -6,6 +6,9 @@ no uproot, no pyarrow, never torch):
 Converting
     convert(inputs, output, cfg, *, settings=None, task=None, reconfigure=False, **run_settings_fields)
     ConvertConfig, RunSettings, SourceLayout, SelectionConfig, TransformConfig
+Derived datasets
+    filter_dataset(parent, scores, output, *, working_point=None, threshold=None, ...)
+    write_scores(output, parent_dir, per_shard, run=None), open_scores(path, parent=None)
 Reading and checking a dataset
     open_dataset(directory, *, checksums=False), read_dataset(directory, columns=None)
     validate_dataset(directory, ...), migrate_dataset(...), load_schema(version)
@@ -39,6 +42,9 @@ _PUBLIC = {
     "hit_features": "pipeline.features",
     "add_hit_features": "pipeline.features",
     "apply_selection": "pipeline.selection",
+    "filter_dataset": "pipeline.derive",
+    "write_scores": "pipeline.scores",
+    "open_scores": "pipeline.scores",
 }
 
 __all__ = ["__version__", *_PUBLIC]

@@ -47,6 +47,7 @@ _LAZY_COMMANDS = {
     "train": "pipeline.train.command:train",
     "evaluate": "pipeline.train.command:evaluate",
     "compare": "pipeline.train.command:compare",
+    "filter": "pipeline.cli_filter:filter_command",
 }
 
 
@@ -253,13 +254,13 @@ def convert(inputs, output, schema_version, tree, layout_file, step_size, min_pt
 
 @main.command("submit-script", context_settings={"ignore_unknown_options": True})
 @click.option("--system", type=click.Choice(["slurm", "htcondor"]), required=True, help="Batch system.")
-@click.option("--job", type=click.Choice(["convert", "train"]), default="convert", show_default=True,
-              help="convert: a job array of convert tasks, then finalize. train: one training job (SLURM) that "
-                   "checkpoints at its time-limit warning and requeues itself until the run is complete.")
+@click.option("--job", type=click.Choice(["convert", "filter", "train"]), default="convert", show_default=True,
+              help="convert (or filter): a job array of its tasks, then finalize. train: one training job (SLURM) "
+                   "that checkpoints at its time-limit warning and requeues itself until the run is complete.")
 @click.option("--tasks", type=click.IntRange(min=1), default=None, help="Number of job-array tasks (convert).")
 @click.option("--script", "script_file", type=click.Path(dir_okay=False), default=None,
               help="Write the script here [default: print it].")
-@click.option("--job-name", default=None, help="Job name (and log file prefix) [default: muon-convert, muon-train].")
+@click.option("--job-name", default=None, help="Job name (and log file prefix) [default: muon-convert, muon-filter, muon-train].")
 @click.option("--cpus", type=click.IntRange(min=1), default=1, show_default=True,
               help="Cores per task; convert runs with -j CPUS unless the arguments set -j.")
 @click.option("--memory", default=None, help="Memory per task, e.g. 4G (SLURM --mem, HTCondor request_memory).")
@@ -289,7 +290,7 @@ def submit_script(system, job, tasks, script_file, job_name, cpus, memory, wallt
     from .batch import train_script
 
     args = list(job_args)
-    command = convert if job == "convert" else self_command("train")
+    command = convert if job == "convert" else self_command(job)
     try:
         ctx = command.make_context(job, list(args))
     except click.ClickException as err:
@@ -302,9 +303,9 @@ def submit_script(system, job, tasks, script_file, job_name, cpus, memory, wallt
         tasks = 1
     else:
         if tasks is None:
-            raise click.UsageError("--tasks is required for a convert job array")
-        text = make(system, tasks, args, ctx.params, job_name=job_name or "muon-convert", cpus=cpus, memory=memory,
-                    time=walltime, partition=partition, log_dir=log_dir)
+            raise click.UsageError(f"--tasks is required for a {job} job array")
+        text = make(system, tasks, args, ctx.params, job_name=job_name or f"muon-{job}", cpus=cpus, memory=memory,
+                    time=walltime, partition=partition, log_dir=log_dir, command=job)
     Path(log_dir).mkdir(parents=True, exist_ok=True)  # SLURM and HTCondor do not create it
     if script_file:
         Path(script_file).write_text(text)

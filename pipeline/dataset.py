@@ -21,7 +21,7 @@ import posixpath
 from dataclasses import dataclass
 from typing import Any
 
-from .config import ConvertConfig
+from .derive_config import config_hash, config_of, is_derived
 from .errors import DatasetError, SchemaError, one_line
 from .format import MANIFEST, SHARDS, InputInfo, dataset_id, manifest_name, read_identity, unit_key
 from .manifest import read_manifest
@@ -89,9 +89,10 @@ def manifest_faults(manifest: dict) -> list[tuple[Where, str]]:
         out.append((("config",), "missing or not an object"))
     else:
         try:
-            ConvertConfig.from_dict(config)
+            config_of(config)
         except Exception as err:  # noqa: BLE001 - any defect of a hand-edited config is reported, not raised
-            out.append((("config",), f"not a valid conversion configuration ({type(err).__name__}: {err})"))
+            what = "filter" if is_derived(config) else "conversion"
+            out.append((("config",), f"not a valid {what} configuration ({type(err).__name__}: {err})"))
     inputs = manifest.get("inputs")
     if not isinstance(inputs, list):
         out.append((("inputs",), "missing or not a list"))
@@ -204,7 +205,7 @@ class Identity:
     @classmethod
     def of(cls, manifest: dict) -> Identity:
         """Raises (any exception) when the manifest's config or inputs are malformed: check those first."""
-        cfg_hash = ConvertConfig.from_dict(manifest["config"]).hash()
+        cfg_hash = config_hash(manifest["config"])  # a converted or a derived (filter) dataset
         tool = manifest["tool_version"]
         inputs = {i["path"]: InputInfo(i["path"], i["size"], i["entries"], i["uuid"]) for i in manifest["inputs"]}
         return cls(dataset_id(cfg_hash, tool), cfg_hash, tool, inputs)

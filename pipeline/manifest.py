@@ -15,6 +15,7 @@ import copy
 import datetime as _dt
 
 from ._version import __version__
+from .derive_config import is_derived
 from .errors import DatasetError
 from .format import (
     FORMAT,
@@ -37,6 +38,10 @@ from .storage import OutputDir
 def finalize(out: OutputDir) -> dict:
     """Write ``_manifest.json`` from the plan and all unit records; returns the manifest."""
     plan = Plan.require(out)
+    if is_derived(plan.config):  # a dataset made by filter: its own manifest (lineage, the filter's cut flow)
+        from .derive_manifest import finalize_derived
+
+        return finalize_derived(out)
     units = plan.units
     records = load_records(out, units)
     missing = [u for u in units if u.key not in records or records[u.key]["status"] not in ("done", "skipped")]

@@ -13,6 +13,7 @@ import os
 from ._version import __version__
 from .config import ConvertConfig
 from .dataset import open_dataset
+from .derive_config import is_derived
 from .errors import ConfigError, DatasetError, SchemaError
 from .features import DERIVED, hit_features
 from .format import (
@@ -149,6 +150,9 @@ def migrate_dataset(source: str, output: str, to_version: int) -> dict:
         # the shared opener: manifest shape, shard path rules, shard schemas, and every sha256 (a shard
         # changed after it was written is never migrated)
         dataset = open_dataset(source, checksums=True)
+        if is_derived(dataset.manifest["config"]):
+            raise ConfigError(f"{source} is a derived dataset (made by filter): migrate its parent "
+                              f"({dataset.manifest['config']['filter']['parent']['path']}), then filter that again")
         try:
             new = load_schema(to_version)
         except SchemaError as err:

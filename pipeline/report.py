@@ -126,7 +126,7 @@ def summarize(report: Report) -> str:
         lines.append(f"{check}: {len(problems)} problem(s)")
         lines += [f"  {p}" for p in problems]
     verdict = "OK" if report.ok else f"FAILED ({len(report.problems)} problem(s))"
-    source = f", {report.source_units_checked} unit(s) re-derived from the raw inputs" if any(
+    source = f", {report.source_units_checked} unit(s) re-derived from their sources" if any(
         lv.startswith("source") for lv in report.levels) else ""
     lines.append(f"{report.directory}: schema v{report.schema_version}, {report.shards_checked} shard(s), "
                  f"{report.events_checked} events checked{source} [{', '.join(report.levels)}]: {verdict}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from .dataset import open_dataset
+from .lineage import lineage_chain
 from .selection import technology_name
 from .shards import iter_row_groups
 
@@ -38,6 +39,7 @@ def summarize_dataset(directory: str, scan: bool = True) -> dict:
         "reading": manifest.get("reading", {}),
         "statistics": manifest["statistics"],
         "model_inputs": schema.inputs("hit"),
+        "lineage": lineage_chain(manifest),  # what a derived dataset was made from, nearest first
     }
     if scan:
         tech: dict[int, int] = {}  # every code, named or not
@@ -92,6 +94,16 @@ def render(info: dict, console) -> None:
     for k, v in rows:
         t.add_row(k, v)
     console.print(t)
+    if info.get("lineage"):
+        lt = Table(title="lineage (derived from, nearest first)", show_header=True)
+        for c in ("parent", "state", "scores", "threshold", "working point", "caps (muons, hits)"):
+            lt.add_column(c)
+        for s in info["lineage"]:
+            caps = s.get("caps") or {}
+            lt.add_row(f"{s['parent']} ({str(s['parent_dataset_id'])[:12]})", s["state"], str(s["scores"]),
+                       f"{s['threshold']:.6g}", str(s["working_point"]),
+                       f"{caps.get('max_muons_per_event')}, {caps.get('max_hits_per_event')}")
+        console.print(lt)
     if info.get("input_files"):
         it = Table(title="inputs", show_header=True)
         for c in ("path", "container", "entries", "events out", "status"):

@@ -28,8 +28,10 @@ from .dataset import (
     shard_path_problem,
     shard_schema_problems,
 )
+from .derive_config import is_derived
 from .errors import ConfigError, DatasetError, SchemaError, one_line
 from .format import SHARDS, TMP_MARK, read_identity
+from .lineage import check_lineage
 from .manifest import read_manifest
 from .report import Problem, Report, summarize
 from .schema import load_schema
@@ -53,15 +55,19 @@ def _check_counts(manifest: dict, malformed: set[str], add) -> None:
 
     if "cutflow" not in malformed:
         cf = manifest["cutflow"]
+        capped, muons_capped = cf.get("events_capped", 0), cf.get("muons_capped", 0)  # filter's caps (derived)
         for lhs, rhs, text in (
                 (cf["entries_in"], cf["events_out"] + cf["events_cut"] + cf["entries_skipped"],
                  f"entries in {cf['entries_in']} != out {cf['events_out']} + cut {cf['events_cut']} + skipped "
                  f"{cf['entries_skipped']}"),
-                (cf["events_cut"], cf["events_no_muon"] + cf["events_invalid"],
-                 f"events cut {cf['events_cut']} != no muon {cf['events_no_muon']} + invalid {cf['events_invalid']}"),
-                (cf["muons_in"], cf["muons_fail_pt"] + cf["muons_fail_eta"] + cf["muons_fail_hits"] + cf["muons_out"],
+                (cf["events_cut"], cf["events_no_muon"] + cf["events_invalid"] + capped,
+                 f"events cut {cf['events_cut']} != no muon {cf['events_no_muon']} + invalid {cf['events_invalid']}"
+                 + (f" + capped {capped}" if capped else "")),
+                (cf["muons_in"], cf["muons_fail_pt"] + cf["muons_fail_eta"] + cf["muons_fail_hits"] + cf["muons_out"]
+                 + muons_capped,
                  f"muons in {cf['muons_in']} != fail pT {cf['muons_fail_pt']} + fail eta {cf['muons_fail_eta']} + "
-                 f"fail hits {cf['muons_fail_hits']} + out {cf['muons_out']}")):
+                 f"fail hits {cf['muons_fail_hits']} + out {cf['muons_out']}"
+                 + (f" + in capped events {muons_capped}" if muons_capped else ""))):
             # muons of events dropped as invalid are counted in no muon counter: then only in >= the sum
             if lhs != rhs and not (text.startswith("muons") and cf["events_invalid"] and lhs > rhs):
                 add(Problem("counts", f"cut flow does not reconcile: {text}", where=("cutflow",)))
@@ -169,6 +175,8 @@ def _validate(out: OutputDir, report: Report, check_values: bool, check_checksum
         if "dataset_id" in manifest and manifest["dataset_id"] != identity.dataset:
             add(Problem("identity", f"dataset_id {manifest['dataset_id']!r} is not {identity.dataset!r}, the id of "
                         "the manifest's config and tool_version (one of them was edited)", where=("dataset_id",)))
+    if "config" not in malformed and is_derived(manifest["config"]):
+        check_lineage(manifest, add)  # parent and scores reachable, as the lineage records them
     selection = None if "config" in malformed else manifest["config"]["selection"]
     entries = manifest["shards"]
     good = [i for i in range(len(entries)) if i not in bad_shards]

@@ -21,7 +21,8 @@ import numpy as np
 
 from ._version import __version__
 from .config import ConvertConfig
-from .errors import InputError, one_line
+from .derive_config import is_derived
+from .errors import DatasetError, InputError, PipelineError, one_line
 from .extras import version_install_line
 from .format import Unit
 from .report import Problem, Where
@@ -127,7 +128,18 @@ def check_sources(out: OutputDir, manifest: dict, identity: Identity | None, ent
                     f"{__version__}: re-derive with the same version ({version_install_line(manifest['tool_version'])})",
                     where=("tool_version",)))
         return 0
-    cfg = ConvertConfig.from_dict(manifest["config"])
+    derived = is_derived(manifest["config"])  # a filter output: re-derived from its parent and scores
+    source_name = "the parent and scores" if derived else "the raw input"
+    if derived:
+        from .derive import rederive_job, run_filter_unit
+
+        try:
+            cfg, run = rederive_job(manifest), run_filter_unit
+        except PipelineError as err:
+            add(Problem("source", f"cannot re-derive units: {err}", where=("lineage",)))
+            return 0
+    else:
+        cfg, run = ConvertConfig.from_dict(manifest["config"]), run_unit
     done = 0
     with tempfile.TemporaryDirectory(prefix="muon-validate-source-") as tmp:
         for k in pick_units(len(entries), source):
@@ -137,14 +149,15 @@ def check_sources(out: OutputDir, manifest: dict, identity: Identity | None, ent
             if key is None:
                 continue  # reported by the coverage check
             info = identity.inputs[u["input"]]
-            unit = Unit(u["index"], u["input"], u["entry_start"], u["entry_stop"], key, info.uuid)
+            uuid = (entry.get("parent_shard") or {}).get("sha256", "") if derived else info.uuid
+            unit = Unit(u["index"], u["input"], u["entry_start"], u["entry_stop"], key, uuid)
             try:
-                run_unit(unit, cfg, tmp, RunSettings())
-            except InputError as err:
-                add(Problem("source", f"cannot re-derive from the raw input: {err}", rel, ("unit", "input")))
+                run(unit, cfg, tmp, RunSettings())
+            except (InputError, DatasetError) as err:
+                add(Problem("source", f"cannot re-derive from {source_name}: {err}", rel, ("unit", "input")))
                 continue
             except Exception as err:  # noqa: BLE001 - e.g. the file is not ROOT any more
-                add(Problem("source", f"cannot re-derive from the raw input {u['input']}: {one_line(err)}", rel))
+                add(Problem("source", f"cannot re-derive from {source_name} {u['input']}: {one_line(err)}", rel))
                 continue
             done += 1
             derived = OutputDir(tmp)

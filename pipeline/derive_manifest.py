@@ -1,0 +1,116 @@
+"""The manifest of a derived dataset (``filter``), assembled by ``finalize`` from the plan and the unit records.
+
+Beside the keys of every manifest (the same meaning, so readers take it unchanged) it holds:
+
+* ``lineage``: ``{parent: {path, dataset_id, manifest_sha256}, scores: {path, scores_id, manifest_sha256,
+  checkpoint_sha256}, threshold, working_point, caps: {max_muons_per_event, max_hits_per_event}}``;
+* ``filter_cutflow``: the filter's own counters (:class:`~pipeline.derive_flow.FilterFlow`), which
+  reconcile (events, muons and hits in = out + cut, each cut named) before anything is written;
+* ``cutflow``: the same step in the keys ``convert`` writes (entries in = the parent's events), plus
+  ``events_capped`` and ``muons_capped``;
+* per shard, ``parent_shard`` (path and sha256 of the shard it was filtered from);
+* ``skipped`` and ``reading`` as the parent's (the units it skipped, how it read its raw inputs).
+
+The parent must be as planned (its manifest's sha256) when finalize runs. This module imports nothing
+that imports :mod:`pipeline.manifest`, whose ``finalize`` hands a derived plan to :func:`finalize_derived`.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+
+from ._version import __version__
+from .derive_config import FilterConfig
+from .derive_flow import FilterFlow
+from .errors import DatasetError
+from .format import FORMAT, FORMAT_VERSION, LEGACY_MANIFEST, MANIFEST, RECORDS, SHARDS, TMP_MARK, dataset_id
+from .plan import Plan, load_records
+from .scores import parent_ref
+from .stats import merge_tables, table_from_json, table_to_json
+from .storage import OutputDir
+
+
+def lineage_of(cfg: FilterConfig) -> dict:
+    """The manifest's ``lineage`` section of a filter configuration."""
+    return {"parent": {"path": cfg.parent_path, "dataset_id": cfg.parent_dataset_id,
+                       "manifest_sha256": cfg.parent_manifest_sha256},
+            "scores": {"path": cfg.scores_path, "scores_id": cfg.scores_id, "manifest_sha256": cfg.scores_id,
+                       "checkpoint_sha256": cfg.checkpoint_sha256},
+            "threshold": cfg.threshold, "working_point": cfg.working_point,
+            "caps": {"max_muons_per_event": cfg.caps.max_muons_per_event,
+                     "max_hits_per_event": cfg.caps.max_hits_per_event}}
+
+
+def finalize_derived(out: OutputDir) -> dict:
+    """Write ``_manifest.json`` of a derived dataset from its plan and unit records; returns it.
+
+    DatasetError when units are missing (listed), the parent changed since the plan, or the counts do
+    not reconcile."""
+    plan = Plan.require(out)
+    cfg = FilterConfig.from_dict(plan.config)
+    units = plan.units
+    records = load_records(out, units)
+    missing = [u for u in units if u.key not in records or records[u.key]["status"] != "done"]
+    if missing:
+        lines = [f"  unit {u.index}: {u.input} entries {u.entry_start}-{u.entry_stop}" for u in missing[:20]]
+        more = f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else ""
+        raise DatasetError(f"{len(missing)} of {len(units)} units are not finished:\n" + "\n".join(lines) + more
+                           + "\nRe-run the same filter command (or the missing job-array tasks) to complete them.")
+    ref, parent = parent_ref(cfg.parent_path)
+    if (ref.dataset_id, ref.manifest_sha256) != (cfg.parent_dataset_id, cfg.parent_manifest_sha256):
+        raise DatasetError(f"the parent dataset {cfg.parent_path} has changed since {out.url} was planned (manifest "
+                           f"sha256 {cfg.parent_manifest_sha256[:16]}… -> {ref.manifest_sha256[:16]}…): re-run filter "
+                           "with --reconfigure")
+    flow, stats, shards = FilterFlow(), {}, []
+    events_out = {i["path"]: 0 for i in plan.inputs}
+    for u in units:
+        rec = records[u.key]
+        shard = {**rec["shard"], "unit": {"index": u.index, "input": u.input, "entry_start": u.entry_start,
+                                          "entry_stop": u.entry_stop}, "parent_shard": rec["parent_shard"]}
+        if not out.exists(shard["path"]):
+            raise DatasetError(f"unit {u.index} is recorded as done but its shard {shard['path']} is missing; "
+                               f"delete {u.record} and re-run")
+        shards.append(shard)
+        flow = flow.add(FilterFlow.from_dict(rec["cutflow"]))
+        stats = merge_tables(stats, table_from_json(rec["statistics"]))
+        events_out[u.input] += shard["rows"]
+    problems = flow.problems()
+    if problems:
+        raise DatasetError(f"counts do not reconcile: {problems[0]} (this is a bug; please report it)")
+    status = {i["path"]: i.get("status", "ok") for i in parent["inputs"]}
+    inputs = [{**copy.deepcopy(i), "status": status.get(i["path"], "ok"), "events_out": events_out[i["path"]]}
+              for i in plan.inputs]
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "schema": plan.schema,
+        "tool_version": plan.tool_version,
+        "dataset_id": dataset_id(plan.config_hash, plan.tool_version),
+        "config": plan.config,
+        "lineage": lineage_of(cfg),
+        "inputs": inputs,
+        "skipped": copy.deepcopy(parent.get("skipped", {"inputs": [], "units": []})),
+        "units": len(units),
+        "shards": shards,
+        "totals": {"events": sum(s["rows"] for s in shards), "hits": sum(s["hits"] for s in shards),
+                   "muons": sum(s["muons"] for s in shards), "bytes": sum(s["bytes"] for s in shards)},
+        "cutflow": flow.convert_keys(),
+        "filter_cutflow": flow.to_dict(),
+        "reading": copy.deepcopy(parent.get("reading", {})),
+        "statistics": table_to_json(stats),
+        "timing": {"finalized_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                   "finalized_by": __version__,
+                   "unit_seconds": sum(records[u.key].get("timing", {}).get("seconds", 0.0) for u in units)},
+    }
+    keep = {s["path"].rsplit("/", 1)[1] for s in shards}
+    for name in out.listdir(SHARDS):  # stale shards of units no longer planned
+        if name.startswith("part-") and name not in keep:
+            out.remove(f"{SHARDS}/{name}")
+    out.clean_temporaries(SHARDS)
+    out.clean_temporaries(RECORDS)
+    for name in out.listdir("."):
+        if name.startswith((f"{TMP_MARK}{MANIFEST}.", f"{TMP_MARK}{LEGACY_MANIFEST}.")):
+            out.remove(name)
+    out.write_json(MANIFEST, manifest)
+    return manifest
