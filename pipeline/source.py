@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .baskets import read_groups
 from .chunk import EventChunk
 from .errors import InputError, one_line
 from .format import InputInfo
@@ -161,10 +162,23 @@ def _pick(arrays: dict, name: str):
     return out
 
 
-def read_arrays(tree, branches: list[str], entry_start: int, entry_stop: int) -> dict:
-    """``{branch: awkward array}`` of entries [entry_start, entry_stop), for a TTree or an RNTuple."""
-    arrays = tree.arrays(branches, entry_start=entry_start, entry_stop=entry_stop, library="ak", how=dict)
-    return {b: _pick(arrays, b) for b in branches}
+def read_arrays(tree, branches: list[str], entry_start: int, entry_stop: int,
+                budget: int | None = None) -> dict:
+    """``{branch: awkward array}`` of entries [entry_start, entry_stop), for a TTree or an RNTuple.
+
+    uproot decompresses whole baskets and holds those of every branch of one ``arrays`` call at once,
+    so a few entries inside one huge basket (a file whose last events are 100 × larger, written in
+    baskets of a fixed entry count) cost the whole basket of every branch. With a ``budget`` (bytes),
+    the branches are read in groups whose overlapping baskets hold at most ``budget`` uncompressed
+    bytes (:func:`~pipeline.baskets.read_groups`; a branch alone may exceed it): peak memory is then the step's arrays
+    plus at most ``max(budget, one branch's baskets)``. The arrays are the same whatever the grouping.
+    """
+    out: dict = {}
+    for group in read_groups(tree, branches, entry_start, entry_stop, budget):
+        arrays = tree.arrays(group, entry_start=entry_start, entry_stop=entry_stop, library="ak", how=dict)
+        out.update({b: _pick(arrays, b) for b in group})
+        del arrays  # the baskets of this group go before the next group's are read
+    return out
 
 
 def _branch_types(tree, branches: list[str], path: str, fields: dict[str, str]) -> dict[str, tuple]:
@@ -352,16 +366,17 @@ def _failing_branch(tree, branches: list[str], entry_start: int, entry_stop: int
 
 
 def read_chunk(tree, path: str, layout: SourceLayout, schema: Schema, entry_start: int,
-               entry_stop: int) -> EventChunk:
+               entry_stop: int, budget: int | None = None) -> EventChunk:
     """Read entries [entry_start, entry_stop) into an EventChunk of flat, schema-typed arrays.
 
     ``tree`` is a TTree or an RNTuple. Filled fields (``layout.fill``) become constant columns;
     ``chunk.rounded`` counts, per field, the values stored correctly rounded (``layout.precision``).
+    ``budget``: bytes of baskets decompressed at once (:func:`read_arrays`; None: all branches at once).
     """
     groups = raw_fields(schema)
     branches = layout.read_branches(schema)
     try:
-        arrays = read_arrays(tree, branches, entry_start, entry_stop)
+        arrays = read_arrays(tree, branches, entry_start, entry_stop, budget)
     except Exception as err:
         # a silent server would time out once per branch: only a local failure is worth the probe
         branch = None if is_timeout(err) else _failing_branch(tree, branches, entry_start, entry_stop)
