@@ -22,7 +22,7 @@ from .chunk import EventChunk
 from .errors import InputError, one_line
 from .format import InputInfo
 from .inputs import is_local
-from .layout import SourceLayout
+from .layout import SourceLayout, branch_candidates, file_branch
 from .remote import is_timeout, read_error_text, remote_timeout
 from .schema import LEVELS, Schema
 
@@ -173,12 +173,20 @@ def read_arrays(tree, branches: list[str], entry_start: int, entry_stop: int,
     bytes (:func:`~pipeline.baskets.read_groups`; a branch alone may exceed it): peak memory is then the step's arrays
     plus at most ``max(budget, one branch's baskets)``. The arrays are the same whatever the grouping.
     """
+    in_file = file_branches(tree, branches)
     out: dict = {}
-    for group in read_groups(tree, branches, entry_start, entry_stop, budget):
+    for group in read_groups(tree, list(in_file.values()), entry_start, entry_stop, budget):
         arrays = tree.arrays(group, entry_start=entry_start, entry_stop=entry_stop, library="ak", how=dict)
         out.update({b: _pick(arrays, b) for b in group})
         del arrays  # the baskets of this group go before the next group's are read
-    return out
+    return {b: out[name] for b, name in in_file.items()}
+
+
+def file_branches(tree, branches: list[str]) -> dict[str, str]:
+    """``{branch: the name that holds it in tree}``: the layout's name, or its one spelling with ``.``
+    or ``/`` (:func:`~pipeline.layout.file_branch`: ``spacePoint_time`` is ``spacePoint.time``)."""
+    names = set(tree.keys())
+    return {b: file_branch(b, names) for b in branches}
 
 
 def _branch_types(tree, branches: list[str], path: str, fields: dict[str, str]) -> dict[str, tuple]:
@@ -233,13 +241,19 @@ def _check_tree(f, tree, path: str, layout: SourceLayout, schema: Schema) -> Inp
     read = [(level, fld) for level, fields in groups.items() for fld in fields if fld.source not in layout.fill]
     for _level, fld in read:
         branch = layout.branch(fld.source)
-        if branch not in names:
+        found = [] if branch in names else branch_candidates(branch, names)
+        if len(found) > 1:
+            raise InputError(f"branch {branch!r} is not in the {kind}, and {len(found)} names could be it: {found}; "
+                             f"name one in a --layout file (branches: {{{fld.source}: ...}})", file=path,
+                             field=fld.name)
+        if branch not in names and not found:
             raise InputError(_no_branch(fld.source, branch, kind, names), file=path, field=fld.name)
-    fields_of = {layout.branch(fld.source): fld.name for _, fld in read}
+    in_file = {fld.source: file_branch(layout.branch(fld.source), names) for _, fld in read}
+    fields_of = {in_file[fld.source]: fld.name for _, fld in read}
     types = _branch_types(tree, list(fields_of), path, fields_of)
     recorded = {}
     for level, fld in read:
-        branch = layout.branch(fld.source)
+        branch = in_file[fld.source]
         jagged, dtype, desc = types[branch]
         if (level != "event") != jagged:
             want = "jagged (one value per hit/muon)" if level != "event" else "one value per event"
@@ -357,9 +371,9 @@ def _cast(values: np.ndarray, fld, path: str, branch: str, start: int,
 def _failing_branch(tree, branches: list[str], entry_start: int, entry_stop: int) -> str | None:
     """After a failed multi-branch read: the first branch that fails alone (a damaged basket is one
     branch's), so the error can name it; None if each reads alone (e.g. a remote timeout)."""
-    for branch in branches:
+    for branch, name in file_branches(tree, branches).items():
         try:
-            tree[branch].array(entry_start=entry_start, entry_stop=entry_stop, library="np")
+            tree[name].array(entry_start=entry_start, entry_stop=entry_stop, library="np")
         except Exception:  # uproot raises many types for a damaged basket
             return branch
     return None
