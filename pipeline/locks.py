@@ -4,17 +4,11 @@ Two ``flock`` locks, on the folder itself and on its ``shards/`` folder (no lock
 so read-only datasets are locked too; the kernel releases them when the process and the workers it
 forked end, even after ``kill -9``):
 
-============================  =====================  =====================================
-who                           the folder             ``shards/``
-============================  =====================  =====================================
-convert, finalize, migrate    exclusive, whole run   –
-(the output)
-job-array task                shared, whole run      exclusive for the instant it replaces
-                                                     a plan (that makes shards stale)
-reader: train, evaluate,      shared, whole read     shared, whole read
-validate, inspect, migrate
-(the source), read_dataset
-============================  =====================  =====================================
+* convert, finalize, migrate (its output): the folder exclusively, for the whole run;
+* a job-array task: the folder shared, for the whole run, and ``shards/`` exclusively for the instant it
+  replaces a plan (which makes the dataset's shards stale);
+* a reader (train, evaluate, validate, inspect, migrate's source, ``read_dataset``): both shared, for
+  the whole read.
 
 So readers never refuse each other; a writer that may delete or rewrite (an exclusive one, or a
 job-array task about to replace the plan) is refused while anyone reads, and a reader is refused while
