@@ -170,12 +170,13 @@ def read_arrays(tree, branches: list[str], entry_start: int, entry_stop: int,
     so a few entries inside one huge basket (a file whose last events are 100 × larger, written in
     baskets of a fixed entry count) cost the whole basket of every branch. With a ``budget`` (bytes),
     the branches are read in groups whose overlapping baskets hold at most ``budget`` uncompressed
-    bytes (:func:`~pipeline.baskets.read_groups`; a branch alone may exceed it): peak memory is then the step's arrays
-    plus at most ``max(budget, one branch's baskets)``. The arrays are the same whatever the grouping.
+    bytes (:func:`~pipeline.baskets.read_groups`; a branch alone may exceed it): peak memory is then the
+    step's arrays plus at most ``max(budget, one branch's baskets)``. The arrays are the same whatever the
+    grouping. A name the tree lacks is read under its one spelling with ``.`` or ``/`` (:func:`file_branches`).
     """
     in_file = file_branches(tree, branches)
     out: dict = {}
-    for group in read_groups(tree, list(in_file.values()), entry_start, entry_stop, budget):
+    for group in read_groups(tree, list(dict.fromkeys(in_file.values())), entry_start, entry_stop, budget):
         arrays = tree.arrays(group, entry_start=entry_start, entry_stop=entry_stop, library="ak", how=dict)
         out.update({b: _pick(arrays, b) for b in group})
         del arrays  # the baskets of this group go before the next group's are read
