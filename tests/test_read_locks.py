@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -100,7 +101,7 @@ def test_a_writer_that_deletes_is_refused_while_another_process_reads(tmp_path, 
         r = run("migrate", ds, "--to-version", "2", "-o", tmp_path / "m")
         assert "being" not in r.output and "Traceback" not in r.output
         assert pipeline.read_dataset(str(ds)).num_rows == sum(
-            e["rows"] for e in __import__("json").loads((ds / "_manifest.json").read_text())["shards"])
+            e["rows"] for e in json.loads((ds / "_manifest.json").read_text())["shards"])
         r = run("convert", raw, "-o", ds, "--task-index", "1", "--task-count", "2", *ARGS)
         assert r.exit_code == 0, r.output
         assert digest(ds) == before
@@ -180,14 +181,17 @@ inverse_fields: [truthMuon_pt]
 dim: 8
 heads: 2
 encoder_layers: 1
-data: {batch_size: 16, num_workers: 0, shuffle_buffer: 64, train_fraction: 0.6, val_fraction: 0.4}
-trainer: {max_steps: 2, lr: 3.0e-3, warmup_steps: 1}
+data: {{batch_size: 16, num_workers: {workers}, shuffle_buffer: 64, train_fraction: 0.6, val_fraction: 0.4,
+        resident: "{resident}"}}
+trainer: {{max_steps: 2, lr: 3.0e-3, warmup_steps: 1}}
 """
 
 
-def test_train_and_evaluate_hold_the_lock_while_they_read(tmp_path, raw, ds, monkeypatch):
+@pytest.mark.parametrize(("resident", "workers"), [("off", 2), ("on", 0)])
+def test_train_and_evaluate_hold_the_lock_while_they_read(tmp_path, raw, ds, monkeypatch, resident, workers):
     """A `convert --reconfigure` tried from inside the fit (when Lightning asks for the train loader) and
-    inside evaluate (between the predictions and the baseline's read of the shards) is refused."""
+    inside evaluate (between the predictions and the baseline's read of the shards) is refused: the
+    streaming loader (with DataLoader workers) and the device-resident one."""
     pytest.importorskip("torch")
     pytest.importorskip("lightning")
     from pipeline.train import datamodule, evaluate
@@ -207,9 +211,11 @@ def test_train_and_evaluate_hold_the_lock_while_they_read(tmp_path, raw, ds, mon
 
     monkeypatch.setattr(datamodule.RegressionDataModule, "train_dataloader", train_dataloader)
     cfg = tmp_path / "tiny.yaml"
-    cfg.write_text(TINY)
+    cfg.write_text(TINY.format(resident=resident, workers=workers))
     r = CliRunner().invoke(main, ["train", "--config", str(cfg), "--data", str(ds), "--output", str(tmp_path / "run")])
     assert r.exit_code == 0, r.output
+    run_info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run_info["data_path"] == ("resident" if resident == "on" else "streaming")
     real_baseline = evaluate.add_baseline
 
     def add_baseline(columns, info):
