@@ -11,6 +11,7 @@ Derived datasets
     write_scores(output, parent_dir, per_shard, run=None), open_scores(path, parent=None)
 Reading and checking a dataset
     open_dataset(directory, *, checksums=False), read_dataset(directory, columns=None)
+    reading(directory): hold the readers' lock while a block reads a dataset (no writer deletes it)
     validate_dataset(directory, ...), migrate_dataset(...), load_schema(version)
 Columnwise transforms
     hit_features(...), add_hit_features(...), apply_selection(...)
@@ -36,6 +37,7 @@ _PUBLIC = {
     "TransformConfig": "pipeline.transform",
     "open_dataset": "pipeline.dataset",
     "read_dataset": "pipeline.dataset",
+    "reading": "pipeline.locks",
     "validate_dataset": "pipeline.validate",
     "migrate_dataset": "pipeline.migrate",
     "load_schema": "pipeline.schema",

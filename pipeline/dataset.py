@@ -342,8 +342,19 @@ def read_dataset(directory: str, columns: list[str] | None = None, verify_checks
 
     Opened with :func:`open_dataset` (path rules, schema checks, and the sha256 of every shard unless
     ``verify_checksums`` is false); ``columns`` selects top-level columns (default: all). Raises
-    ``DatasetError`` naming the shard.
+    ``DatasetError`` naming the shard, ConfigError while a writer that may delete holds the folder.
+
+    Holds the readers' lock (:func:`pipeline.locks.reading`) while it reads; the table it returns is in
+    memory, so nothing is held after. :func:`open_dataset` alone holds nothing: a caller reading the
+    shards later wraps its reads in ``with pipeline.reading(directory):``.
     """
+    from .locks import reading
+
+    with reading(directory, "read_dataset"):
+        return _read_all(directory, columns, verify_checksums)
+
+
+def _read_all(directory: str, columns: list[str] | None, verify_checksums: bool):
     import pyarrow as pa
     import pyarrow.parquet as pq
 

@@ -6,6 +6,7 @@ for fields a dump lacks) and the float precision policy. Declarative data, read 
 from __future__ import annotations
 
 import os
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -122,6 +123,30 @@ class SourceLayout:
         if self.precision != "exact":
             d["precision"] = dict(self.precision) if isinstance(self.precision, dict) else self.precision
         return d
+
+
+def branch_candidates(name: str, names: Iterable[str]) -> list[str]:
+    """The names in ``names`` (a file's branches or RNTuple fields) that spell the branch ``name`` with
+    ``.`` or ``/`` where it has ``_``: a member of a collection of records (RNTuple ``spacePoint.time``,
+    what RNTuple writers and uproot make of a vector of structs), a TTree branch named so, or a split
+    branch listed under its parent (``spacePoint/time``, ``spacePoint/spacePoint.time``). Sorted; more
+    than one is an ambiguity the caller refuses (the layout must name one)."""
+    found = set()
+    for n in names:
+        forms = {n, n.rsplit("/", 1)[-1]}
+        if n != name and any(f.replace(".", "_").replace("/", "_") == name for f in forms):
+            found.add(n)
+    return sorted(found)
+
+
+def file_branch(name: str, names: Collection[str]) -> str:
+    """The name that holds branch ``name`` in a file whose names are ``names``: ``name`` itself if there,
+    else its one spelling with ``.`` or ``/`` (:func:`branch_candidates`); ``name`` when absent or
+    ambiguous (the input check reports those)."""
+    if name in names:
+        return name
+    found = branch_candidates(name, names)
+    return found[0] if len(found) == 1 else name
 
 
 def _fill_value(fld, value, where: str, may_round: bool = False) -> int | float:

@@ -26,6 +26,7 @@ from .format import (
     manifest_name,
     unit_key,
 )
+from .locks import reading
 from .schema import Schema, load_schema
 from .shards import chunk_from_table, iter_row_groups
 from .stats import StatsTable, merge_tables, table_to_json
@@ -134,9 +135,10 @@ def _check_output(dst: OutputDir, output: str, planned: set[str]) -> None:
 def migrate_dataset(source: str, output: str, to_version: int) -> dict:
     """Rewrite the dataset at ``source`` with schema version ``to_version`` into ``output``; returns its manifest.
 
-    Locks: exclusive ones on a local source (no convert, job-array task or finalize writes it while it
-    is read; a second migration of the same source waits its turn) and on the output (as convert and
-    finalize take), both held before anything is inspected. Re-running a finished migration is a
+    Locks: the readers' lock on a local source (no convert, finalize or plan-replacing job-array task
+    deletes from it while it is read; other readers, a second migration of it included, read beside it)
+    and the writers' exclusive lock on the output (as convert and finalize take), both held before
+    anything is inspected. Re-running a finished migration is a
     no-op; if a shard of it has gone, the migration is redone.
     Raises ConfigError (usage, a busy or foreign output) or DatasetError (a source that does not open).
     """
@@ -146,7 +148,7 @@ def migrate_dataset(source: str, output: str, to_version: int) -> dict:
         raise ConfigError("--output must differ from the input dataset")
     if where == "inside":
         raise ConfigError(f"--output {output} is inside the input dataset {source}: choose a folder outside it")
-    with src.lock(what="migrate", reading=True):
+    with reading(source, "migrate"):
         # the shared opener: manifest shape, shard path rules, shard schemas, and every sha256 (a shard
         # changed after it was written is never migrated)
         dataset = open_dataset(source, checksums=True)

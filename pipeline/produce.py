@@ -212,8 +212,9 @@ def _checked_plan(out: OutputDir, old: Plan | None, new: Plan, reconfigure: bool
             raise ConfigError(f"{out.url} was planned for other inputs (+ added, - removed):\n  " + "\n  ".join(lines)
                               + "\nList the same inputs to resume, use a new --output directory, or --reconfigure "
                               "to make the dataset follow the new list (shards of removed inputs are deleted).")
-    out.remove(MANIFEST)  # the plan changes: an old manifest would describe other shards
-    new.write(out)
+    with out.replacing():  # refused while a reader reads the dataset this plan makes stale
+        out.remove(MANIFEST)  # the plan changes: an old manifest would describe other shards
+        new.write(out)
 
 
 def _execute(producer: Producer, out: OutputDir, output: str, paths: list[str], settings: RunSettings,

@@ -29,7 +29,7 @@ import numpy as np
 from .errors import InputError
 from .remote import read_error_text
 from .schema import LEVELS, Schema
-from .source import read_arrays
+from .source import file_branches, read_arrays
 
 #: Entries whose counts are read at once when a file has no basket metadata to plan units from.
 COUNT_PIECE = 100_000
@@ -112,7 +112,7 @@ def basket_cumulative_bytes(tree, branch_names: list[str]) -> tuple[np.ndarray, 
     knots = [np.asarray([0, n], dtype=np.int64)]
     per_branch = []
     try:
-        for name in branch_names:
+        for name in file_branches(tree, branch_names).values():  # spacePoint_time may be spacePoint.time
             br = tree[name]
             offsets = np.asarray(br.entry_offsets, dtype=np.int64)
             nb = br.num_baskets

@@ -17,11 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .baskets import read_groups
 from .chunk import EventChunk
 from .errors import InputError, one_line
 from .format import InputInfo
 from .inputs import is_local
-from .layout import SourceLayout
+from .layout import SourceLayout, branch_candidates, file_branch
 from .remote import is_timeout, read_error_text, remote_timeout
 from .schema import LEVELS, Schema
 
@@ -161,10 +162,32 @@ def _pick(arrays: dict, name: str):
     return out
 
 
-def read_arrays(tree, branches: list[str], entry_start: int, entry_stop: int) -> dict:
-    """``{branch: awkward array}`` of entries [entry_start, entry_stop), for a TTree or an RNTuple."""
-    arrays = tree.arrays(branches, entry_start=entry_start, entry_stop=entry_stop, library="ak", how=dict)
-    return {b: _pick(arrays, b) for b in branches}
+def read_arrays(tree, branches: list[str], entry_start: int, entry_stop: int,
+                budget: int | None = None) -> dict:
+    """``{branch: awkward array}`` of entries [entry_start, entry_stop), for a TTree or an RNTuple.
+
+    uproot decompresses whole baskets and holds those of every branch of one ``arrays`` call at once,
+    so a few entries inside one huge basket (a file whose last events are 100 × larger, written in
+    baskets of a fixed entry count) cost the whole basket of every branch. With a ``budget`` (bytes),
+    the branches are read in groups whose overlapping baskets hold at most ``budget`` uncompressed
+    bytes (:func:`~pipeline.baskets.read_groups`; a branch alone may exceed it): peak memory is then the
+    step's arrays plus at most ``max(budget, one branch's baskets)``. The arrays are the same whatever the
+    grouping. A name the tree lacks is read under its one spelling with ``.`` or ``/`` (:func:`file_branches`).
+    """
+    in_file = file_branches(tree, branches)
+    out: dict = {}
+    for group in read_groups(tree, list(dict.fromkeys(in_file.values())), entry_start, entry_stop, budget):
+        arrays = tree.arrays(group, entry_start=entry_start, entry_stop=entry_stop, library="ak", how=dict)
+        out.update({b: _pick(arrays, b) for b in group})
+        del arrays  # the baskets of this group go before the next group's are read
+    return {b: out[name] for b, name in in_file.items()}
+
+
+def file_branches(tree, branches: list[str]) -> dict[str, str]:
+    """``{branch: the name that holds it in tree}``: the layout's name, or its one spelling with ``.``
+    or ``/`` (:func:`~pipeline.layout.file_branch`: ``spacePoint_time`` is ``spacePoint.time``)."""
+    names = set(tree.keys())
+    return {b: file_branch(b, names) for b in branches}
 
 
 def _branch_types(tree, branches: list[str], path: str, fields: dict[str, str]) -> dict[str, tuple]:
@@ -219,13 +242,19 @@ def _check_tree(f, tree, path: str, layout: SourceLayout, schema: Schema) -> Inp
     read = [(level, fld) for level, fields in groups.items() for fld in fields if fld.source not in layout.fill]
     for _level, fld in read:
         branch = layout.branch(fld.source)
-        if branch not in names:
+        found = [] if branch in names else branch_candidates(branch, names)
+        if len(found) > 1:
+            raise InputError(f"branch {branch!r} is not in the {kind}, and {len(found)} names could be it: {found}; "
+                             f"name one in a --layout file (branches: {{{fld.source}: ...}})", file=path,
+                             field=fld.name)
+        if branch not in names and not found:
             raise InputError(_no_branch(fld.source, branch, kind, names), file=path, field=fld.name)
-    fields_of = {layout.branch(fld.source): fld.name for _, fld in read}
+    in_file = {fld.source: file_branch(layout.branch(fld.source), names) for _, fld in read}
+    fields_of = {in_file[fld.source]: fld.name for _, fld in read}
     types = _branch_types(tree, list(fields_of), path, fields_of)
     recorded = {}
     for level, fld in read:
-        branch = layout.branch(fld.source)
+        branch = in_file[fld.source]
         jagged, dtype, desc = types[branch]
         if (level != "event") != jagged:
             want = "jagged (one value per hit/muon)" if level != "event" else "one value per event"
@@ -343,25 +372,26 @@ def _cast(values: np.ndarray, fld, path: str, branch: str, start: int,
 def _failing_branch(tree, branches: list[str], entry_start: int, entry_stop: int) -> str | None:
     """After a failed multi-branch read: the first branch that fails alone (a damaged basket is one
     branch's), so the error can name it; None if each reads alone (e.g. a remote timeout)."""
-    for branch in branches:
+    for branch, name in file_branches(tree, branches).items():
         try:
-            tree[branch].array(entry_start=entry_start, entry_stop=entry_stop, library="np")
+            tree[name].array(entry_start=entry_start, entry_stop=entry_stop, library="np")
         except Exception:  # uproot raises many types for a damaged basket
             return branch
     return None
 
 
 def read_chunk(tree, path: str, layout: SourceLayout, schema: Schema, entry_start: int,
-               entry_stop: int) -> EventChunk:
+               entry_stop: int, budget: int | None = None) -> EventChunk:
     """Read entries [entry_start, entry_stop) into an EventChunk of flat, schema-typed arrays.
 
     ``tree`` is a TTree or an RNTuple. Filled fields (``layout.fill``) become constant columns;
     ``chunk.rounded`` counts, per field, the values stored correctly rounded (``layout.precision``).
+    ``budget``: bytes of baskets decompressed at once (:func:`read_arrays`; None: all branches at once).
     """
     groups = raw_fields(schema)
     branches = layout.read_branches(schema)
     try:
-        arrays = read_arrays(tree, branches, entry_start, entry_stop)
+        arrays = read_arrays(tree, branches, entry_start, entry_stop, budget)
     except Exception as err:
         # a silent server would time out once per branch: only a local failure is worth the probe
         branch = None if is_timeout(err) else _failing_branch(tree, branches, entry_start, entry_stop)

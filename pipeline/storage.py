@@ -50,52 +50,38 @@ class OutputDir:
                               f"folder or a root:// server, then copy the finished dataset")
 
     @contextlib.contextmanager
-    def lock(self, shared: bool = False, what: str = "convert", reading: bool = False) -> Iterator[None]:
-        """Hold a lock on the output folder while writing (local folders; a no-op elsewhere).
+    def lock(self, shared: bool = False, what: str = "convert") -> Iterator[None]:
+        """Hold the writers' lock on the output folder while writing (local folders; a no-op elsewhere).
 
-        Exclusive for a command that may delete or rewrite (convert, finalize, migrate) and for a dataset
-        being read whole (``reading``: migrate's source; a job-array task must not write it meanwhile),
-        shared for job-array tasks, which run side by side but never with a finalize. A second writer
-        gets a ConfigError at once instead of racing the first (two identical converts: the second died
-        on a temporary the first's finalize had removed).
-        ``flock`` on the folder itself: no lock file to leave behind; released when the process (and its
-        forked workers) end, even after ``kill -9``. A local folder that does not exist holds nothing to
-        protect: no lock (the command then fails on its own terms, e.g. finalize's "no plan"). Where the
-        folder cannot be opened for reading (mode 711) or the file system has no ``flock`` (Lustre
-        mounted ``noflock``: ENOSYS), the command runs unlocked, as before locks existed, with a warning.
+        Exclusive for a command that may delete or rewrite (convert, finalize, migrate), shared for
+        job-array tasks, which run side by side but never with a finalize; readers hold their own
+        (:func:`pipeline.locks.reading`), so a writer is also refused while a train, evaluate, validate,
+        inspect or migrate reads the folder. A refused writer gets a ConfigError at once (one line naming
+        the folder and who holds it) instead of racing the other command. ``flock`` on the folder itself:
+        no lock file to leave behind; released when the process (and its forked workers) end, even after
+        ``kill -9``. A folder that does not exist holds nothing to protect: no lock. Where the folder
+        cannot be opened for reading (mode 711) or the file system has no ``flock`` (Lustre mounted
+        ``noflock``: ENOSYS), the command runs unlocked, with a warning. See :mod:`pipeline.locks`.
         """
-        if not self.local or not os.path.isdir(self.root):
+        if not self.local:
             yield
             return
-        import fcntl
-        import sys
+        from . import locks
 
-        def unlocked(err: OSError) -> None:
-            print(f"warning: cannot lock {self.root} ({err.strerror}); running without protection against a "
-                  "concurrent writer", file=sys.stderr)
+        with locks.writing(self.root, shared, what):
+            yield
 
-        try:
-            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
-        except OSError as err:
-            unlocked(err)
+    @contextlib.contextmanager
+    def replacing(self, what: str = "convert") -> Iterator[None]:
+        """Around a step that makes shards stale (a new plan replacing an old one): refused while a reader
+        reads this folder (:func:`pipeline.locks.replacing`; local folders only)."""
+        if not self.local:
             yield
             return
-        try:
-            try:
-                fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
-            except BlockingIOError:
-                if reading:
-                    raise ConfigError(f"another muon-pipeline command is using {self.root} (a convert, job-array "
-                                      f"task, finalize or migrate); wait for it to end before this {what} "
-                                      "reads it") from None
-                raise ConfigError(f"another muon-pipeline command is writing to {self.root} (a convert, job-array "
-                                  f"task, finalize or migrate); wait for it to end, or use another folder for this "
-                                  f"{what}") from None
-            except OSError as err:  # ENOSYS, ENOLCK, EOPNOTSUPP: the file system has no flock
-                unlocked(err)
+        from . import locks
+
+        with locks.replacing(self.root, what):
             yield
-        finally:
-            os.close(fd)
 
     def path(self, rel: str) -> str:
         norm = posixpath.normpath(rel)

@@ -7,6 +7,7 @@ import numpy as np
 
 from .dataset import open_dataset
 from .lineage import lineage_chain
+from .locks import reading
 from .selection import technology_name
 from .shards import iter_row_groups
 
@@ -15,7 +16,14 @@ SHOWN_INPUTS = 20
 
 
 def summarize_dataset(directory: str, scan: bool = True) -> dict:
-    """Manifest facts plus, with ``scan``, counts read from the shards (technology mix, hits/muon)."""
+    """Manifest facts plus, with ``scan``, counts read from the shards (technology mix, hits/muon).
+
+    Holds the readers' lock (:func:`pipeline.locks.reading`) while it reads."""
+    with reading(directory, "inspect"):
+        return _summarize(directory, scan)
+
+
+def _summarize(directory: str, scan: bool) -> dict:
     dataset = open_dataset(directory)  # the shared opener: one-line errors for missing or foreign shards
     out, manifest, schema = dataset.out, dataset.manifest, dataset.schema
     info = {

@@ -127,11 +127,12 @@ def run_unit(unit: Unit, cfg: ConvertConfig, out_url: str, settings: RunSettings
                 raise InputError(f"file changed since the plan was made (ROOT UUID {f.file.uuid}, planned "
                                  f"{unit.uuid}); re-run without --task-index to re-plan", file=unit.input)
             groups, steps = unit_layout(tree, unit, cfg, schema, step_size)
+            budget = None if isinstance(step_size, int) else step_bytes(step_size)  # baskets read at once
             with out.atomic(unit.shard, native=True) as fh, pq.ParquetWriter(
                     fh, arrow_schema, use_dictionary=["source_file"], write_statistics=False,
                     **cfg.compression.writer_kwargs()) as writer:
                 for start, stop in zip(steps[:-1].tolist(), steps[1:].tolist()):
-                    chunk = read_chunk(tree, unit.input, cfg.layout, schema, start, stop)
+                    chunk = read_chunk(tree, unit.input, cfg.layout, schema, start, stop, budget)
                     chunk, chunk_flow = process_chunk(chunk, schema, cfg.transform)
                     flow = chunk_flow if flow is None else flow.add(chunk_flow)
                     rows, hits, muons = rows + chunk.n_events, hits + chunk.n_hits, muons + chunk.n_muons

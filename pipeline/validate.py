@@ -32,6 +32,7 @@ from .derive_config import is_derived
 from .errors import ConfigError, DatasetError, SchemaError, one_line
 from .format import SHARDS, TMP_MARK, read_identity
 from .lineage import check_lineage
+from .locks import reading
 from .manifest import read_manifest
 from .report import Problem, Report, summarize
 from .schema import load_schema
@@ -126,7 +127,8 @@ def validate_dataset(directory: str, check_values: bool = True, check_checksums:
     """Check a dataset at the levels asked for; every problem found is in the report.
 
     ``source``: re-derive N units (an int) or ``"all"`` from the raw inputs and compare bit for bit.
-    Raises ``ConfigError`` (exit 2) only when ``directory`` does not exist.
+    Raises ``ConfigError`` (exit 2) only when ``directory`` does not exist or a writer that may delete
+    holds it; the readers' lock (:func:`pipeline.locks.reading`) is held while it checks.
     """
     out = OutputDir(directory)
     if not out.fs.exists(out.root):
@@ -137,11 +139,16 @@ def validate_dataset(directory: str, check_values: bool = True, check_checksums:
     report.levels = ["structure"] + (["checksums"] if check_checksums else []) + (["values"] if check_values else [])
     if source is not None:
         report.levels.append(f"source {source}")
+    with reading(directory, "validate"):  # no writer deletes what is checked (--source included)
+        _check(out, report, check_values, check_checksums, source)
+    return report
+
+
+def _check(out: OutputDir, report: Report, check_values: bool, check_checksums: bool, source) -> None:
     try:
         _validate(out, report, check_values, check_checksums, source)
     except Exception as err:  # noqa: BLE001 - a report, never a traceback; this is a bug to report
         report.problems.append(Problem("internal", f"validation stopped early: {one_line(err)} (please report it)"))
-    return report
 
 
 def _validate(out: OutputDir, report: Report, check_values: bool, check_checksums: bool, source) -> None:

@@ -205,21 +205,23 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_folder(tmp_path, t
 
 def test_migrate_takes_the_same_locks(tmp_path, two):
     """`migrate` took no lock: two migrations into one folder raced, and a convert could rewrite the source
-    while it was read. Now it holds the output and the source exclusively: a job-array task (shared lock)
-    rewrote the source under a migrate holding it shared, which then died with a traceback."""
+    while it was read. Now it holds the output exclusively and the source as every reader does: refused
+    while a convert, finalize or migrate writes the source; beside a job-array task (shared) or another
+    reader of it (a task replacing the plan is refused by the reader's lock instead)."""
     import fcntl
 
     src = tmp_path / "v1"
     assert run("convert", two[0], "-o", src, "--schema-version", "1", *ARGS).exit_code == 0
     out = tmp_path / "v2"
     out.mkdir()
-    for folder, mode, message in ((out, fcntl.LOCK_EX, "is writing"), (out, fcntl.LOCK_SH, "is writing"),
-                                  (src, fcntl.LOCK_EX, "is using"), (src, fcntl.LOCK_SH, "is using")):
+    for folder, mode, message in ((out, fcntl.LOCK_EX, "another muon-pipeline command is writing"),
+                                  (out, fcntl.LOCK_SH, "another muon-pipeline command is writing"),
+                                  (src, fcntl.LOCK_EX, "is being written by")):
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
         try:
             fcntl.flock(fd, mode | fcntl.LOCK_NB)  # a running convert, job-array task or migrate holds it
             r = run("migrate", src, "--to-version", "2", "-o", out)
-            assert r.exit_code == 2 and f"another muon-pipeline command {message}" in r.output, (folder, r.output)
+            assert r.exit_code == 2 and message in r.output, (folder, r.output)
             assert not list(out.iterdir())  # nothing written
         finally:
             os.close(fd)

@@ -54,7 +54,15 @@ def predict(run_dir: str | Path, data_dir: str | Path, split: str = "test", devi
             batch_size: int | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Per-muon truth and prediction columns for one split (numpy, one entry per truth muon).
 
-    ``device``: ``auto`` (default), ``cpu`` or ``gpu``."""
+    ``device``: ``auto`` (default), ``cpu`` or ``gpu``. Holds the dataset's readers' lock while it reads."""
+    from ..locks import reading
+
+    with reading(str(data_dir), "evaluate"):
+        return _predict(run_dir, data_dir, split, device, batch_size)
+
+
+def _predict(run_dir: str | Path, data_dir: str | Path, split: str, device: str | None,
+             batch_size: int | None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     import torch
 
     from .config import check_against_schema
@@ -168,7 +176,16 @@ def evaluate(run_dir: str | Path, data_dir: str | Path, output: str | Path | Non
              quiet: bool = True) -> dict[str, Any]:
     """Predict, add the baseline, compute metrics, write Parquet + JSON + PNGs; return the metrics
     (plus ``output``, the folder, and ``written``, the file names). ``quiet=False``: a line per stage
-    on stderr (the command's progress)."""
+    on stderr (the command's progress). The dataset's readers' lock is held while the shards are read
+    (the predictions, then the classical-fit baseline)."""
+    from ..locks import reading
+
+    with reading(str(data_dir), "evaluate"):
+        return _evaluate(run_dir, data_dir, output, split=split, device=device, plots=plots, quiet=quiet)
+
+
+def _evaluate(run_dir: str | Path, data_dir: str | Path, output: str | Path | None, *, split: str,
+              device: str | None, plots: bool, quiet: bool) -> dict[str, Any]:
     import sys
     import time
 

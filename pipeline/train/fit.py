@@ -118,8 +118,19 @@ def train(cfg: TrainConfig | None, data_dir: str | Path, run_dir: str | Path, *,
 
     This function reconciles the run (a new config or ``--resume``, the overrides), writes the run
     directory and drives the Trainer; the data side (open, normalise, scale targets, loaders, epoch
-    plan) is :class:`~pipeline.train.datamodule.RegressionDataModule`.
+    plan) is :class:`~pipeline.train.datamodule.RegressionDataModule`. The dataset's readers' lock
+    (:func:`pipeline.locks.reading`) is held from the open to the end of the fit: no convert, finalize
+    or migrate deletes the shards meanwhile (the DataLoader workers share it; each DDP rank, a process
+    of its own, takes its own).
     """
+    from ..locks import reading
+
+    with reading(str(data_dir), "train"):
+        return _train(cfg, data_dir, run_dir, resume=resume, overrides=overrides, quiet=quiet)
+
+
+def _train(cfg: TrainConfig | None, data_dir: str | Path, run_dir: str | Path, *, resume: bool,
+           overrides: dict[str, Any] | None, quiet: bool) -> dict[str, Any]:
     import time
 
     import lightning as L
