@@ -26,6 +26,7 @@ from .derive_flow import Caps, FilterFlow, filter_chunk, working_point_threshold
 from .errors import ConfigError, DatasetError, InputError, one_line
 from .executors import UnitJob
 from .format import InputInfo, Unit, dataset_id, identity_metadata, unit_key
+from .locks import reading
 from .plan import Plan
 from .produce import RunResult, produce
 from .schema import load_schema
@@ -189,8 +190,7 @@ def filter_dataset(parent: str, scores: str, output: str, *, working_point: floa
     caps = Caps(max_muons_per_event, max_hits_per_event)
     _check_output(parent, scores, output)
     ref, manifest = parent_ref(parent)
-    src = OutputDir(parent)
-    with src.lock(shared=True, what="filter", reading=True):
+    with reading(parent, what="filter"), reading(scores, what="filter"):
         open_dataset(parent)  # the shared opener: manifest shape, shard paths, schemas, identities (footers only)
         sc = open_scores(scores, ref)
         missing = [s["path"] for s in manifest["shards"] if s["path"] not in
