@@ -52,6 +52,22 @@ def print_convert_summary(res, output: str, quiet: bool) -> None:
         click.echo(f"task {res.task[0]}/{res.task[1]}: ran {res.units_run} unit(s), {res.units_reused} already done "
                    f"({res.seconds:.1f} s). When all tasks are done: muon-pipeline finalize {output}")
         return
+    tot = res.manifest["totals"]
+    if res.already_complete:
+        click.echo(f"{output}: already complete ({tot['events']} events in {len(res.manifest['shards'])} shard(s)); "
+                   "nothing to do, nothing rewritten")
+    else:
+        _print_totals(res, output, quiet)
+    for s in res.skipped_inputs:
+        click.secho(f"  SKIPPED input {s['path']}: {s['reason']}", fg="yellow", err=True)
+    for r in res.skipped_units:
+        u = r["unit"]
+        click.secho(f"  SKIPPED {u['input']} entries {u['entry_start']}-{u['entry_stop']}: {r['reason']}",
+                    fg="yellow", err=True)
+
+
+def _print_totals(res, output: str, quiet: bool) -> None:
+    """Totals, cut flow, units and rate, reading notes of a run that did something."""
     cf = res.manifest["cutflow"]
     tot = res.manifest["totals"]
     rate = cf["hits_in"] / res.seconds if res.seconds else 0.0
@@ -68,9 +84,3 @@ def print_convert_summary(res, output: str, quiet: bool) -> None:
 
     for line in reading_lines(res.manifest):
         click.echo(f"  {line}")
-    for s in res.skipped_inputs:
-        click.secho(f"  SKIPPED input {s['path']}: {s['reason']}", fg="yellow", err=True)
-    for r in res.skipped_units:
-        u = r["unit"]
-        click.secho(f"  SKIPPED {u['input']} entries {u['entry_start']}-{u['entry_stop']}: {r['reason']}",
-                    fg="yellow", err=True)
