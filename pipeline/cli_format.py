@@ -58,6 +58,10 @@ def print_convert_summary(res, output: str, quiet: bool) -> None:
                    "nothing to do, nothing rewritten")
     else:
         _print_totals(res, output, quiet)
+    from .summary import reading_lines
+
+    for line in reading_lines(res.manifest):
+        click.echo(f"  {line}")
     for s in res.skipped_inputs:
         click.secho(f"  SKIPPED input {s['path']}: {s['reason']}", fg="yellow", err=True)
     for r in res.skipped_units:
@@ -67,7 +71,7 @@ def print_convert_summary(res, output: str, quiet: bool) -> None:
 
 
 def _print_totals(res, output: str, quiet: bool) -> None:
-    """Totals, cut flow, units and rate, reading notes of a run that did something."""
+    """Totals, cut flow, units and rate of a run that did something."""
     cf = res.manifest["cutflow"]
     tot = res.manifest["totals"]
     rate = cf["hits_in"] / res.seconds if res.seconds else 0.0
@@ -80,7 +84,3 @@ def _print_totals(res, output: str, quiet: bool) -> None:
                    f"fail hits {cf['muons_fail_hits']}, out {cf['muons_out']}")
         click.echo(f"  units: {res.units_run} run, {res.units_reused} reused of {res.units_total}; "
                    f"{res.seconds:.1f} s, {rate / 1e6:.2f} M hits/s in")
-    from .summary import reading_lines
-
-    for line in reading_lines(res.manifest):
-        click.echo(f"  {line}")
