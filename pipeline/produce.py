@@ -29,7 +29,7 @@ from . import extras
 from .config import config_diff
 from .errors import ConfigError
 from .executors import UnitJob, start_executor
-from .format import MANIFEST, PLAN, RECORDS, SHARDS, TMP_MARK, Unit
+from .format import MANIFEST, RECORDS, SHARDS, TMP_MARK, Unit
 from .inputs import local_identity
 from .plan import Plan, load_records
 from .progress import Reporter
@@ -96,8 +96,9 @@ def produce(producer: Producer, paths: list[str], output: str, settings: RunSett
 
     Nothing is written to the output until the run can start: the extras are present, the inputs listed,
     opened and checked, the plan compared with an existing one, and the executor started (the scheduler
-    reached, the SLURM jobs submitted). A start that fails leaves the folder as it was; so does a run
-    that fails before its first unit finished, when it made the plan (never one of an earlier run).
+    reached, the SLURM jobs submitted). A start that fails leaves the folder as it was. A plan from which
+    nothing was produced (its run failed before a unit finished) does not refuse another configuration or
+    input set (except for a job-array task).
 
     Raises ConfigError for a refused plan or output, InputError for a bad input (unless
     ``settings.skip_bad``), DatasetError when finalize finds units missing.
@@ -110,7 +111,7 @@ def produce(producer: Producer, paths: list[str], output: str, settings: RunSett
     extras.for_settings(settings.scheduler)  # a missing extra fails before anything is written
     out = OutputDir(output)
     check_output(out, output, producer.command)
-    start = _Start(folders=[rel for rel in _FOLDERS if not out.exists(rel)], alone=task is None)
+    start = _Start(folders=[rel for rel in _FOLDERS if not out.exists(rel)])
     out.makedirs()  # the folder the lock is taken on
     try:
         with out.lock(shared=task is not None):
@@ -134,31 +135,27 @@ _FOLDERS = (".", SHARDS, "_work", RECORDS)
 
 @dataclass
 class _Start:
-    """What this run changed in the output before its first unit finished, to undo it when the run fails.
+    """What this run changed in the output before it could start, to undo when it fails.
 
-    ``folders``: those that did not exist (removed when still empty); ``alone``: no job-array task beside
-    this run (only then may its plan be removed: another task may be working from it); ``wrote_plan``: it
-    wrote a plan where there was none; ``nothing_new``: it wrote no plan and ran no unit (a finished
-    dataset re-run: finalize has nothing to change)."""
+    ``folders``: those that did not exist (removed when still empty: a failed start leaves no folder);
+    ``nothing_new``: it wrote no plan and ran no unit (a finished dataset re-run: finalize has nothing to
+    change). A plan this run wrote stays when a unit then fails (a Dask task cancelled on the failure may
+    still be writing its record); as long as nothing was produced from it, it blocks no other command
+    (:func:`_check_plan`)."""
 
     folders: list[str]
-    alone: bool
-    wrote_plan: bool = False
     nothing_new: bool = False
 
     def undo(self, out: OutputDir) -> None:
         if not out.local:
-            return  # object stores have no empty folders; a remote plan is left as it is
-        if self.wrote_plan and self.alone and not _holds_work(out):
-            with contextlib.suppress(OSError):
-                out.remove(PLAN)  # nothing was produced from it: the next command plans afresh
+            return  # object stores have no empty folders to leave behind
         for rel in reversed(self.folders):
             with contextlib.suppress(OSError):  # not empty: something was written, keep it (resume needs it)
                 os.rmdir(os.path.normpath(out.path(rel)))
 
 
 def _holds_work(out: OutputDir) -> bool:
-    """A unit record or a shard (not a temporary) is in the output: work that a resume reuses."""
+    """A unit record (done or skipped) or a shard, not a temporary, is in the output: something was produced."""
     return any(not n.startswith(TMP_MARK) for n in out.listdir(RECORDS)) or any(
         n.startswith("part-") for n in out.listdir(SHARDS))
 
@@ -221,9 +218,12 @@ def _keep_finished_inputs(old: Plan | None, config_hash: str, paths: list[str], 
     return kept_good, [s for s in skipped if s["path"] not in back], kept_units
 
 
-def _check_plan(out: OutputDir, old: Plan | None, new: Plan, reconfigure: bool) -> bool:
+def _check_plan(out: OutputDir, old: Plan | None, new: Plan, reconfigure: bool, binding: bool = True) -> bool:
     """Whether ``new`` must be written (``old`` is not the same plan); refuse another configuration, tool
-    version, input set or a replaced input unless ``reconfigure``. Writes nothing."""
+    version, input set or a replaced input unless ``reconfigure`` or not ``binding`` (nothing was produced
+    from ``old``). Writes nothing."""
+    if old is not None and not binding:
+        return old.to_dict() != new.to_dict()
     if old is not None:
         if not old.same_run(new.config_hash) and not reconfigure:
             diff = config_diff({"tool_version": old.tool_version or None, **old.config},
@@ -273,7 +273,9 @@ def _execute(producer: Producer, out: OutputDir, output: str, paths: list[str], 
             good, skipped, units = _keep_finished_inputs(old, config_hash, paths, good, skipped, units)
         plan = Plan(schema=producer.schema_doc(), config=producer.config_dict(), config_hash=config_hash,
                     inputs=good, skipped_inputs=skipped, units=units)
-        write = _check_plan(out, old, plan, reconfigure)
+        # a plan nothing was produced from (its run failed before any unit finished) blocks no other
+        # command; a job-array task keeps to it (the other tasks may be working from it)
+        write = _check_plan(out, old, plan, reconfigure, binding=task is not None or _holds_work(out))
 
     finished = plan.finished(out)
     mine = [u for u in plan.units if task is None or u.index % task[1] == task[0]]
@@ -288,7 +290,6 @@ def _execute(producer: Producer, out: OutputDir, output: str, paths: list[str], 
     with start_executor(settings, len(todo)) as run, Reporter(total, quiet=settings.quiet, units=len(todo)) as rep:
         if write:
             _write_plan(out, plan)
-            start.wrote_plan = old is None
         if todo:
             where = settings.scheduler or f"{min(settings.worker_count, len(todo))} local process(es)"
             rep.log(f"{producer.command}: {len(todo)} unit(s) on {where} (CPUs available: {available_cpus()}; "

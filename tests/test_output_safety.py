@@ -428,24 +428,25 @@ def _corrupt(path, seed: int = 3):
 
 
 @pytest.mark.parametrize("task", [False, True], ids=["convert", "job-array task"])
-def test_a_run_whose_first_unit_fails_removes_the_plan_it_made(tmp_path, two, task):
-    """A run that wrote its plan but finished no unit (the one input damaged where planning does not read)
-    leaves no plan either, so a command with other inputs or options is accepted. A job-array task keeps it:
-    the other tasks work from it."""
+def test_a_plan_nothing_was_produced_from_blocks_no_other_command(tmp_path, two, task):
+    """A run that wrote its plan and then failed before any unit finished (its one input damaged where
+    planning does not read) made the corrected command, with other inputs or options, be refused as "planned
+    for other inputs" or "produced with a different configuration", although nothing was produced. Such a
+    plan now blocks nothing; a job-array task still keeps to it (the other tasks work from it), and a plan
+    something was produced from is binding as before."""
     bad = _corrupt(tmp_path / "bad.root")
     ds = tmp_path / "ds"
     array = ["--task-index", "0", "--task-count", "2"] if task else []
     r = run("convert", bad, "-o", ds, *array, *ARGS)
     assert r.exit_code == 1 and "cannot read entries" in r.output, r.output
-    assert (ds / "_work" / "plan.json").exists() == task
-    if not task:
-        assert not ds.exists()
-        assert run("convert", two[0], "-o", ds, *ARGS).exit_code == 0
-    # a plan made before is never removed: a second failing run leaves the first run's plan
-    plan = (ds / "_work" / "plan.json").read_bytes()
-    r = run("convert", two[0], bad, "-o", ds, "--reconfigure", "-j", "1", "-q", "--shard-events", "60")
-    assert r.exit_code == 1 and (ds / "_work" / "plan.json").exists(), r.output
-    assert task or (ds / "_work" / "plan.json").read_bytes() != plan  # reconfigured, then failed: kept
+    assert (ds / "_work" / "plan.json").exists() and not list(ds.glob("shards/*"))
+    r = run("convert", two[0], "-o", ds, "--min-pt", "7", *array, *ARGS)
+    assert r.exit_code == (2 if task else 0), r.output
+    if task:
+        assert "different configuration" in r.output
+        return
+    r = run("convert", two[1], "-o", ds, *ARGS)  # now something was produced: binding
+    assert r.exit_code == 2 and "produced with a different configuration" in r.output, r.output
 
 
 def _read_only(monkeypatch, root) -> None:
