@@ -399,7 +399,9 @@ def test_a_failed_start_leaves_the_folder_as_it_was(tmp_path, two, monkeypatch, 
         from pipeline import extras
 
         monkeypatch.setattr(extras, "missing", lambda modules: list(modules))
-        extra += ["--scheduler", "local"]
+        r = run("convert", *inputs, "-o", ds, *extra, "--scheduler", "slurm", *ARGS)  # [grid] missing
+        assert r.exit_code == 2 and "dask-jobqueue" in r.output and _snapshot(ds) == before, r.output
+        extra += ["--scheduler", "local"]  # [dask] missing
     elif how == "slurm without sbatch":
         pytest.importorskip("dask_jobqueue")
         monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
