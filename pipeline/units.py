@@ -84,7 +84,8 @@ def check_event_numbers(tree, path: str, branch: str) -> None:
 
     ``validate`` refuses such a dataset ("eventNumber unique per input"; the train/validation split hashes
     it), so convert refuses it before anything is written, whichever entries the selection keeps. The
-    whole branch is read once (8 bytes per entry) and sorted: ~0.1 s per million entries.
+    whole branch is read once (8 bytes per entry); numbers in increasing order (most dumps) need no sort.
+    ``bench/bench_event_numbers.py`` (2-core CPU): 0.03 s per million entries increasing, 0.07 s in random order.
     """
     n = int(tree.num_entries)
     try:
@@ -92,8 +93,9 @@ def check_event_numbers(tree, path: str, branch: str) -> None:
     except Exception as err:  # a damaged basket of the branch: the same words as a unit's read error
         raise InputError(f"cannot read entries 0-{n} of branch {branch!r} ({read_error_text(err)})", file=path,
                          field="eventNumber") from err
-    order = np.argsort(values, kind="stable")
-    ordered = values[order]
+    if len(values) < 2 or bool(np.all(values[1:] > values[:-1])):
+        return  # increasing, as most dumps are: unique without a sort
+    ordered = np.sort(values)
     repeated = np.flatnonzero(ordered[1:] == ordered[:-1])
     if not len(repeated):
         return
