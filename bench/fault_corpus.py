@@ -5,7 +5,8 @@
 Makes a small simulated dump, then damaged copies: random byte flips (anywhere in the file, so in
 headers, streamers and compressed baskets alike), truncations at random lengths, and dumps whose
 values break the schema (out-of-range coordinates, charges of 0 or 5, unknown technology codes,
-non-finite values, unsigned values beyond the signed range). Each is converted; the outcome must be
+non-finite values, unsigned values beyond the signed range) or validate's rules (eventNumber repeated
+within the file). Each is converted; the outcome must be
 one of
   * refused: exit 1 with one line naming the file (and, where known, entry and field), nothing visible;
   * converted: exit 0 and ``muon-pipeline validate`` accepts the dataset.
@@ -45,6 +46,14 @@ def value_cases(base: dict) -> dict[str, dict]:
         ev[group] = ak.with_field(rec, ak.unflatten(x, counts), field)
         return ev
 
+    def repeat_event_numbers() -> dict:  # the second half of the entries repeats the first half's numbers
+        ev = {k: v for k, v in base.items()}
+        numbers = np.asarray(ev["eventNumber"]).copy()
+        half = len(numbers) // 2
+        numbers[half: 2 * half] = numbers[:half]
+        ev["eventNumber"] = numbers
+        return ev
+
     return {
         "coordinate 3e30": edit("spacePoint", "globEdgeLowX", 3e30),
         "coordinate nan": edit("spacePoint", "globEdgeHighZ", np.nan),
@@ -55,6 +64,7 @@ def value_cases(base: dict) -> dict[str, dict]:
         "technology 300": edit("spacePoint", "technology", 300),  # codes -1..255 are kept and counted
         "truth link 7": edit("spacePoint", "truthLink", 7),
         "channel uint32 3e9": edit("spacePoint", "channel", 3_000_000_000, np.uint32),
+        "event numbers repeated": repeat_event_numbers(),
     }
 
 

@@ -321,13 +321,14 @@ def submit_script(system, job, tasks, script_file, job_name, cpus, memory, wallt
 @click.argument("directory")
 def finalize(directory):
     """Assemble _manifest.json once all job-array tasks are done (lists missing units otherwise)."""
-    from .manifest import finalize as run
+    from .manifest import finalize_status
     from .storage import OutputDir
 
     out = OutputDir(directory)
     with out.lock(what="finalize"):
-        m = run(out)
-    click.echo(f"{directory}: manifest written, {m['totals']['events']} events in {len(m['shards'])} shard(s)")
+        m, written = finalize_status(out)
+    what = "manifest written" if written else "already complete, manifest unchanged"
+    click.echo(f"{directory}: {what}, {m['totals']['events']} events in {len(m['shards'])} shard(s)")
     if m["skipped"]["inputs"] or m["skipped"]["units"]:
         sys.exit(3)
 

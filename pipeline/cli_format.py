@@ -52,6 +52,26 @@ def print_convert_summary(res, output: str, quiet: bool) -> None:
         click.echo(f"task {res.task[0]}/{res.task[1]}: ran {res.units_run} unit(s), {res.units_reused} already done "
                    f"({res.seconds:.1f} s). When all tasks are done: muon-pipeline finalize {output}")
         return
+    tot = res.manifest["totals"]
+    if res.already_complete:
+        click.echo(f"{output}: already complete ({tot['events']} events in {len(res.manifest['shards'])} shard(s)); "
+                   "nothing to do, nothing rewritten")
+    else:
+        _print_totals(res, output, quiet)
+    from .summary import reading_lines
+
+    for line in reading_lines(res.manifest):
+        click.echo(f"  {line}")
+    for s in res.skipped_inputs:
+        click.secho(f"  SKIPPED input {s['path']}: {s['reason']}", fg="yellow", err=True)
+    for r in res.skipped_units:
+        u = r["unit"]
+        click.secho(f"  SKIPPED {u['input']} entries {u['entry_start']}-{u['entry_stop']}: {r['reason']}",
+                    fg="yellow", err=True)
+
+
+def _print_totals(res, output: str, quiet: bool) -> None:
+    """Totals, cut flow, units and rate of a run that did something."""
     cf = res.manifest["cutflow"]
     tot = res.manifest["totals"]
     rate = cf["hits_in"] / res.seconds if res.seconds else 0.0
@@ -64,13 +84,3 @@ def print_convert_summary(res, output: str, quiet: bool) -> None:
                    f"fail hits {cf['muons_fail_hits']}, out {cf['muons_out']}")
         click.echo(f"  units: {res.units_run} run, {res.units_reused} reused of {res.units_total}; "
                    f"{res.seconds:.1f} s, {rate / 1e6:.2f} M hits/s in")
-    from .summary import reading_lines
-
-    for line in reading_lines(res.manifest):
-        click.echo(f"  {line}")
-    for s in res.skipped_inputs:
-        click.secho(f"  SKIPPED input {s['path']}: {s['reason']}", fg="yellow", err=True)
-    for r in res.skipped_units:
-        u = r["unit"]
-        click.secho(f"  SKIPPED {u['input']} entries {u['entry_start']}-{u['entry_stop']}: {r['reason']}",
-                    fg="yellow", err=True)

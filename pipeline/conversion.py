@@ -15,7 +15,7 @@ from .config import ConvertConfig
 from .executors import UnitJob
 from .format import Unit
 from .inputs import expand_inputs
-from .manifest import finalize
+from .manifest import finalize_status
 from .produce import RunResult, produce
 from .schema import load_schema
 from .settings import RunSettings
@@ -50,8 +50,8 @@ class ConvertProducer:
     def job(self, out_url: str, settings: RunSettings) -> UnitJob:
         return UnitJob(run_unit, self.cfg, out_url, settings)
 
-    def finalize(self, out: OutputDir) -> dict:
-        return finalize(out)
+    def finalize(self, out: OutputDir) -> tuple[dict, bool]:
+        return finalize_status(out)
 
 
 def convert(inputs: list[str], output: str, cfg: ConvertConfig, *, settings: RunSettings | None = None,

@@ -5,7 +5,7 @@ glibc serves allocations above its mmap threshold (128 KiB, adapting up to 32 Mi
 and frees buffers of a few MiB (a padded batch, a shuffle buffer) pays a page fault per 4 KiB on
 every iteration. On the shared 2-core machine of the benchmarks that made a batch gather 2.6x slower
 than the same gather into reused memory (``bench/bench_loader.py``). :func:`reuse_freed_memory` sets
-fixed thresholds (mmap 32 MiB, trim 256 MiB), as ``pipeline.executors`` does for Dask workers:
+fixed thresholds (mmap 32 MiB, trim 256 MiB), as ``pipeline.dask_executor`` does for Dask workers:
 buffers up to 32 MiB come from the heap and up to 256 MiB of freed heap is kept for reuse.
 Process-wide; a no-op where the C library is not glibc.
 """

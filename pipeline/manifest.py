@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
+import json
 
 from ._version import __version__
 from .derive_config import is_derived
@@ -36,7 +37,57 @@ from .storage import OutputDir
 
 
 def finalize(out: OutputDir) -> dict:
-    """Write ``_manifest.json`` from the plan and all unit records; returns the manifest."""
+    """Write ``_manifest.json`` from the plan and all unit records; returns the manifest (see :func:`finalize_status`)."""
+    return finalize_status(out)[0]
+
+
+def finalize_status(out: OutputDir) -> tuple[dict, bool]:
+    """Write ``_manifest.json`` from the plan and all unit records, unless the one there already says the same;
+    returns ``(manifest, written)``.
+
+    A manifest equal in all but its ``timing`` block, in a folder with nothing to clean up (no stale shard,
+    no temporary, no manifest under its old name), is left as it is (``written`` False): re-running a
+    finished convert or finalize changes nothing, so it also succeeds on a read-only published dataset.
+    """
+    manifest = _assemble(out)
+    keep = {s["path"].rsplit("/", 1)[1] for s in manifest["shards"]}
+    stale = [f"{SHARDS}/{n}" for n in out.listdir(SHARDS)
+             if (n.startswith("part-") and n not in keep) or n.startswith(TMP_MARK)]
+    stale += [f"{RECORDS}/{n}" for n in out.listdir(RECORDS) if n.startswith(TMP_MARK)]
+    # a manifest write killed before its rename; only finalize writes one
+    stale += [n for n in out.listdir(".") if n.startswith((f"{TMP_MARK}{MANIFEST}.", f"{TMP_MARK}{LEGACY_MANIFEST}."))]
+    if not stale and not out.exists(LEGACY_MANIFEST):
+        current = _current(out)
+        if current is not None and _same(current, manifest):
+            return current, False
+    for rel in stale:
+        out.remove(rel)
+    out.write_json(MANIFEST, manifest)
+    out.remove(LEGACY_MANIFEST)  # a dataset written before the rename: now upgraded to the new name
+    return manifest, True
+
+
+def _current(out: OutputDir) -> dict | None:
+    """The manifest there now, or None (none, or unreadable)."""
+    if not out.exists(MANIFEST):
+        return None
+    try:
+        doc = out.read_json(MANIFEST)
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _same(a: dict, b: dict) -> bool:
+    """Equal in all but ``timing``, as JSON text (NaN statistics compare equal)."""
+    def text(doc: dict) -> str:
+        return json.dumps({k: v for k, v in doc.items() if k != "timing"}, sort_keys=True, allow_nan=True)
+
+    return text(a) == text(b)
+
+
+def _assemble(out: OutputDir) -> dict:
+    """The manifest the plan and the unit records make (DatasetError listing units not finished)."""
     plan = Plan.require(out)
     if is_derived(plan.config):  # a dataset made by filter: its own manifest (lineage, the filter's cut flow)
         from .derive_manifest import finalize_derived
@@ -110,17 +161,6 @@ def finalize(out: OutputDir) -> dict:
                    "finalized_by": __version__,
                    "unit_seconds": sum(records[u.key].get("timing", {}).get("seconds", 0.0) for u in units)},
     }
-    keep = {s["path"].rsplit("/", 1)[1] for s in shards}
-    for name in out.listdir(SHARDS):  # stale shards of units no longer planned
-        if name.startswith("part-") and name not in keep:
-            out.remove(f"{SHARDS}/{name}")
-    out.clean_temporaries(SHARDS)
-    out.clean_temporaries(RECORDS)  # a unit record killed between its write and rename
-    for name in out.listdir("."):  # a manifest write killed before its rename; only finalize writes one
-        if name.startswith((f"{TMP_MARK}{MANIFEST}.", f"{TMP_MARK}{LEGACY_MANIFEST}.")):
-            out.remove(name)
-    out.write_json(MANIFEST, manifest)
-    out.remove(LEGACY_MANIFEST)  # a dataset written before the rename: now upgraded to the new name
     return manifest
 
 

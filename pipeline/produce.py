@@ -12,12 +12,14 @@ the rest, identically for all of them:
 * skips units recorded as done whose shard exists (a resume after kill -9 redoes only the rest);
 * runs the rest on the executor the :class:`~pipeline.settings.RunSettings` name (in process, a
   local pool, Dask, SLURM), with progress; a job-array task runs its share only;
-* finalizes the manifest (not for a job-array task: ``muon-pipeline finalize`` does it once).
+* finalizes the manifest (not for a job-array task: ``muon-pipeline finalize`` does it once); a finished
+  dataset re-run changes nothing, not even the manifest's timing (it may be a read-only published copy).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
@@ -26,8 +28,8 @@ from typing import Protocol
 from . import extras
 from .config import config_diff
 from .errors import ConfigError
-from .executors import UnitJob, run_units
-from .format import MANIFEST, SHARDS, TMP_MARK, Unit
+from .executors import UnitJob, start_executor
+from .format import MANIFEST, RECORDS, SHARDS, TMP_MARK, Unit
 from .inputs import local_identity
 from .plan import Plan, load_records
 from .progress import Reporter
@@ -56,8 +58,9 @@ class Producer(Protocol):
     def job(self, out_url: str, settings: RunSettings) -> UnitJob:
         """The job every executor runs per unit."""
 
-    def finalize(self, out: OutputDir) -> dict:
-        """Assemble and write the manifest from the plan and the unit records; returns it."""
+    def finalize(self, out: OutputDir) -> tuple[dict, bool]:
+        """Assemble and write the manifest from the plan and the unit records, unless the one there already
+        says the same (a finished dataset re-run: it may be read-only); returns (manifest, written)."""
 
 
 @dataclass
@@ -72,6 +75,8 @@ class RunResult:
     skipped_units: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     task: tuple[int, int] | None = None
+    #: a finished dataset re-run: nothing was planned anew, run or rewritten (its manifest kept as it is)
+    already_complete: bool = False
 
     @property
     def skipped_anything(self) -> bool:
@@ -89,6 +94,12 @@ def produce(producer: Producer, paths: list[str], output: str, settings: RunSett
             task: tuple[int, int] | None = None, reconfigure: bool = False) -> RunResult:
     """Produce (or resume) the dataset in ``output`` from the listed ``paths``; see the module docstring.
 
+    Nothing is written to the output until the run can start: the extras are present, the inputs listed,
+    opened and checked, the plan compared with an existing one, and the executor started (the scheduler
+    reached, the SLURM jobs submitted). A start that fails leaves the folder as it was. A plan from which
+    nothing was produced (its run failed before a unit finished) does not refuse another configuration or
+    input set (except for a job-array task).
+
     Raises ConfigError for a refused plan or output, InputError for a bad input (unless
     ``settings.skip_bad``), DatasetError when finalize finds units missing.
     """
@@ -100,22 +111,53 @@ def produce(producer: Producer, paths: list[str], output: str, settings: RunSett
     extras.for_settings(settings.scheduler)  # a missing extra fails before anything is written
     out = OutputDir(output)
     check_output(out, output, producer.command)
-    created = not out.fs.exists(out.root)
-    out.makedirs(SHARDS)
+    start = _Start(folders=[rel for rel in _FOLDERS if not out.exists(rel)])
+    out.makedirs()  # the folder the lock is taken on
     try:
         with out.lock(shared=task is not None):
-            done = _execute(producer, out, output, paths, settings, task, reconfigure)
-            manifest = None if task is not None else producer.finalize(out)
+            done = _execute(producer, out, output, paths, settings, task, reconfigure, start)
+            manifest, written = producer.finalize(out) if task is None else (None, False)
     except BaseException:
-        if created:
-            _remove_empty_dirs(out)  # a command that failed before writing anything leaves no folder behind
+        start.undo(out)
         raise
 
     records = load_records(out, done.plan.units)
     skipped_units = [r for r in records.values() if r["status"] == "skipped"]
     return RunResult(manifest=manifest, units_total=len(done.plan.units), units_run=len(done.todo),
                      units_reused=len(done.mine) - len(done.todo), skipped_inputs=done.plan.skipped_inputs,
-                     skipped_units=skipped_units, seconds=time.perf_counter() - t0, task=task)
+                     skipped_units=skipped_units, seconds=time.perf_counter() - t0, task=task,
+                     already_complete=task is None and start.nothing_new and not written)
+
+
+#: The folders a run may create, deepest last (removed in reverse order when the start fails).
+_FOLDERS = (".", SHARDS, "_work", RECORDS)
+
+
+@dataclass
+class _Start:
+    """What this run changed in the output before it could start, to undo when it fails.
+
+    ``folders``: those that did not exist (removed when still empty: a failed start leaves no folder);
+    ``nothing_new``: it wrote no plan and ran no unit (a finished dataset re-run: finalize has nothing to
+    change). A plan this run wrote stays when a unit then fails (a Dask task cancelled on the failure may
+    still be writing its record); as long as nothing was produced from it, it blocks no other command
+    (:func:`_check_plan`)."""
+
+    folders: list[str]
+    nothing_new: bool = False
+
+    def undo(self, out: OutputDir) -> None:
+        if not out.local:
+            return  # object stores have no empty folders to leave behind
+        for rel in reversed(self.folders):
+            with contextlib.suppress(OSError):  # not empty: something was written, keep it (resume needs it)
+                os.rmdir(os.path.normpath(out.path(rel)))
+
+
+def _holds_work(out: OutputDir) -> bool:
+    """A unit record (done or skipped) or a shard, not a temporary, is in the output: something was produced."""
+    return any(not n.startswith(TMP_MARK) for n in out.listdir(RECORDS)) or any(
+        n.startswith("part-") for n in out.listdir(SHARDS))
 
 
 def check_output(out: OutputDir, output: str, command: str = "convert") -> None:
@@ -135,15 +177,6 @@ def check_output(out: OutputDir, output: str, command: str = "convert") -> None:
         shown = ", ".join(sorted(os.path.relpath(f, out.root) if out.local else f for f in files)[:5])
         raise ConfigError(f"output {output} exists and holds files but no {command} plan ({shown}): it is not a "
                           f"{command} output (a migrate output, or another folder); choose a new --output directory")
-
-
-def _remove_empty_dirs(out: OutputDir) -> None:
-    """Remove the output folder made by this run, and its sub-folders, where they hold nothing (local only)."""
-    if not out.local:
-        return  # object stores have no empty folders to leave behind
-    for dirpath, _dirs, _files in sorted(os.walk(out.root), key=lambda w: -w[0].count(os.sep)):
-        with contextlib.suppress(OSError):  # not empty: something was written, keep it (resume needs it)
-            os.rmdir(dirpath)
 
 
 def _as_planned(old: Plan | None, paths: list[str]) -> list[str]:
@@ -185,9 +218,12 @@ def _keep_finished_inputs(old: Plan | None, config_hash: str, paths: list[str], 
     return kept_good, [s for s in skipped if s["path"] not in back], kept_units
 
 
-def _checked_plan(out: OutputDir, old: Plan | None, new: Plan, reconfigure: bool) -> None:
-    """Write ``new`` unless ``old`` is the same plan; refuse another configuration, tool version, input
-    set or a replaced input unless ``reconfigure``."""
+def _check_plan(out: OutputDir, old: Plan | None, new: Plan, reconfigure: bool, binding: bool = True) -> bool:
+    """Whether ``new`` must be written (``old`` is not the same plan); refuse another configuration, tool
+    version, input set or a replaced input unless ``reconfigure`` or not ``binding`` (nothing was produced
+    from ``old``). Writes nothing."""
+    if old is not None and not binding:
+        return old.to_dict() != new.to_dict()
     if old is not None:
         if not old.same_run(new.config_hash) and not reconfigure:
             diff = config_diff({"tool_version": old.tool_version or None, **old.config},
@@ -195,7 +231,7 @@ def _checked_plan(out: OutputDir, old: Plan | None, new: Plan, reconfigure: bool
             raise ConfigError(f"{out.url} was produced with a different configuration:\n  " + "\n  ".join(diff)
                               + "\nUse a new --output directory, or --reconfigure to redo what the change affects.")
         if old.to_dict() == new.to_dict():
-            return
+            return False
         # The input set is part of the dataset's identity, like the configuration: a different list
         # (a late file, an incomplete listing in one job-array task, a second `convert b.root -o DS`)
         # would make finalize delete finished shards of the inputs not listed now.
@@ -212,16 +248,24 @@ def _checked_plan(out: OutputDir, old: Plan | None, new: Plan, reconfigure: bool
             raise ConfigError(f"{out.url} was planned for other inputs (+ added, - removed):\n  " + "\n  ".join(lines)
                               + "\nList the same inputs to resume, use a new --output directory, or --reconfigure "
                               "to make the dataset follow the new list (shards of removed inputs are deleted).")
-    with out.replacing():  # refused while a reader reads the dataset this plan makes stale
-        out.remove(MANIFEST)  # the plan changes: an old manifest would describe other shards
-        new.write(out)
+    return True
+
+
+def _write_plan(out: OutputDir, plan: Plan) -> None:
+    """Write ``plan`` (a changed plan makes an old manifest stale: it would describe other shards).
+    Refused while a reader reads the dataset the new plan makes stale (:meth:`OutputDir.replacing`)."""
+    out.makedirs(SHARDS)
+    with out.replacing():
+        out.remove(MANIFEST)
+        plan.write(out)
 
 
 def _execute(producer: Producer, out: OutputDir, output: str, paths: list[str], settings: RunSettings,
-             task: tuple[int, int] | None, reconfigure: bool) -> _Executed:
+             task: tuple[int, int] | None, reconfigure: bool, start: _Start) -> _Executed:
     old = Plan.load(out)
     paths = _as_planned(old, paths)
     config_hash = producer.config_hash()
+    write = False
     # (paths and a plan's inputs are each free of duplicates: expand_inputs refuses them)
     if task is not None and old is not None and old.same_run(config_hash) and old.input_paths() == set(paths):
         plan = old  # job-array tasks: no need for every task to open every input again
@@ -231,14 +275,23 @@ def _execute(producer: Producer, out: OutputDir, output: str, paths: list[str], 
             good, skipped, units = _keep_finished_inputs(old, config_hash, paths, good, skipped, units)
         plan = Plan(schema=producer.schema_doc(), config=producer.config_dict(), config_hash=config_hash,
                     inputs=good, skipped_inputs=skipped, units=units)
-        _checked_plan(out, old, plan, reconfigure)
+        # a plan nothing was produced from (its run failed before any unit finished) blocks no other
+        # command; a job-array task keeps to it (the other tasks may be working from it)
+        write = _check_plan(out, old, plan, reconfigure, binding=task is not None or _holds_work(out))
 
     finished = plan.finished(out)
     mine = [u for u in plan.units if task is None or u.index % task[1] == task[0]]
     todo = [u for u in mine if u.key not in finished]
     total = sum(u.entries for u in todo)
+    start.nothing_new = not write and not todo
+    remote = settings.scheduler is not None  # the units leave this process: paths resolved here, as typed here
+    job_settings = dataclasses.replace(settings, base_dir=os.getcwd()) if remote else settings
+    job = producer.job(_absolute(output) if remote else output, job_settings)
 
-    with Reporter(total, quiet=settings.quiet, units=len(todo)) as rep:
+    # The executor starts (a scheduler reached, SLURM jobs submitted) before the plan is written.
+    with start_executor(settings, len(todo)) as run, Reporter(total, quiet=settings.quiet, units=len(todo)) as rep:
+        if write:
+            _write_plan(out, plan)
         if todo:
             where = settings.scheduler or f"{min(settings.worker_count, len(todo))} local process(es)"
             rep.log(f"{producer.command}: {len(todo)} unit(s) on {where} (CPUs available: {available_cpus()}; "
@@ -256,6 +309,10 @@ def _execute(producer: Producer, out: OutputDir, output: str, paths: list[str], 
 
         # Every executor reports entries as they are done and each record as its unit finishes; with
         # --quiet nothing is shown, so no chunk reports travel at all (no queue, no Dask events).
-        run_units(todo, producer.job(output, settings), settings, on_record,
-                  progress=None if settings.quiet else rep.advance)
+        run(todo, job, on_record, progress=None if settings.quiet else rep.advance)
     return _Executed(plan, mine, todo)
+
+
+def _absolute(output: str) -> str:
+    """A local output path made absolute (against this process's folder); URLs as they are."""
+    return output if "://" in output else os.path.abspath(output)

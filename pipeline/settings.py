@@ -33,7 +33,11 @@ class RunSettings:
     * ``remote_timeout``: seconds a remote server may stay silent (:mod:`pipeline.remote`);
     * ``skip_bad``: record unreadable inputs and units as skipped instead of failing;
     * ``quiet``: no progress output (and no chunk reports travel at all);
-    * ``dashboard``: with ``scheduler='local'``, where Dask's dashboard listens (off by default).
+    * ``dashboard``: with ``scheduler='local'``, where Dask's dashboard listens (off by default);
+    * ``base_dir``: the folder relative local paths are resolved against wherever a unit runs (None: the
+      current folder of the process running it). :func:`pipeline.produce.produce` sets it to the client's
+      folder when units leave this process (a Dask cluster, SLURM jobs), whose workers may have been
+      started elsewhere; what is recorded (plan, unit records, ``source_file``) keeps the user's spelling.
     """
 
     workers: int | None = None
@@ -43,6 +47,7 @@ class RunSettings:
     skip_bad: bool = False
     quiet: bool = False
     dashboard: str | None = None
+    base_dir: str | None = None
 
     def __post_init__(self) -> None:
         if self.workers is not None and self.workers < 0:
@@ -55,6 +60,13 @@ class RunSettings:
         if not self.remote_timeout > 0:
             raise ConfigError(f"--remote-timeout must be a positive number of seconds, got {self.remote_timeout!r}")
         object.__setattr__(self, "step_size", parse_step_size(self.step_size))
+
+    def locate(self, path: str) -> str:
+        """Where a unit opens ``path``: a relative local path joined to ``base_dir`` (when set); absolute
+        paths and URLs (``root://``, ``file://``, ``http://``) as they are."""
+        if self.base_dir is None or "://" in path or os.path.isabs(path):
+            return path
+        return os.path.join(self.base_dir, path)
 
     @property
     def worker_count(self) -> int:

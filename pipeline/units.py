@@ -20,11 +20,12 @@ from ._version import __version__
 from .config import ConvertConfig
 from .errors import InputError
 from .format import InputInfo, Unit, dataset_id, identity_metadata, unit_key
+from .remote import read_error_text
 from .schema import load_schema
 from .settings import RunSettings
 from .sizes import step_bytes
 from .sizing import entry_bytes, greedy_edges, group_edges, item_bytes, level_branches, plan_unit_edges
-from .source import inspect_input, open_tree, read_chunk
+from .source import inspect_input, open_tree, read_arrays, read_chunk
 from .stats import StatsTable, merge_tables, table_to_json
 from .storage import OutputDir
 from .transform import chunk_stats, process_chunk, to_arrow
@@ -40,6 +41,11 @@ def plan_units(inputs: list[str], cfg: ConvertConfig, skip_bad: bool,
     from the TTree's basket metadata (nothing is decompressed; see :mod:`pipeline.sizing`).
     Returns (good inputs, skipped inputs with reasons, units). A bad input raises unless
     ``skip_bad``; then it is listed with its reason and the entries it held, when known.
+
+    Every input is checked here, before the plan is written, for what no single unit can see: its
+    eventNumbers are unique (:func:`check_event_numbers`; a duplicate may span two units). Every executor
+    runs units from a plan made here (a job-array task reuses the plan the first task made), so the
+    check covers them all.
     """
     schema = load_schema(cfg.schema_version)
     good, skipped, units = [], [], []
@@ -47,8 +53,10 @@ def plan_units(inputs: list[str], cfg: ConvertConfig, skip_bad: bool,
     branches = cfg.layout.read_branches(schema)
 
     per_item, counted = item_bytes(schema), level_branches(schema, cfg.layout)
+    event_branch = cfg.layout.branch(schema.field("eventNumber").source)
     for path in inputs:
         def cut(tree, path=path):
+            check_event_numbers(tree, path, event_branch)
             return plan_unit_edges(tree, branches, cfg.shard_events, cfg.shard_bytes,
                                    exact_sizes=lambda lo, hi: entry_bytes(tree, path, counted, per_item, lo, hi))
 
@@ -68,6 +76,36 @@ def plan_units(inputs: list[str], cfg: ConvertConfig, skip_bad: bool,
         if on_input:
             on_input(path, info)
     return good, skipped, units
+
+
+def check_event_numbers(tree, path: str, branch: str) -> None:
+    """Raise an InputError (file, first repeated entry, field eventNumber) when a value of the eventNumber
+    ``branch`` repeats within the input: a duplicated event, or a damaged basket that still decompresses.
+
+    ``validate`` refuses such a dataset ("eventNumber unique per input"; the train/validation split hashes
+    it), so convert refuses it before anything is written, whichever entries the selection keeps. The
+    whole branch is read once (8 bytes per entry); numbers in increasing order (most dumps) need no sort.
+    ``bench/bench_event_numbers.py`` (2-core CPU): 0.03 s per million entries increasing, 0.07 s in random order.
+    """
+    n = int(tree.num_entries)
+    try:
+        values = np.asarray(read_arrays(tree, [branch], 0, n)[branch])
+    except Exception as err:  # a damaged basket of the branch: the same words as a unit's read error
+        raise InputError(f"cannot read entries 0-{n} of branch {branch!r} ({read_error_text(err)})", file=path,
+                         field="eventNumber") from err
+    if len(values) < 2 or bool(np.all(values[1:] > values[:-1])):
+        return  # increasing, as most dumps are: unique without a sort
+    ordered = np.sort(values)
+    repeated = np.flatnonzero(ordered[1:] == ordered[:-1])
+    if not len(repeated):
+        return
+    value = ordered[repeated[0]]
+    entries = np.flatnonzero(values == value)
+    shown = ", ".join(str(e) for e in entries[:3].tolist()) + (", ..." if len(entries) > 3 else "")
+    kinds = len(np.unique(ordered[repeated]))
+    raise InputError(f"eventNumber {value} occurs {len(entries)} times (entries {shown}); {kinds} value(s) repeat "
+                     "in this input: a duplicated event or a damaged basket (validate would refuse the dataset)",
+                     file=path, entry=int(entries[1]), field="eventNumber")
 
 
 def _row_groups(chunk, group_edges: np.ndarray) -> list[tuple[int, int]]:
@@ -121,7 +159,7 @@ def run_unit(unit: Unit, cfg: ConvertConfig, out_url: str, settings: RunSettings
     stats: StatsTable = {}
     rows = hits = muons = 0
     try:
-        f, tree = open_tree(unit.input, cfg.layout)
+        f, tree = open_tree(settings.locate(unit.input), cfg.layout)  # as typed, or from the client's folder
         try:
             if unit.uuid and str(f.file.uuid) != unit.uuid:
                 raise InputError(f"file changed since the plan was made (ROOT UUID {f.file.uuid}, planned "

@@ -407,3 +407,47 @@ def test_a_plan_with_a_key_this_version_does_not_know_is_resumed(tmp_path, rando
     plan.write_text(_json.dumps(doc))
     r = CliRunner().invoke(main, ["convert", str(random_dump), "-o", str(out)])
     assert r.exit_code == 0 and "already done" in r.output, r.output
+
+
+def test_a_repeated_event_number_is_refused_before_anything_is_written(tmp_path, random_dump):
+    """A dump whose eventNumber repeats within the file (a duplicated event, a damaged basket) converted with
+    exit 0, then validate rejected the dataset ("eventNumber unique per input"). convert now refuses it while
+    planning, for every executor (each runs from that plan), even when the repeat spans two units; with
+    --skip-bad-files the input is skipped and counted like any unreadable one."""
+    from collections import Counter
+
+    from rawdump import random_events, write_dump
+
+    ev = random_events(120, seed=21)
+    numbers = ev["eventNumber"].copy()
+    numbers[100], numbers[119], numbers[50] = numbers[10], numbers[10], numbers[7]  # units 0-59 and 60-119
+    ev["eventNumber"] = numbers
+    path = tmp_path / "dup.root"
+    write_dump(path, ev, basket_entries=30)
+    counts = Counter(numbers.tolist())
+    repeated = sorted(v for v, n in counts.items() if n > 1)
+    first = repeated[0]
+    entries = [i for i, v in enumerate(numbers.tolist()) if v == first]
+    want = (f"file {path}, entry {entries[1]}, field eventNumber: eventNumber {first} occurs {counts[first]} times "
+            f"(entries {', '.join(map(str, entries))}); {len(repeated)} value(s) repeat")
+    executors = [["-j", "1"], ["-j", "2"], ["--task-index", "1", "--task-count", "2"]]
+    try:
+        import distributed  # noqa: F401
+
+        executors.append(["--scheduler", "local", "-j", "1"])
+    except ImportError:
+        pass
+    for executor in executors:
+        out = tmp_path / "o"
+        r = CliRunner().invoke(main, ["convert", str(path), "-o", str(out), "--shard-events", "60", "-q", *executor])
+        assert r.exit_code == 1, (executor, r.output)
+        assert want in r.output and len(r.output.strip().splitlines()) == 1, (executor, r.output)
+        assert not out.exists(), executor  # nothing visible, not even a plan
+    out = tmp_path / "skipped"
+    r = CliRunner().invoke(main, ["convert", str(random_dump), str(path), "-o", str(out), "--shard-events", "60",
+                                  "--skip-bad-files", "-q"])
+    assert r.exit_code == 3 and str(path) in r.output, r.output
+    m = json.loads((out / "_manifest.json").read_text())
+    assert [(s["path"], s["field"], s["entries"]) for s in m["skipped"]["inputs"]] == [(str(path), "eventNumber", 120)]
+    assert m["cutflow"]["entries_skipped"] == 120
+    assert CliRunner().invoke(main, ["validate", str(out)]).exit_code == 0

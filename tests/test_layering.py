@@ -29,8 +29,8 @@ RULES = {
     "torch": ["pipeline.train.*"],
     "lightning": ["pipeline.train.*"],
     "matplotlib": ["pipeline.train.plots"],
-    "dask": ["pipeline.executors", "pipeline.batch", "pipeline.extras"],
-    "distributed": ["pipeline.executors", "pipeline.extras"],
+    "dask": ["pipeline.dask_executor", "pipeline.batch", "pipeline.extras"],
+    "distributed": ["pipeline.dask_executor", "pipeline.extras"],
     "dask_jobqueue": ["pipeline.extras"],
     "XRootD": ["pipeline.grid"],
 }

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 
 import pytest
 from click.testing import CliRunner
@@ -360,3 +361,143 @@ def test_a_read_only_or_full_output_is_one_line_for_every_writer(tmp_path, monke
         assert r.exit_code == 1 and words in r.output.lower() and "Traceback" not in r.output, (args, r.output)
         errors = [ln for ln in r.output.splitlines() if ln.startswith("Error:")]
         assert len(errors) == 1 and r.output.strip().endswith(errors[0]), r.output  # one line, the last
+
+
+def _snapshot(d) -> dict:
+    """Every file below ``d`` with its bytes, and every folder (a failed start must leave both as they were)."""
+    if not d.exists():
+        return {}
+    return {p.relative_to(d).as_posix(): (p.read_bytes() if p.is_file() else None) for p in sorted(d.rglob("*"))}
+
+
+@pytest.fixture
+def no_wait():
+    """Dask's connect timeout at 1 s (30 s by default), for the unreachable scheduler."""
+    pytest.importorskip("distributed")
+    import dask
+
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        yield
+
+
+@pytest.mark.parametrize("how", ["unreachable scheduler", "missing extra", "slurm without sbatch", "bad input"])
+@pytest.mark.parametrize("state", ["new", "empty", "finished"])
+def test_a_failed_start_leaves_the_folder_as_it_was(tmp_path, two, monkeypatch, no_wait, how, state):
+    """`convert raw.root -o b2 --scheduler tcp://127.0.0.1:9` (nothing there) left b2/_work/plan.json, and the
+    corrected `convert raw.root -o b2 --min-pt 10` was refused as "produced with a different configuration"
+    although nothing was produced; the same with a missing extra or SLURM without sbatch. A start that fails
+    now writes nothing: a new folder is not made, an empty one stays empty, a finished dataset (asked to
+    --reconfigure) keeps every byte."""
+    ds = tmp_path / "b2"
+    if state == "empty":
+        ds.mkdir()
+    elif state == "finished":
+        assert run("convert", two[0], "-o", ds, *ARGS).exit_code == 0
+    before = _snapshot(ds)
+    inputs, extra = [two[0]], ["--reconfigure", "--min-pt", "10"] if state == "finished" else []
+    if how == "unreachable scheduler":
+        extra += ["--scheduler", "tcp://127.0.0.1:9"]
+    elif how == "missing extra":
+        from pipeline import extras
+
+        monkeypatch.setattr(extras, "missing", lambda modules: list(modules))
+        r = run("convert", *inputs, "-o", ds, *extra, "--scheduler", "slurm", *ARGS)  # [grid] missing
+        assert r.exit_code == 2 and "dask-jobqueue" in r.output and _snapshot(ds) == before, r.output
+        extra += ["--scheduler", "local"]  # [dask] missing
+    elif how == "slurm without sbatch":
+        pytest.importorskip("dask_jobqueue")
+        monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
+        extra += ["--scheduler", "slurm"]
+    else:
+        (tmp_path / "bad.root").write_text("not ROOT")
+        inputs.append(tmp_path / "bad.root")
+    r = run("convert", *inputs, "-o", ds, *extra, *ARGS)
+    assert r.exit_code in (1, 2) and "Traceback" not in r.output, r.output
+    assert _snapshot(ds) == before
+    monkeypatch.undo()  # the corrected command
+    r = run("convert", two[0], "-o", ds, "--min-pt", "10", *(["--reconfigure"] if state == "finished" else []), *ARGS)
+    assert r.exit_code == 0, r.output
+
+
+def _corrupt(path, seed: int = 3):
+    """A dump whose spacePoint baskets are damaged: planning reads it, its unit fails when it runs."""
+    import uproot
+
+    write_dump(path, random_events(120, seed=seed), compression=uproot.ZLIB(4))
+    data = bytearray(path.read_bytes())
+    for i in range(len(data) // 3, len(data) // 3 + 64):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("task", [False, True], ids=["convert", "job-array task"])
+def test_a_plan_nothing_was_produced_from_blocks_no_other_command(tmp_path, two, task):
+    """A run that wrote its plan and then failed before any unit finished (its one input damaged where
+    planning does not read) made the corrected command, with other inputs or options, be refused as "planned
+    for other inputs" or "produced with a different configuration", although nothing was produced. Such a
+    plan now blocks nothing; a job-array task still keeps to it (the other tasks work from it), and a plan
+    something was produced from is binding as before."""
+    bad = _corrupt(tmp_path / "bad.root")
+    ds = tmp_path / "ds"
+    array = ["--task-index", "0", "--task-count", "2"] if task else []
+    r = run("convert", bad, "-o", ds, *array, *ARGS)
+    assert r.exit_code == 1 and "cannot read entries" in r.output, r.output
+    assert (ds / "_work" / "plan.json").exists() and not list(ds.glob("shards/*"))
+    r = run("convert", two[0], "-o", ds, "--min-pt", "7", *array, *ARGS)
+    assert r.exit_code == (2 if task else 0), r.output
+    if task:
+        assert "different configuration" in r.output
+        return
+    r = run("convert", two[1], "-o", ds, *ARGS)  # now something was produced: binding
+    assert r.exit_code == 2 and "produced with a different configuration" in r.output, r.output
+
+
+def _read_only(monkeypatch, root) -> None:
+    """Every write below ``root`` fails with EROFS, as on a read-only mount (tests run as root, which
+    ignores file modes)."""
+    import builtins
+    import errno
+
+    def guard(real, writes=lambda *a: True):
+        def call(path, *a, **kw):
+            if str(path).startswith(str(root)) and writes(*a):
+                raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+            return real(path, *a, **kw)
+        return call
+
+    monkeypatch.setattr(os, "open", guard(os.open, lambda flags, *a: bool(flags & (os.O_WRONLY | os.O_RDWR))))
+    monkeypatch.setattr(builtins, "open", guard(builtins.open, lambda mode="r", *a: any(m in mode for m in "wax+")))
+    for name in ("mkdir", "remove", "unlink", "rmdir", "replace", "rename"):
+        monkeypatch.setattr(os, name, guard(getattr(os, name)))
+
+
+@pytest.mark.parametrize("how", ["mount", "patched"])
+def test_a_finished_dataset_re_run_on_a_read_only_copy_is_already_complete(tmp_path, two, monkeypatch, how):
+    """Re-running a finished convert over a read-only published dataset failed on rewriting the manifest's
+    timing block. Nothing is left to do, so nothing is written: exit 0, one line saying so, every byte as it
+    was; `finalize` likewise. ``mount``: a real read-only bind mount (needs the right to mount)."""
+    src = tmp_path / "ds"
+    assert run("convert", *two, "-o", src, *ARGS).exit_code == 0
+    pub = src
+    if how == "mount":
+        pub = tmp_path / "pub"
+        pub.mkdir()
+        mounted = subprocess.run(["mount", "--bind", "-o", "ro", str(src), str(pub)], capture_output=True)
+        if mounted.returncode != 0:
+            pytest.skip(f"cannot make a read-only bind mount here: {mounted.stderr.decode().strip()}")
+        assert subprocess.run(["touch", str(pub / "x")], capture_output=True).returncode != 0, "mount is not read-only"
+    else:
+        _read_only(monkeypatch, src)
+    try:
+        before = _snapshot(pub)
+        r = run("convert", *two, "-o", pub, *ARGS)
+        assert r.exit_code == 0 and "already complete" in r.output, r.output
+        r = run("finalize", pub)
+        assert r.exit_code == 0 and "already complete" in r.output, r.output
+        assert _snapshot(pub) == before
+        r = run("convert", *two, "-o", pub, "--min-pt", "9", *ARGS)  # a real change still needs a writable folder
+        assert r.exit_code != 0 and "Traceback" not in r.output, r.output
+    finally:
+        if how == "mount":
+            subprocess.run(["umount", str(pub)], check=True)

@@ -94,3 +94,23 @@ def test_dataset_one_liners(converted_random, tmp_path, monkeypatch):
                for f in (Path(converted_random) / "shards").glob("*.parquet"))
     assert len(ns["pdf"]) == ns["plf"].height == ns["table"].num_rows == len(ns["events"]) == events
     assert ns["counts"] == [(events, hits)]
+
+
+@pytest.mark.slow
+def test_the_tour_up_to_migrate_runs_again_in_the_same_folder(tmp_path):
+    """A second run of the tour in the same folder: simulate overwrote raw.root (a new ROOT file), so the
+    second convert refused data/ ("input file(s) replaced"). Now the same simulate keeps the file it wrote,
+    and every dataset line is a no-op that succeeds; the datasets keep every byte."""
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    lines = [c for c in tour_commands() if c.split()[:2] != ["muon-pipeline", "train"]]
+    lines = lines[: next(i for i, c in enumerate(lines) if c.startswith("muon-pipeline evaluate"))]
+    assert [c.split()[1] for c in lines] == ["simulate", "convert", "validate", "inspect", "convert", "migrate"]
+    snapshots = []
+    for _ in range(2):
+        for cmd in lines:
+            res = subprocess.run(["bash", "-eo", "pipefail", "-c", cmd], cwd=tmp_path, env=env, capture_output=True,
+                                 text=True, timeout=600)
+            assert res.returncode == 0, f"{cmd}\n{res.stdout}\n{res.stderr}"
+        snapshots.append({p.relative_to(tmp_path).as_posix(): p.read_bytes() for p in sorted(tmp_path.rglob("*"))
+                          if p.is_file()})
+    assert snapshots[0] == snapshots[1]

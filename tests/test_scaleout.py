@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import http.server
 import json
 import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,6 +18,7 @@ import numpy as np
 import pytest
 import uproot
 from click.testing import CliRunner
+from cluster_fixtures import dask_cluster
 from rawdump import dump_files, random_events, write_dump
 
 from pipeline.cli import main
@@ -64,39 +63,6 @@ def test_job_array_identical_and_finalize_lists_missing(tmp_path, inputs, refere
     assert r.exit_code == 0, r.output
     assert CliRunner().invoke(main, ["finalize", out]).exit_code == 0
     assert comparable(Path(out)) == comparable(reference)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def dask_cluster(workers: int, cwd: Path | None = None):
-    """A real `dask scheduler` and `dask worker` on loopback, as a cluster user would run them (in ``cwd``,
-    with this environment); yields the scheduler address."""
-    pytest.importorskip("distributed")
-    port = _free_port()
-    addr = f"tcp://127.0.0.1:{port}"
-    env = dict(os.environ, DASK_DISTRIBUTED__WORKER__DAEMON="False")
-    procs = [subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
-                               "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=cwd)]
-    try:
-        time.sleep(1.0)
-        procs.append(subprocess.Popen([str(BIN / "dask"), "worker", addr, "--nworkers", str(workers), "--nthreads",
-                                       "1", "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                      env=env, cwd=cwd))
-        from distributed import Client
-
-        with Client(addr, timeout="30s") as c:
-            c.wait_for_workers(workers, timeout=60)
-        yield addr
-    finally:
-        for p in reversed(procs):
-            p.terminate()
-        for p in procs:
-            p.wait(timeout=30)
 
 
 @pytest.mark.slow

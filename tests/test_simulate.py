@@ -127,8 +127,8 @@ def test_files_option_distinct_streams_and_event_numbers(tmp_path) -> None:
     e0, e1 = (x["eventNumber"].to_numpy() for x in arrs)
     assert len(e0) == len(e1) == 40 and not set(e0) & set(e1)
     assert not ak.array_equal(arrs[0]["truthMuon_pt"], arrs[1]["truthMuon_pt"])
-    # the same command again reproduces the files' arrays
-    res2 = run(str(out), "--events", "40", "--files", "2", "--seed", "5", "--background-per-event", "5")
+    # the same options again (another compression: --overwrite) reproduce the files' arrays
+    res2 = run(str(out), "--events", "40", "--files", "2", "--seed", "5", "--background-per-event", "5", "--overwrite")
     assert res2.exit_code == 0
     with uproot.open(files[1]) as f:
         assert ak.array_equal(f["MuonHitDump"].arrays(["truthMuon_pt"])["truthMuon_pt"], arrs[1]["truthMuon_pt"])
@@ -213,3 +213,37 @@ def test_a_stopped_simulate_leaves_no_partial_dump(tmp_path):
     text, _ = proc.communicate(timeout=60)
     assert proc.returncode == 143, text
     assert not out.exists() and not list(tmp_path.iterdir()), list(tmp_path.iterdir())
+
+
+def test_an_existing_file_is_never_replaced_silently(tmp_path, sample_root) -> None:
+    """simulate overwrote any existing file, the shipped sample included (and a re-run of the Quick tour then
+    made convert refuse its dataset: "input replaced"). Now the same command again keeps the file it wrote
+    (exit 0, not a byte changed), anything else is refused with one line (exit 1) unless --overwrite."""
+    import shutil
+
+    out = tmp_path / "raw.root"
+    args = ["--events", "30", "--seed", "4", "--background-per-event", "10"]
+    assert run(str(out), *args).exit_code == 0
+    first, mtime = out.read_bytes(), out.stat().st_mtime_ns
+    res = run(str(out), *args, "--compression", "zstd:5")  # the default, spelled out: the same file
+    assert res.exit_code == 0 and "kept" in res.output, res.output
+    assert out.read_bytes() == first and out.stat().st_mtime_ns == mtime
+    sample = tmp_path / "sample.root"
+    shutil.copy(sample_root, sample)
+    for path, other, why in ((out, ["--seed", "5"], "simulated with other options"),
+                             (out, ["--events", "31"], "simulated with other options"),
+                             (sample, [], "not written by muon-pipeline simulate")):
+        before = path.read_bytes()
+        res = run(str(path), *args, *other)
+        assert res.exit_code == 1 and why in res.output and "--overwrite" in res.output, res.output
+        assert len(res.output.strip().splitlines()) == 1 and str(path) in res.output
+        assert path.read_bytes() == before
+    res = run(str(out), *args, "--seed", "5", "--overwrite")
+    assert res.exit_code == 0, res.output
+    with uproot.open(out) as f:  # replaced: the events of seed 5, the same as simulate_events gives
+        pt = f["MuonHitDump"]["truthMuon_pt"].array()
+    expect = simulate_events(30, seed=5, config=SimConfig(background_per_event=10))["truthMuon_pt"]
+    assert ak.array_equal(pt, expect)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+    res = CliRunner().invoke(main, ["simulate", "--help"])
+    assert "--overwrite" in res.output

@@ -82,16 +82,24 @@ def _check_writable(path: Path) -> None:
               help="ROOT compression: zlib, lz4, zstd or lzma, optionally with a level (zstd:5).")
 @click.option("--format", "fmt", type=click.Choice(["ttree", "rntuple"]), default="ttree", show_default=True,
               help="Container: a TTree (as the dumpers write today) or an RNTuple (Run 4), same branch names.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace an existing output file. Without it an existing file is kept when this same command "
+                   "wrote it (same options, seed and version: nothing to do), else refused.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output (the summary line stays).")
 def simulate(output: Path, events: int, seed: int, n_files: int, background_per_event: float,
              pileup: float, muons_per_event: str, pt_min: float, pt_max: float, pt_spectrum: str,
-             max_abs_eta: float, compression: str, fmt: str = "ttree", quiet: bool = False) -> None:
+             max_abs_eta: float, compression: str, fmt: str = "ttree", quiet: bool = False,
+             overwrite: bool = False) -> None:
     """Simulate muon-spectrometer hit dumps (TTree or RNTuple MuonHitDump) with an ATLAS-like toroid geometry.
 
     Muons from the origin cross the calorimeter (energy loss, scattering), bend in the toroidal
     field and leave MDT, RPC, TGC, sTGC and MM hits; background hits are added per event: flat
     (--background-per-event) or, with --pileup MU, the pile-up model.
     Progress: a live bar on a terminal, a plain line every 10 s in a batch log.
+
+    An existing OUTPUT is never replaced silently: the same command run again keeps the file it wrote
+    (exit 0); any other file is refused (exit 1) unless --overwrite. Files are written under a hidden
+    temporary name and renamed when complete.
     """
     from ..progress import Reporter
     from .generate import SimConfig
@@ -119,11 +127,16 @@ def simulate(output: Path, events: int, seed: int, n_files: int, background_per_
     paths = output_paths(output, n_files)
     for p in paths:
         _check_writable(p)
+    todo = _to_write(paths, events, seed, cfg, compression, fmt, overwrite)
+    where = str(paths[0]) if n_files == 1 else f"{n_files} files {paths[0].name} .. {paths[-1].name}"
+    if not todo:
+        click.echo(f"{where}: already written by this same command (same options, seed and version); kept")
+        return
     start = time.perf_counter()
     total = WriteStats()
-    with Reporter(events * n_files, quiet=quiet, units=n_files if n_files > 1 else 0, label="simulate",
+    with Reporter(events * len(todo), quiet=quiet, units=len(todo) if n_files > 1 else 0, label="simulate",
                   noun="events") as rep:
-        for k, path in enumerate(paths):
+        for k, path in todo:
             try:
                 total.add(write_dump(path, events, seed, cfg, compression=compression, stream=k,
                                      first_event=k * events, format=fmt, progress=rep.advance))
@@ -131,7 +144,28 @@ def simulate(output: Path, events: int, seed: int, n_files: int, background_per_
                 raise PipelineError(f"cannot write {path}: {err.strerror or err}") from None
             rep.unit_done()
     seconds = time.perf_counter() - start
-    where = str(paths[0]) if n_files == 1 else f"{n_files} files {paths[0].name} .. {paths[-1].name}"
+    kept = f" ({len(paths) - len(todo)} kept: already written by this same command)" if len(todo) < len(paths) else ""
     click.echo(f"simulated {total.events} events, {total.hits} hits ({total.muon_hits} on muons), "
                f"{total.muons} muons -> {where} in {seconds:.1f} s "
-               f"({total.events / max(seconds, 1e-9):.0f} events/s)")
+               f"({total.events / max(seconds, 1e-9):.0f} events/s){kept}")
+
+
+def _to_write(paths: list[Path], events: int, seed: int, cfg, compression: str, fmt: str,
+              overwrite: bool) -> list[tuple[int, Path]]:
+    """``(stream, path)`` of the files to write. An existing file is kept when its stamp says this same
+    command wrote it, replaced with ``overwrite``, else refused (PipelineError naming it, exit 1) before
+    anything is simulated."""
+    from .writer import read_stamp, simulation_stamp
+
+    todo = []
+    for k, path in enumerate(paths):
+        if path.exists() and not overwrite:
+            stamp = read_stamp(path)
+            if stamp == simulation_stamp(events, seed, cfg, compression=compression, stream=k,
+                                         first_event=k * events, format=fmt):
+                continue
+            why = ("was simulated with other options, seed or version" if stamp is not None
+                   else "was not written by muon-pipeline simulate")
+            raise PipelineError(f"{path} exists and {why}; give --overwrite to replace it, or choose another name")
+        todo.append((k, path))
+    return todo

@@ -13,6 +13,8 @@ the same layout reads both.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +32,8 @@ COMPRESSIONS = {"zlib": (uproot.ZLIB, 1, 9), "lz4": (uproot.LZ4, 1, 12), "zstd":
                 "lzma": (uproot.LZMA, 1, 9)}
 DEFAULT_LEVEL = {"zlib": 6, "lz4": 4, "zstd": 5, "lzma": 6}
 FORMATS = ("ttree", "rntuple")
+#: The key of the file's record of what made it (a TObjString holding JSON; see :func:`simulation_stamp`).
+STAMP_KEY = "muon_pipeline_simulate"
 
 
 def parse_compression(spec: str):
@@ -49,6 +53,31 @@ def parse_compression(spec: str):
     else:
         lvl = DEFAULT_LEVEL[name]
     return cls(lvl)
+
+
+def simulation_stamp(n_events: int, seed: int, config: SimConfig | None = None, *, compression: str = "zstd",
+                     stream: int = 0, first_event: int = 0, format: str = "ttree") -> str:
+    """What decides a simulated file's content, as JSON text: the tool version, the events, seed, stream,
+    first event number, format, compression (``zstd`` and ``zstd:5`` alike) and generator settings.
+    :func:`write_dump` stores it in the file (key :data:`STAMP_KEY`); equal stamps mean equal events."""
+    from .._version import __version__
+
+    comp = parse_compression(compression)
+    doc = {"tool_version": __version__, "events": n_events, "seed": seed, "stream": stream,
+           "first_event": first_event, "format": format,
+           "compression": f"{type(comp).__name__.lower()}:{comp.level}",
+           "config": dataclasses.asdict(config or SimConfig())}
+    return json.dumps(doc, sort_keys=True)
+
+
+def read_stamp(path: str | os.PathLike) -> str | None:
+    """The stamp :func:`write_dump` stored in ``path``; None for a file without one (another tool's, an
+    older simulate's) or one that is not readable as ROOT."""
+    try:
+        with uproot.open(path) as f:
+            return str(f[STAMP_KEY]) if STAMP_KEY in f else None
+    except Exception:  # not ROOT, truncated, unreadable: it has no stamp
+        return None
 
 
 @dataclass
@@ -115,8 +144,10 @@ def write_dump(path: str | os.PathLike, n_events: int, seed: int = 0, config: Si
     # written beside the target and renamed when complete: a stopped or failed run leaves no readable
     # partial dump under the final name (a half file converts without complaint: fewer events)
     tmp = path.with_name(f".tmp-{path.name}.{os.getpid()}")
+    stamp = simulation_stamp(n_events, seed, cfg, compression=compression, stream=stream, first_event=first_event,
+                             format=format)
     try:
-        _write(tmp, n_events, seed, cfg, comp, format, stats, stream, first_event, progress)
+        _write(tmp, n_events, seed, cfg, comp, format, stats, stream, first_event, progress, stamp)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -125,8 +156,9 @@ def write_dump(path: str | os.PathLike, n_events: int, seed: int = 0, config: Si
 
 
 def _write(path: Path, n_events: int, seed: int, cfg: SimConfig, comp, format: str, stats: WriteStats, stream,
-           first_event: int, progress) -> None:
+           first_event: int, progress, stamp: str) -> None:
     with uproot.recreate(path, compression=comp) as f:
+        f[STAMP_KEY] = stamp
         tree = None
         for batch in iter_batches(n_events, seed, cfg, stream=stream, first_event=first_event):
             if format == "rntuple":
