@@ -81,10 +81,10 @@ class FilterProducer:
     def job(self, out_url: str, settings: RunSettings) -> UnitJob:
         return UnitJob(run_filter_unit, self.job_config, out_url, settings)
 
-    def finalize(self, out: OutputDir) -> dict:
-        from .derive_manifest import finalize_derived
+    def finalize(self, out: OutputDir) -> tuple[dict, bool]:
+        from .manifest import finalize_status
 
-        return finalize_derived(out)
+        return finalize_status(out)
 
 
 def plan_filter_units(parent: dict, cfg: FilterConfig) -> tuple[list[dict], list[dict], list[Unit]]:

@@ -12,7 +12,7 @@ Beside the keys of every manifest (the same meaning, so readers take it unchange
 * ``skipped`` and ``reading`` as the parent's (the units it skipped, how it read its raw inputs).
 
 The parent must be as planned (its manifest's sha256) when finalize runs. This module imports nothing
-that imports :mod:`pipeline.manifest`, whose ``finalize`` hands a derived plan to :func:`finalize_derived`.
+that imports :mod:`pipeline.manifest`, whose ``finalize`` hands a derived plan to :func:`assemble_derived`.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from ._version import __version__
 from .derive_config import FilterConfig
 from .derive_flow import FilterFlow
 from .errors import DatasetError
-from .format import FORMAT, FORMAT_VERSION, LEGACY_MANIFEST, MANIFEST, RECORDS, SHARDS, TMP_MARK, dataset_id
-from .plan import Plan, load_records
+from .format import FORMAT, FORMAT_VERSION, dataset_id
+from .plan import Plan, finished_records
 from .scores import parent_ref
 from .stats import merge_tables, table_from_json, table_to_json
 from .storage import OutputDir
@@ -42,21 +42,15 @@ def lineage_of(cfg: FilterConfig) -> dict:
                      "max_hits_per_event": cfg.caps.max_hits_per_event}}
 
 
-def finalize_derived(out: OutputDir) -> dict:
-    """Write ``_manifest.json`` of a derived dataset from its plan and unit records; returns it.
+def assemble_derived(out: OutputDir, plan: Plan) -> dict:
+    """The manifest of a derived dataset from its plan and unit records (written, with the clean-up of
+    stale shards and temporaries, by :func:`pipeline.manifest.finalize_status`, as for ``convert``).
 
     DatasetError when units are missing (listed), the parent changed since the plan, or the counts do
     not reconcile."""
-    plan = Plan.require(out)
     cfg = FilterConfig.from_dict(plan.config)
     units = plan.units
-    records = load_records(out, units)
-    missing = [u for u in units if u.key not in records or records[u.key]["status"] != "done"]
-    if missing:
-        lines = [f"  unit {u.index}: {u.input} entries {u.entry_start}-{u.entry_stop}" for u in missing[:20]]
-        more = f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else ""
-        raise DatasetError(f"{len(missing)} of {len(units)} units are not finished:\n" + "\n".join(lines) + more
-                           + "\nRe-run the same filter command (or the missing job-array tasks) to complete them.")
+    records = finished_records(out, units, "filter", statuses=("done",))
     ref, parent = parent_ref(cfg.parent_path)
     if (ref.dataset_id, ref.manifest_sha256) != (cfg.parent_dataset_id, cfg.parent_manifest_sha256):
         raise DatasetError(f"the parent dataset {cfg.parent_path} has changed since {out.url} was planned (manifest "
@@ -103,14 +97,4 @@ def finalize_derived(out: OutputDir) -> dict:
                    "finalized_by": __version__,
                    "unit_seconds": sum(records[u.key].get("timing", {}).get("seconds", 0.0) for u in units)},
     }
-    keep = {s["path"].rsplit("/", 1)[1] for s in shards}
-    for name in out.listdir(SHARDS):  # stale shards of units no longer planned
-        if name.startswith("part-") and name not in keep:
-            out.remove(f"{SHARDS}/{name}")
-    out.clean_temporaries(SHARDS)
-    out.clean_temporaries(RECORDS)
-    for name in out.listdir("."):
-        if name.startswith((f"{TMP_MARK}{MANIFEST}.", f"{TMP_MARK}{LEGACY_MANIFEST}.")):
-            out.remove(name)
-    out.write_json(MANIFEST, manifest)
     return manifest

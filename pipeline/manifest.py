@@ -30,7 +30,7 @@ from .format import (
     dataset_id,
     manifest_name,
 )
-from .plan import Plan, load_records
+from .plan import Plan, finished_records
 from .selection import CutFlow
 from .stats import merge_tables, table_from_json, table_to_json
 from .storage import OutputDir
@@ -90,17 +90,11 @@ def _assemble(out: OutputDir) -> dict:
     """The manifest the plan and the unit records make (DatasetError listing units not finished)."""
     plan = Plan.require(out)
     if is_derived(plan.config):  # a dataset made by filter: its own manifest (lineage, the filter's cut flow)
-        from .derive_manifest import finalize_derived
+        from .derive_manifest import assemble_derived
 
-        return finalize_derived(out)
+        return assemble_derived(out, plan)
     units = plan.units
-    records = load_records(out, units)
-    missing = [u for u in units if u.key not in records or records[u.key]["status"] not in ("done", "skipped")]
-    if missing:
-        lines = [f"  unit {u.index}: {u.input} entries {u.entry_start}-{u.entry_stop}" for u in missing[:20]]
-        more = f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else ""
-        raise DatasetError(f"{len(missing)} of {len(units)} units are not finished:\n" + "\n".join(lines) + more
-                           + "\nRe-run the same convert command (or the missing job-array tasks) to complete them.")
+    records = finished_records(out, units, "convert")
     flow = CutFlow()
     stats = {}
     shards, skipped_units = [], []

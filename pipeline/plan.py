@@ -98,3 +98,17 @@ def load_records(out: OutputDir, units: list[Unit]) -> dict[str, dict]:
             if rec.get("unit", {}).get("key") == u.key:
                 records[u.key] = rec
     return records
+
+
+def finished_records(out: OutputDir, units: list[Unit], command: str,
+                     statuses: tuple[str, ...] = ("done", "skipped")) -> dict[str, dict]:
+    """The records of ``units`` (by key), all finished (a status in ``statuses``); else DatasetError
+    listing the first 20 units that are not, and how to finish them (``command``: "convert", "filter")."""
+    records = load_records(out, units)
+    missing = [u for u in units if u.key not in records or records[u.key]["status"] not in statuses]
+    if missing:
+        lines = [f"  unit {u.index}: {u.input} entries {u.entry_start}-{u.entry_stop}" for u in missing[:20]]
+        more = f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else ""
+        raise DatasetError(f"{len(missing)} of {len(units)} units are not finished:\n" + "\n".join(lines) + more
+                           + f"\nRe-run the same {command} command (or the missing job-array tasks) to complete them.")
+    return records
