@@ -47,6 +47,7 @@ _LAZY_COMMANDS = {
     "train": "pipeline.train.command:train",
     "evaluate": "pipeline.train.command:evaluate",
     "compare": "pipeline.train.command:compare",
+    "predict": "pipeline.train.predict_command:predict",
 }
 
 

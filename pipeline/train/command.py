@@ -119,6 +119,12 @@ def evaluate(run_dir: str, data_dir: str, output: str | None, split: str, device
     from .evaluate import evaluate as run_evaluate
 
     metrics = run_evaluate(run_dir, data_dir, output, split=split, device=device, plots=not no_plots, quiet=False)
+    if metrics.get("task") == "hit_filter":  # a hit-filter run: the working-point table
+        from .hitmetrics import hit_table
+
+        click.echo(hit_table(metrics))
+        click.echo(f"evaluate: wrote {metrics['output']}/ ({', '.join(metrics['written'])})")
+        return
     click.echo(table([(metrics["label"], metrics)]))
     status = metrics["baseline_status"]
     click.echo("classical-fit baseline: " + ("ok (its column is in the table above)" if status == "ok" else status))

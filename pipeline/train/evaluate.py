@@ -172,6 +172,13 @@ def evaluate(run_dir: str | Path, data_dir: str | Path, output: str | Path | Non
     import sys
     import time
 
+    from .task_config import run_task
+
+    if run_task(run_dir) == "hit_filter":  # per-hit scores: working points, not resolutions
+        from .hiteval import evaluate_hit_filter
+
+        return evaluate_hit_filter(run_dir, data_dir, output, split=split, device=device, plots=plots, quiet=quiet)
+
     def say(message: str) -> None:
         if not quiet:
             print(f"evaluate: {message}", file=sys.stderr, flush=True)

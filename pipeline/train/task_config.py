@@ -6,6 +6,7 @@ Stdlib only, like :mod:`.config`, which calls :func:`check_task` when a config l
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError, quote
@@ -56,3 +57,15 @@ def label_max_muons(cfg: TrainConfig) -> int:
     """The muon cap a loader applies for ``cfg``: ``data.max_muons`` for the regression (hits of further
     muons become background), none for the hit filter (a muon hit is a muon hit, whatever its muon)."""
     return UNCAPPED_MUONS if cfg.task == "hit_filter" else cfg.data.max_muons
+
+
+def run_task(run_dir: str | Path) -> str:
+    """The ``task`` of a run directory's saved ``config.yaml`` (``regression`` where it names none)."""
+    import yaml
+
+    path = Path(run_dir) / "config.yaml"
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return "regression"  # the regression's own loading says what is wrong with the run
+    return raw.get("task", "regression") if isinstance(raw, dict) else "regression"
