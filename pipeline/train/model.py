@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -82,7 +83,7 @@ class HitEncoder(nn.Module):
         with float32_region(hits):
             # The input net sees the hit inputs in float32 even under bf16 autocast: bf16 (8-bit
             # mantissa) would step a normalised mm coordinate at 15–20 mm, coarser than the bending.
-            x = self.input_net(hits.float())  # [B, L, D]
+            x = self.input_net(hits.to(torch.promote_types(hits.dtype, torch.float32)))  # [B, L, D], >= float32
         windows = layouts(self.attention, hits, hit_mask)  # None: full attention
         for i, block in enumerate(self.blocks):
             x = block(x, key_mask, None if windows is None else windows[i % 2])
