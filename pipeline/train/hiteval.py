@@ -53,15 +53,13 @@ def _truth_columns(stream: Any, unit: Any, cache: dict[str, Any]) -> dict[str, n
 def collect(run_dir: str | Path, data_dir: str | Path, split: str, device: str | None,
             batch_size: int | None = None) -> tuple[dict[str, np.ndarray], int, dict[str, Any]]:
     """(per-hit columns score, label, muon_id, technology, eta; events; meta) of one split."""
-    from .device import normalise, torch_device
-    from .predict import load_hit_filter, open_split, scored_row_groups
+    from .predict import load_hit_filter, open_split, prepare_model, scored_row_groups
 
     module, ckpt = load_hit_filter(run_dir)
     info, stream = open_split(module, data_dir, split, batch_size)
     if stream.events == 0:
         raise DatasetError(f"{data_dir}: the {split} split is empty")
-    model = module.model.to(torch_device(normalise(device))).eval()
-    dev = str(next(model.parameters()).device)
+    model, dev = prepare_model(module, device)
     cols: dict[str, list[np.ndarray]] = {k: [] for k in ("score", "label", "muon_id", "technology", "eta")}
     events, cache = 0, {}
     for unit, chunk, flat in scored_row_groups(model, stream, dev, cache=cache):
@@ -95,7 +93,7 @@ def evaluate_hit_filter(run_dir: str | Path, data_dir: str | Path, output: str |
                         quiet: bool = True) -> dict[str, Any]:
     """Score ``split``, compute the metrics, write ``metrics.json`` (and PNGs) under ``output``
     (default RUN_DIR/eval); return the metrics plus ``output`` and ``written``."""
-    from .evaluate import _finite, find_checkpoint
+    from .runfiles import find_checkpoint, finite
 
     run_dir = Path(run_dir)
     out_dir = Path(output) if output is not None else run_dir / "eval"
@@ -112,7 +110,7 @@ def evaluate_hit_filter(run_dir: str | Path, data_dir: str | Path, output: str |
                **hit_filter_metrics(columns["score"], columns["label"], columns["muon_id"], events,
                                     groups_of(columns))}
     out_dir.mkdir(parents=True, exist_ok=True)  # only now: a failed evaluation leaves no empty folder
-    (out_dir / "metrics.json").write_text(json.dumps(_finite(metrics), indent=2))
+    (out_dir / "metrics.json").write_text(json.dumps(finite(metrics), indent=2))
     written = ["metrics.json"]
     if plots:
         from .hitplots import plot_hit_filter

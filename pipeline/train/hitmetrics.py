@@ -142,7 +142,7 @@ def hit_table(metrics: dict[str, Any]) -> str:
              "| hits kept / event |", "|---|---|---|---|---|---|---|"]
     for name, wp in metrics["working_points"].items():
         kept = wp.get("kept_hits_per_event")
-        lines.append(f"| {name} | {wp['threshold']:.4g} | {pct(wp['efficiency'])} | {pct(wp['purity'])} | "
+        lines.append(f"| {name} | {wp['threshold']:.6g} | {pct(wp['efficiency'])} | {pct(wp['purity'])} | "
                      f"{pct(wp['background_rejection'])} | {pct(wp.get('muons_keeping_3_hits'))} | "
                      f"{'–' if kept is None else f'{kept:.1f}'} |")
     for kind in ("technology", "region"):

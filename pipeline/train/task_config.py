@@ -1,18 +1,15 @@
 """Checks of the training config's task and attention keys (``task``, ``pos_weight``, ``attention``).
 
-Stdlib only, like :mod:`.config`, which calls :func:`check_task` when a config loads and
+Stdlib (and pyyaml) only, like :mod:`.config`, which calls :func:`check_task` when a config loads and
 :func:`check_task_inputs` once the dataset's hit inputs are known.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from ..errors import ConfigError, quote
-
-if TYPE_CHECKING:
-    from .config import TrainConfig
 
 #: Values of ``task``.
 TASKS = ("regression", "hit_filter")
@@ -20,7 +17,7 @@ TASKS = ("regression", "hit_filter")
 ATTENTION_KINDS = ("full", "window")
 
 
-def check_task(cfg: TrainConfig) -> None:
+def check_task(cfg: Any) -> None:
     """Raise ``ConfigError`` naming the key for a bad ``task``, ``pos_weight`` or ``attention`` value.
 
     A hit filter must not see the truth assignment: the muon-frame inputs are computed per object of
@@ -41,7 +38,7 @@ def check_task(cfg: TrainConfig) -> None:
                           "answer; set frame_fields: []")
 
 
-def check_task_inputs(cfg: TrainConfig, hit_fields: list[str]) -> None:
+def check_task_inputs(cfg: Any, hit_fields: list[str]) -> None:
     """``attention.sort_key`` must be one of the resolved hit inputs (the encoder sorts on its own inputs)."""
     a = cfg.attention
     if a.kind == "window" and a.sort_key not in hit_fields:
@@ -53,7 +50,7 @@ def check_task_inputs(cfg: TrainConfig, hit_fields: list[str]) -> None:
 UNCAPPED_MUONS = 1 << 30
 
 
-def label_max_muons(cfg: TrainConfig) -> int:
+def label_max_muons(cfg: Any) -> int:
     """The muon cap a loader applies for ``cfg``: ``data.max_muons`` for the regression (hits of further
     muons become background), none for the hit filter (a muon hit is a muon hit, whatever its muon)."""
     return UNCAPPED_MUONS if cfg.task == "hit_filter" else cfg.data.max_muons
