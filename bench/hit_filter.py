@@ -63,8 +63,8 @@ def main() -> None:
     print(f"train:    {summary['steps']} steps, {summary['events_seen']} events in {summary['seconds']:.0f} s "
           f"({summary['events_seen'] / summary['seconds']:.0f} events/s), peak RSS {train_mib:.0f} MiB "
           f"(process {train_s:.0f} s)")
-    print(f"evaluate: {metrics['events']} events scored in {metrics['score_seconds']:.1f} s "
-          f"({metrics['events'] / metrics['score_seconds']:.0f} events/s), peak RSS {eval_mib:.0f} MiB")
+    print(f"evaluate: {metrics['events']} test events in {metrics['score_seconds']:.1f} s (open + checksums, "
+          f"score, truth columns), peak RSS {eval_mib:.0f} MiB")
     print(f"predict:  {scores['events']} events, {scores['hits']} hits in {pred_s:.0f} s wall incl. start-up "
           f"({scores['events'] / pred_s:.0f} events/s), peak RSS {pred_mib:.0f} MiB")
     print(f"work: {work}")

@@ -2,7 +2,8 @@
 
 Attention is ``F.scaled_dot_product_attention`` with the padding mask as a boolean key mask, so
 padded hits neither attend nor are attended to (the flash / memory-efficient kernels pick it up on
-GPU). Pre-LN blocks (LayerNorm before attention and MLP, residual around both) train stably without
+GPU). With ``attention.kind: window`` each hit attends only within its block of hits along a sort key
+(:mod:`.attention`; no extra parameters, so a checkpoint loads with either kind). Pre-LN blocks (LayerNorm before attention and MLP, residual around both) train stably without
 a warm-up dance at this size.
 
 Ordered bottom-up (attention → block → encoder → regressor → :func:`build_model`). ``build_model`` is

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,11 +72,13 @@ def scores_table(shard: str, rows: np.ndarray, events: np.ndarray, offsets: np.n
                      pa.array(events, pa.int64()), scores], schema=scores_parquet_schema())
 
 
-def score_chunk(model: Any, chunk: Any, device: str, batch_size: int) -> np.ndarray:
+def score_chunk(model: Any, chunk: Any, device: str, batch_size: int,
+                on_batch: Callable[[int, int], None] | None = None) -> np.ndarray:
     """Scores [N_hits] float32 of every hit of ``chunk`` (a :class:`~.data.chunks.Chunk`), in its order.
 
     Events are batched by hit count (little padding); each batch's scores go back to the chunk's
-    positions of its hits, so the output is aligned hit by hit whatever the batching."""
+    positions of its hits, so the output is aligned hit by hit whatever the batching. ``on_batch(events,
+    hits)`` after each batch (progress)."""
     import torch
 
     from .data.batches import bucket_batches, collate
@@ -93,6 +95,8 @@ def score_chunk(model: Any, chunk: Any, device: str, batch_size: int) -> np.ndar
         mask = batch["hit_mask"]
         pos = chunk.hit_offsets[idx][:, None] + np.arange(mask.shape[1])[None, :]  # [B, L]
         flat[pos[mask]] = scores[mask]
+        if on_batch is not None:
+            on_batch(len(idx), int(mask.sum()))
     return flat
 
 
@@ -139,13 +143,14 @@ def open_split(module: Any, data_dir: str | Path, split: str, batch_size: int | 
 
 
 def scored_row_groups(model: Any, stream: Any, device: str, units: list[int] | None = None,
-                      cache: dict[str, Any] | None = None) -> Iterator[tuple[Any, Any, np.ndarray]]:
+                      cache: dict[str, Any] | None = None,
+                      on_batch: Callable[[int, int], None] | None = None) -> Iterator[tuple[Any, Any, np.ndarray]]:
     """(row group, its events of the split as a Chunk, their scores [N_hits]) for ``units`` (default all)."""
     cache = {} if cache is None else cache
     for g in range(len(stream.units)) if units is None else units:
         unit = stream.units[g]
         chunk = stream.read_segment((g, 0, unit.events), cache)
-        yield unit, chunk, score_chunk(model, chunk, device, stream.batch_size)
+        yield unit, chunk, score_chunk(model, chunk, device, stream.batch_size, on_batch)
 
 
 def _identity(run_dir: Path, ckpt: Path, data_dir: str | Path, split: str, cfg: Any) -> dict[str, Any]:
@@ -234,10 +239,9 @@ def _write_part(out: Any, rel: str, shard: str, model: Any, stream: Any, groups:
     import pyarrow.parquet as pq
 
     with out.atomic(rel, native=True) as tmp, pq.ParquetWriter(tmp, scores_parquet_schema(), compression="zstd") as w:
-        for _, chunk, flat in scored_row_groups(model, stream, device, groups):
+        for _, chunk, flat in scored_row_groups(model, stream, device, groups, on_batch=progress.advance):
             rows = chunk.row & 0xFFFFFFFF
             w.write_table(scores_table(shard, rows, chunk.event, chunk.hit_offsets, flat))
-            progress.advance(len(chunk), int(chunk.hit_offsets[-1]))
 
 
 def _part_record(out: Any, rel: str, shard: str) -> dict[str, Any]:
