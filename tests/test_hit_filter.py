@@ -107,3 +107,21 @@ def test_short_hit_filter_run_learns(simulated, tmp_path):
     assert wp["efficiency"] >= 0.99 and wp["purity"] > constant_purity + 0.2, (wp, constant_purity)
     assert set(m["technology"]) >= {"MDT", "RPC", "TGC"} and set(m["region"]) >= {"barrel", "endcap"}
     assert {"hit_filter_roc.png", "hit_filter_purity.png", "hit_filter_technology.png"} <= set(m["written"])
+
+
+@pytest.mark.slow  # three short runs (~30 s)
+def test_a_stopped_hit_filter_run_resumes_to_the_uninterrupted_weights(monkeypatch, tmp_path, simulated):
+    """The resume guarantee holds for the hit filter (its own model and loss, windowed attention): stopped by
+    SIGTERM inside the second epoch and resumed, it ends with the uninterrupted run's weights, bit for bit."""
+    from test_train_resume import run, same_weights
+
+    cfg = {**CONFIG, "data": {**CONFIG["data"], "resident": "off"},
+           "trainer": {**CONFIG["trainer"], "max_steps": 0, "max_epochs": 2, "threads": 1, "checkpoint_every": 0}}
+    ref, ref_w = run(monkeypatch, cfg, simulated, tmp_path / "ref", [])
+    assert isinstance(ref, dict), ref
+    stop_at = ref["steps"] // 2 + 3
+    stopped, _ = run(monkeypatch, cfg, simulated, tmp_path / "run", [], stop_at=stop_at)
+    assert getattr(stopped, "exit_code", None) == 143, stopped
+    resumed, w = run(monkeypatch, None, simulated, tmp_path / "run", [], resume=True)
+    assert isinstance(resumed, dict) and resumed["steps"] == ref["steps"], resumed
+    assert same_weights(ref_w, w)

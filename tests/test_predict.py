@@ -173,3 +173,41 @@ def test_an_interrupted_predict_shows_nothing_partial_and_resumes_to_the_same_re
     assert resumed["resumed_parts"] == 1 and (tmp_path / "sc" / "parts" / done[0]).stat().st_mtime_ns == first
     assert [q["sha256"] for q in resumed["parts"]] == [q["sha256"] for q in whole["parts"]]
     assert read_parts(tmp_path / "sc") == read_parts(tmp_path / "whole")
+
+
+def write_foreign_scores(parent, out, drop_one: bool = False) -> None:
+    """Scores written by another tool, by the documented format only (pyarrow + json + hashlib):
+    the score of a hit is its index in the event; with ``drop_one`` one event of the last part lacks one."""
+    import hashlib
+
+    import pyarrow as pa
+
+    (out / "parts").mkdir(parents=True)
+    parts = []
+    shards = sorted((parent / "shards").glob("*.parquet"))
+    for k, shard in enumerate(shards):
+        rows = pq.read_table(shard, columns=["eventNumber", "hits"]).to_pylist()
+        scores = [[float(i) for i in range(len(r["hits"]))] for r in rows]
+        if drop_one and k == len(shards) - 1:
+            scores[7] = scores[7][:-1]
+        table = pa.table({"shard": [f"shards/{shard.name}"] * len(rows), "row": list(range(len(rows))),
+                          "eventNumber": [r["eventNumber"] for r in rows],
+                          "scores": pa.array(scores, pa.list_(pa.float32()))})
+        pq.write_table(table, out / "parts" / shard.name)
+        parts.append({"path": f"parts/{shard.name}", "shard": f"shards/{shard.name}", "rows": len(rows)})
+    sha = hashlib.sha256((parent / "_manifest.json").read_bytes()).hexdigest()
+    manifest = {"format": "muon-pipeline/hit-scores", "format_version": 1,
+                "parent": {"path": str(parent), "dataset_id": "", "manifest_sha256": sha},
+                "producer": {"tool": "another"}, "split": "all", "parts": parts}
+    (out / "_scores.json").write_text(json.dumps(manifest))
+
+
+def test_scores_written_by_another_tool_by_the_documented_format_are_read_and_checked(parent, tmp_path):
+    from pipeline.train.predict import open_scores
+
+    write_foreign_scores(parent, tmp_path / "good")
+    assert len(open_scores(tmp_path / "good", parent)["parts"]) == 3
+    write_foreign_scores(parent, tmp_path / "bad", drop_one=True)
+    with pytest.raises(DatasetError, match=r"row 7 of shards/part-\w+\.parquet \(eventNumber \d+\) has \d+ scores; "
+                                           r"the parent event \(eventNumber \d+\) has \d+ hits"):
+        open_scores(tmp_path / "bad", parent)

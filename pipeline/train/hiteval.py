@@ -21,6 +21,7 @@ from ..errors import DatasetError
 from ..selection import TECHNOLOGIES
 from .hitmetrics import hit_filter_metrics
 from .metrics import REGIONS
+from .predict import leaf_paths
 
 TECHNOLOGY_NAMES = {code: name for name, code in TECHNOLOGIES.items()}
 
@@ -30,6 +31,10 @@ def hit_eta(hits: dict[str, np.ndarray]) -> np.ndarray:
     x, y, z = ((hits[f"spacePoint_globEdgeLow{c}"].astype(np.float64) + hits[f"spacePoint_globEdgeHigh{c}"]) / 2
                for c in "XYZ")
     return np.arcsinh(z / np.maximum(np.hypot(x, y), 1e-9))
+
+
+#: The hit fields the per-technology and per-region tables need (read alone, not the whole hit list).
+TRUTH_FIELDS = ("spacePoint_technology", *(f"spacePoint_globEdge{e}{c}" for e in ("Low", "High") for c in "XYZ"))
 
 
 def _truth_columns(stream: Any, unit: Any, cache: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -42,7 +47,8 @@ def _truth_columns(stream: Any, unit: Any, cache: dict[str, Any]) -> dict[str, n
     if key not in cache:
         cache[key] = pq.ParquetFile(unit.path)
     pf = cache[key]
-    table = pf.read_row_group(unit.row_group, columns=["eventNumber", stream.info.schema.hit_column])
+    leaves = leaf_paths(pf, stream.info.schema.hit_column, TRUTH_FIELDS, unit.path)
+    table = pf.read_row_group(unit.row_group, columns=["eventNumber", *leaves])
     keep = stream._keep(table.column("eventNumber").to_numpy())
     if not keep.all():
         table = table.filter(keep)
@@ -53,7 +59,7 @@ def _truth_columns(stream: Any, unit: Any, cache: dict[str, Any]) -> dict[str, n
 def collect(run_dir: str | Path, data_dir: str | Path, split: str, device: str | None,
             batch_size: int | None = None) -> tuple[dict[str, np.ndarray], int, dict[str, Any]]:
     """(per-hit columns score, label, muon_id, technology, eta; events; meta) of one split."""
-    from .predict import load_hit_filter, open_split, prepare_model, scored_row_groups
+    from .predict import load_hit_filter, open_split, prepare_model, scored_row_groups  # torch: at use
 
     module, ckpt = load_hit_filter(run_dir)
     info, stream = open_split(module, data_dir, split, batch_size)

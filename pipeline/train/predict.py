@@ -44,15 +44,31 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def parent_identity(data_dir: str | Path) -> dict[str, Any]:
-    """``{path, dataset_id, manifest_sha256}`` of a dataset folder (the bytes of its manifest file)."""
+def parent_manifest(data_dir: str | Path) -> Path:
+    """The manifest file of a dataset folder (``_manifest.json``, or the legacy name)."""
     root = Path(data_dir)
     name = manifest_name(lambda n: (root / n).is_file())
     if name is None:
         raise DatasetError(f"{data_dir}: no {MANIFEST} (or {LEGACY_MANIFEST}); not a dataset folder")
-    manifest = json.loads((root / name).read_text())
-    return {"path": str(root.resolve()), "dataset_id": manifest.get("dataset_id", ""),
-            "manifest_sha256": file_sha256(root / name)}
+    return root / name
+
+
+def parent_identity(data_dir: str | Path) -> dict[str, Any]:
+    """``{path, dataset_id, manifest_sha256}`` of a dataset folder (the bytes of its manifest file)."""
+    path = parent_manifest(data_dir)
+    manifest = json.loads(path.read_text())
+    return {"path": str(Path(data_dir).resolve()), "dataset_id": manifest.get("dataset_id", ""),
+            "manifest_sha256": file_sha256(path)}
+
+
+def leaf_paths(pf: Any, list_column: str, fields: tuple[str, ...], where: str | Path) -> list[str]:
+    """Parquet column paths (``hits.list.element.X``, as the writer named them) of ``fields`` of a
+    list<struct> column: reading them alone skips the other fields of every hit."""
+    paths = [pf.schema.column(i).path for i in range(len(pf.schema))]
+    found = [p for p in paths if p.startswith(list_column + ".") and p.rsplit(".", 1)[-1] in fields]
+    if len(found) != len(fields):
+        raise DatasetError(f"{where}: {list_column} lacks some of the fields {', '.join(fields)}")
+    return found
 
 
 def scores_parquet_schema() -> Any:
@@ -253,9 +269,10 @@ def _part_record(out: Any, rel: str, shard: str) -> dict[str, Any]:
     return {"path": rel, "shard": shard, "rows": meta.num_rows, "hits": hits, "sha256": out.sha256(rel)}
 
 
-def open_scores(scores_dir: str | Path, parent: str | Path | None = None) -> dict[str, Any]:
+def open_scores(scores_dir: str | Path, parent: str | Path | None = None, check_hits: bool = True) -> dict[str, Any]:
     """The manifest of a finished scores dataset, checked: its format, its parts' sha256, and with
-    ``parent`` that the parent dataset is the one the scores were made from (its manifest sha256)."""
+    ``parent`` that the parent dataset is the one the scores were made from (its manifest sha256) and,
+    with ``check_hits``, that every event has one score per parent hit (:func:`check_part`)."""
     root = Path(scores_dir)
     path = root / SCORES_MANIFEST
     if not path.is_file():
@@ -277,5 +294,40 @@ def open_scores(scores_dir: str | Path, parent: str | Path | None = None) -> dic
         if now != was:
             raise DatasetError(f"{scores_dir}: made from a dataset whose manifest sha256 is {was}; {parent}'s is "
                                f"{now}: the parent dataset changed (or is another one); predict again")
+        if check_hits:
+            from ..schema import load_schema
+
+            version = json.loads(parent_manifest(parent).read_text())["schema"]["version"]
+            for part in manifest.get("parts", []):
+                check_part(root / part["path"], Path(parent), load_schema(version).hit_column)
     return manifest
+
+
+def check_part(part: Path, parent: Path, hit_column: str = "hits") -> None:
+    """Every row of a scores part names a row of its parent shard and has one score per hit of that event
+    (read from one hit field of the parent, not the whole hit list); DatasetError naming the first that does not."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(part, columns=["shard", "row", "eventNumber", "scores"])
+    n_scores = np.diff(np.asarray(table.column("scores").combine_chunks().offsets))
+    rows = table.column("row").to_numpy()
+    for shard in table.column("shard").unique().to_pylist():
+        path = parent / shard
+        if Path(shard).is_absolute() or ".." in Path(shard).parts or not path.is_file():
+            raise DatasetError(f"{part}: shard {shard!r} is not a shard of {parent}")
+        pf = pq.ParquetFile(path)
+        leaf = leaf_paths(pf, hit_column, ("spacePoint_technology",), path)
+        counts = np.diff(np.asarray(pf.read(columns=leaf).column(0).combine_chunks().offsets))
+        events = pf.read(columns=["eventNumber"]).column(0).to_numpy()
+        mine = (table.column("shard").to_numpy(zero_copy_only=False) == shard)
+        bad_row = rows[mine][(rows[mine] < 0) | (rows[mine] >= len(counts))]
+        if len(bad_row):
+            raise DatasetError(f"{part}: row {int(bad_row[0])} is not a row of {shard} ({len(counts)} events)")
+        r, n = rows[mine], n_scores[mine]
+        ev = table.column("eventNumber").to_numpy()[mine]
+        wrong = np.flatnonzero((counts[r] != n) | (events[r] != ev))
+        if len(wrong):
+            i = wrong[0]
+            raise DatasetError(f"{part}: row {int(r[i])} of {shard} (eventNumber {int(ev[i])}) has {int(n[i])} scores; "
+                               f"the parent event (eventNumber {int(events[r[i]])}) has {int(counts[r[i]])} hits")
 
