@@ -125,3 +125,11 @@ def test_a_stopped_hit_filter_run_resumes_to_the_uninterrupted_weights(monkeypat
     resumed, w = run(monkeypatch, None, simulated, tmp_path / "run", [], resume=True)
     assert isinstance(resumed, dict) and resumed["steps"] == ref["steps"], resumed
     assert same_weights(ref_w, w)
+
+
+def test_compare_refuses_a_hit_filter_evaluation_in_one_line(tmp_path):
+    (tmp_path / "ev").mkdir()
+    (tmp_path / "ev" / "metrics.json").write_text('{"task": "hit_filter", "auc": 0.9, "working_points": {}}')
+    r = CliRunner().invoke(main, ["compare", str(tmp_path / "ev"), "-o", str(tmp_path / "cmp")])
+    assert r.exit_code == ConfigError.exit_code and "an evaluation of a hit filter" in r.output, r.output
+    assert "Traceback" not in r.output and not (tmp_path / "cmp").exists()
