@@ -88,3 +88,20 @@ def test_groups_use_the_global_thresholds():
     t = m["working_points"]["efficiency_0.99"]["threshold"]
     assert m["technology"]["A"]["working_points"]["efficiency_0.99"]["efficiency"] == pytest.approx((s[y & group] >= t).mean())
     assert m["technology"]["A"]["auc"] == pytest.approx(pairwise_auc(s[group], y[group]))
+
+
+def test_an_unreached_purity_is_reported_as_missing_in_json_and_in_the_table():
+    import json
+
+    from pipeline.train.hitmetrics import hit_table
+    from pipeline.train.runfiles import finite
+
+    s, y = sample(300, seed=1)
+    y[:] = np.arange(300) % 10 == 0  # 10 % muon hits, random scores: purity 0.9 is never reached
+    s = np.random.default_rng(0).random(300)
+    m = hit_filter_metrics(s, y, np.where(y, np.arange(300), -1), 3, {})
+    wp = m["working_points"]["purity_0.9"]
+    assert math.isnan(wp["threshold"]) and math.isnan(wp["efficiency"]) and math.isnan(wp["muons_keeping_3_hits"])
+    for metrics in (m, json.loads(json.dumps(finite(m)))):  # in memory (NaN) and read back from metrics.json (null)
+        line = next(ln for ln in hit_table(metrics).splitlines() if ln.startswith("| purity_0.9"))
+        assert "– (not reached)" in line and "nan" not in line

@@ -83,8 +83,13 @@ def at_threshold(scores: np.ndarray, labels: np.ndarray, threshold: float,
                  muon_id: np.ndarray | None = None, events: int = 0) -> dict[str, Any]:
     """Efficiency, purity, background rejection (and muon survival, hits kept per event) at ``threshold``."""
     labels = np.asarray(labels, dtype=bool)
-    kept = np.asarray(scores, dtype=np.float64) >= threshold
     n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if not math.isfinite(threshold):  # a working point that does not exist (a purity never reached)
+        return {"threshold": math.nan, "muon_hits": n_pos, "background_hits": n_neg, "efficiency": math.nan,
+                "purity": math.nan, "background_rejection": math.nan,
+                **({"muons_keeping_3_hits": math.nan, "muons": 0} if muon_id is not None else {}),
+                **({"kept_hits_per_event": math.nan} if events else {})}
+    kept = np.asarray(scores, dtype=np.float64) >= threshold
     tp, fp = int((kept & labels).sum()), int((kept & ~labels).sum())
     out: dict[str, Any] = {
         "threshold": float(threshold), "muon_hits": n_pos, "background_hits": n_neg,
@@ -133,18 +138,21 @@ def hit_filter_metrics(scores: np.ndarray, labels: np.ndarray, muon_id: np.ndarr
 def hit_table(metrics: dict[str, Any]) -> str:
     """The working-point table of a hit-filter evaluation, as Markdown (what ``evaluate`` prints)."""
 
+    def missing(x: Any) -> bool:
+        return x is None or (isinstance(x, float) and not math.isfinite(x))
+
     def pct(x: Any) -> str:
-        return "–" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{100 * x:.2f} %"
+        return "–" if missing(x) else f"{100 * x:.2f} %"
 
     lines = [f"{metrics.get('label', 'model')}: ROC AUC {metrics['auc']:.4f}, {metrics['events']} events, "
              f"{metrics['hits_per_event']:.0f} hits and {metrics['muon_hits_per_event']:.1f} muon hits per event",
              "", "| working point | threshold | efficiency | purity | background rejection | muons keeping ≥ 3 hits "
              "| hits kept / event |", "|---|---|---|---|---|---|---|"]
     for name, wp in metrics["working_points"].items():
-        kept = wp.get("kept_hits_per_event")
-        lines.append(f"| {name} | {wp['threshold']:.6g} | {pct(wp['efficiency'])} | {pct(wp['purity'])} | "
-                     f"{pct(wp['background_rejection'])} | {pct(wp.get('muons_keeping_3_hits'))} | "
-                     f"{'–' if kept is None else f'{kept:.1f}'} |")
+        kept, t = wp.get("kept_hits_per_event"), wp.get("threshold")
+        lines.append(f"| {name} | {'– (not reached)' if missing(t) else f'{t:.6g}'} | {pct(wp['efficiency'])} | "
+                     f"{pct(wp['purity'])} | {pct(wp['background_rejection'])} | "
+                     f"{pct(wp.get('muons_keeping_3_hits'))} | {'–' if missing(kept) else f'{kept:.1f}'} |")
     for kind in ("technology", "region"):
         point = next(iter(metrics["working_points"]))
         cells = [f"{name} {pct(g['working_points'][point]['efficiency'])} / {pct(g['working_points'][point]['purity'])}"
