@@ -211,3 +211,11 @@ def test_scores_written_by_another_tool_by_the_documented_format_are_read_and_ch
     with pytest.raises(DatasetError, match=r"row 7 of shards/part-\w+\.parquet \(eventNumber \d+\) has \d+ scores; "
                                            r"the parent event \(eventNumber \d+\) has \d+ hits"):
         open_scores(tmp_path / "bad", parent)
+
+
+def test_an_output_folder_holding_other_files_is_refused(parent, run, tmp_path):
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    r = CliRunner().invoke(main, ["predict", str(run), "--data", str(parent), "-o", str(tmp_path / "busy")])
+    assert r.exit_code == ConfigError.exit_code and "holds other files (notes.txt)" in r.output, r.output
+    assert sorted(p.name for p in (tmp_path / "busy").iterdir()) == ["notes.txt"]

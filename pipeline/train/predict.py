@@ -206,10 +206,18 @@ def predict(run_dir: str | Path, data_dir: str | Path, output: str | Path, *, sp
     run_dir = Path(run_dir)
     module, ckpt = load_hit_filter(run_dir)
     info, stream = open_split(module, data_dir, split, batch_size)
+    if stream.events == 0:
+        raise DatasetError(f"{data_dir}: the {split} split is empty; nothing to score")
     identity = _identity(run_dir, ckpt, data_dir, split, module.cfg)
     out = OutputDir(str(output))
     out.check_writable()
     t0 = time.perf_counter()
+    if Path(output).exists() and not Path(output).is_dir():
+        raise ConfigError(f"--output {output}: exists and is not a folder")
+    foreign = [n for n in out.listdir(".") if n not in (SCORES_MANIFEST, PARTS, "_work") and not n.startswith(".")]
+    if foreign and not out.exists(SCORES_MANIFEST) and not out.exists(PLAN):
+        raise ConfigError(f"--output {output}: a folder that holds other files ({', '.join(foreign[:3])}); predict "
+                          "writes a new scores dataset or resumes its own: give another --output")
     with out.lock(what="predict"):
         if out.exists(SCORES_MANIFEST):
             done = out.read_json(SCORES_MANIFEST)
