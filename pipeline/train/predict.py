@@ -175,7 +175,8 @@ def _identity(run_dir: Path, ckpt: Path, data_dir: str | Path, split: str, cfg: 
             "producer": {"tool": "muon-pipeline", "run": str(run_dir.resolve()), "checkpoint": ckpt.name,
                          "checkpoint_sha256": file_sha256(ckpt)},
             "split": split, "split_fractions": {"train": d.train_fraction, "val": d.val_fraction, "seed": d.split_seed},
-            "score": "sigmoid of the hit filter's logit: P(the hit belongs to a truth muon)"}
+            "score": "sigmoid of the hit filter's logit, in [0, 1], higher = more muon-like (a calibrated "
+                     "probability only when the run's pos_weight is 1)", "pos_weight": cfg.pos_weight}
 
 
 def _differs(saved: dict[str, Any], now: dict[str, Any], where: str, output: str | Path) -> str | None:
