@@ -219,3 +219,16 @@ def test_an_output_folder_holding_other_files_is_refused(parent, run, tmp_path):
     r = CliRunner().invoke(main, ["predict", str(run), "--data", str(parent), "-o", str(tmp_path / "busy")])
     assert r.exit_code == ConfigError.exit_code and "holds other files (notes.txt)" in r.output, r.output
     assert sorted(p.name for p in (tmp_path / "busy").iterdir()) == ["notes.txt"]
+
+
+def test_a_split_scores_exactly_its_events(parent, run, tmp_path):
+    from pipeline.train.data.split import SPLITS, split_codes
+    from pipeline.train.predict import predict
+
+    m = predict(run, parent, tmp_path / "sc", split="test", device="cpu")
+    events = np.array([e["eventNumber"] for e in parent_events(parent).values()])
+    d = config_from_dict(CONFIG).data
+    want = set(events[split_codes(events, d.train_fraction, d.val_fraction, d.split_seed) == SPLITS["test"]].tolist())
+    got = [r["eventNumber"] for r in read_parts(tmp_path / "sc")]
+    assert len(got) == len(set(got)) == m["events"] and set(got) == want and 0 < len(want) < len(events)
+    assert m["split"] == "test"
