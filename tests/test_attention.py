@@ -128,3 +128,19 @@ def test_config_default_is_full_attention_and_bad_values_are_named():
     cfg = config_from_dict({"attention": {"kind": "window", "sort_key": "nope"}})
     with pytest.raises(ConfigError, match="attention.sort_key: 'nope' is not among the hit inputs"):
         check_task_inputs(cfg, ["phi", "r"])
+
+
+@pytest.mark.train
+def test_the_regression_trains_and_evaluates_with_windowed_attention(tmp_path, converted_random):
+    pytest.importorskip("lightning")
+    from pipeline.train.config import config_from_dict
+    from pipeline.train.evaluate import predict
+    from pipeline.train.fit import train
+
+    cfg = config_from_dict({"dim": 16, "heads": 2, "encoder_layers": 2, "attention": {"kind": "window", "window": 8},
+                            "data": {"batch_size": 16, "num_workers": 0},
+                            "trainer": {"max_steps": 3, "warmup_steps": 1, "patience": 0, "accelerator": "cpu",
+                                        "progress_every": 0}})
+    assert train(cfg, converted_random, tmp_path / "run", quiet=True)["steps"] == 3
+    columns, meta = predict(tmp_path / "run", converted_random, split="val", device="cpu")
+    assert len(columns["pred_pt"]) > 0 and np.isfinite(columns["pred_pt"]).all()
