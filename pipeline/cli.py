@@ -48,6 +48,7 @@ _LAZY_COMMANDS = {
     "evaluate": "pipeline.train.command:evaluate",
     "compare": "pipeline.train.command:compare",
     "filter": "pipeline.cli_filter:filter_command",
+    "predict": "pipeline.train.predict_command:predict",
 }
 
 

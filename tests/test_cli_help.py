@@ -17,7 +17,7 @@ def test_version(flag):
     assert r.exit_code == 0 and r.output.strip() == f"muon-pipeline, version {__version__}"
 
 
-@pytest.mark.parametrize("command", ["convert", "migrate", "train", "evaluate", "compare"])
+@pytest.mark.parametrize("command", ["convert", "migrate", "train", "evaluate", "compare", "predict"])
 def test_output_has_a_short_form(command):
     r = CliRunner().invoke(main, [command, "--help"])
     assert r.exit_code == 0 and "-o, --output" in r.output, r.output

@@ -38,7 +38,8 @@ RULES = {
 NO_TORCH = ["pipeline.train.config", "pipeline.train.command", "pipeline.train.metrics", "pipeline.train.compare",
             "pipeline.train.data", "pipeline.train.data.split", "pipeline.train.data.normalise",
             "pipeline.train.data.chunks", "pipeline.train.data.batches", "pipeline.train.data.deal",
-            "pipeline.train.data.info", "pipeline.train.data.epoch"]
+            "pipeline.train.data.info", "pipeline.train.data.epoch", "pipeline.train.task_config",
+            "pipeline.train.hitmetrics", "pipeline.train.predict_command"]
 LEAVES = ["pipeline._version", "pipeline.errors", "pipeline.format", "pipeline.sizes", "pipeline.remote",
           "pipeline.extras", "pipeline.report", "pipeline.signals"]
 

@@ -20,7 +20,7 @@ _DEVICE_CHOICE = click.Choice(["auto", "cpu", "gpu", "cuda"], case_sensitive=Fal
 
 @click.command("train")
 @click.option("--config", "config_path",
-              help="A shipped config by name (inverse_pt, direct_pt, signed_curvature) or a YAML file. "
+              help="A shipped config by name (inverse_pt, direct_pt, signed_curvature, hit_filter) or a YAML file. "
                    "Optional with --resume.")
 @click.option("--data", "data_dir", required=True, type=click.Path(exists=True, file_okay=False),
               help="Dataset directory written by `muon-pipeline convert`.")
@@ -46,7 +46,7 @@ def train(config_path: str | None, data_dir: str, run_dir: str, max_epochs: int 
           batch_size: int | None,
           num_workers: int | None, device: str | None, devices: int | None,
           limit_train_batches: int | None, resume: bool, no_verify_checksums: bool, as_json: bool = False) -> None:
-    """Train the weighted-pooling muon regression on a converted dataset.
+    """Train the weighted-pooling muon regression (or a per-hit filter: config hit_filter) on a converted dataset.
 
     The config, the dataset, the run directory and the device are checked before torch loads, so
     a typo costs no import time. Progress: a live line on a terminal, a plain line every
@@ -119,6 +119,12 @@ def evaluate(run_dir: str, data_dir: str, output: str | None, split: str, device
     from .evaluate import evaluate as run_evaluate
 
     metrics = run_evaluate(run_dir, data_dir, output, split=split, device=device, plots=not no_plots, quiet=False)
+    if metrics.get("task") == "hit_filter":  # a hit-filter run: the working-point table
+        from .hitmetrics import hit_table
+
+        click.echo(hit_table(metrics))
+        click.echo(f"evaluate: wrote {metrics['output']}/ ({', '.join(metrics['written'])})")
+        return
     click.echo(table([(metrics["label"], metrics)]))
     status = metrics["baseline_status"]
     click.echo("classical-fit baseline: " + ("ok (its column is in the table above)" if status == "ok" else status))

@@ -21,6 +21,9 @@ def load_metrics(path: str | Path) -> tuple[str, dict[str, Any]]:
                 raise ConfigError(f"{candidate}: not a metrics file of `muon-pipeline evaluate` ({err})") from err
             if not isinstance(metrics, dict):
                 raise ConfigError(f"{candidate}: not a metrics file of `muon-pipeline evaluate`")
+            if metrics.get("task") == "hit_filter":  # per-hit working points, not muon resolutions
+                raise ConfigError(f"{candidate}: an evaluation of a hit filter; compare tables regression "
+                                  "evaluations (a hit filter's working points are in its metrics.json)")
             label = metrics.get("label") or path.name
             return label, metrics
     raise ConfigError(f"{path}: no metrics.json (nor eval/metrics.json); run `muon-pipeline evaluate` first")

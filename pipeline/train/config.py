@@ -92,6 +92,16 @@ class TrainerConfig:
 
 
 @dataclass
+class AttentionConfig:
+    """The encoder's attention (``pipeline/train/attention.py``): ``full`` over all hits of an event, or
+    ``window``: blocks of ``window`` hits in the order of the hit input ``sort_key``, shifted every other layer."""
+
+    kind: str = "full"
+    window: int = 256
+    sort_key: str = "phi"
+
+
+@dataclass
 class TrainConfig:
     """One training run: inputs, targets, model size, data and loop settings."""
 
@@ -119,6 +129,12 @@ class TrainConfig:
     loss_beta: float = 0.01
     #: Learned per-hit pooling weights: ``sigmoid`` (the seed's masked probabilities) or ``softmax``.
     hit_weighting: str = "sigmoid"
+    #: ``regression`` (the per-muon targets above) or ``hit_filter`` (per hit: muon or background,
+    #: ``pipeline/train/hitfilter.py``; the regression keys are then unused).
+    task: str = "regression"
+    #: hit_filter: weight of the muon hits in the BCE loss (background hits outnumber them).
+    pos_weight: float = 1.0
+    attention: AttentionConfig = field(default_factory=AttentionConfig)
     data: DataConfig = field(default_factory=DataConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
@@ -277,6 +293,9 @@ def _check_values(cfg: TrainConfig) -> None:
     if t.max_steps < 0 or t.threads < 0 or t.progress_every < 0 or t.checkpoint_every < 0 or d.bucket_width < 0:
         raise ConfigError("trainer.max_steps, trainer.threads, trainer.progress_every, trainer.checkpoint_every, "
                           "data.bucket_width must be >= 0")
+    from .task_config import check_task
+
+    check_task(cfg)  # task, pos_weight, attention
     if cfg.hit_fields is not None:
         if not cfg.hit_fields:
             raise ConfigError("hit_fields: give at least one field, or omit the key for the schema's inputs")
@@ -375,6 +394,9 @@ def check_against_schema(cfg: TrainConfig, schema: Any) -> list[str]:
         if name == "spacePoint_truthLink":
             raise ConfigError("hit_fields: spacePoint_truthLink is the truth assignment; feeding it to the model "
                               "would leak the answer")
+    from .task_config import check_task_inputs
+
+    check_task_inputs(cfg, hit_fields)  # the attention's sort key is an input
     for name in cfg.fields:
         if not schema.has(name):
             raise ConfigError(f"fields: {missing_field_message(name, schema)}")

@@ -15,39 +15,15 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, DatasetError
+from ..errors import DatasetError
 from .metrics import PT_BINS, REGIONS, evaluate_method
+from .runfiles import find_checkpoint, load_module
+from .runfiles import finite as _finite
+
+__all__ = ["evaluate", "predict", "find_checkpoint", "load_module", "add_baseline", "sample_identity"]
 
 TRUTH = {"truthMuon_pt": "true_pt", "truthMuon_eta": "true_eta", "truthMuon_phi": "true_phi",
          "truthMuon_q": "true_q"}
-
-
-def find_checkpoint(run_dir: Path) -> Path:
-    """``checkpoints/best.ckpt`` (else ``last.ckpt``) of a run, checked to be a torch archive without torch."""
-    import zipfile
-
-    for name in ("best.ckpt", "last.ckpt"):
-        path = run_dir / "checkpoints" / name
-        if path.is_file():
-            if not zipfile.is_zipfile(path):
-                raise ConfigError(f"{path}: not a torch checkpoint (not a zip archive; truncated or overwritten?)")
-            return path
-    raise ConfigError(f"{run_dir}: no checkpoints/best.ckpt or last.ckpt; is this a `muon-pipeline train` output?")
-
-
-def load_module(ckpt: Path) -> Any:
-    """The ``RegressionModule`` of a checkpoint, loaded with ``weights_only=True`` (tensors and plain
-    containers only, whatever the torch version's default): a checkpoint carrying other pickled objects
-    is refused with one line instead of running their code."""
-    import pickle
-
-    from .module import RegressionModule
-
-    try:
-        return RegressionModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise ConfigError(f"{ckpt}: refusing to load a checkpoint that holds objects other than tensors and "
-                          f"plain containers (weights_only): {' '.join(str(err).split())[:200]}") from err
 
 
 def predict(run_dir: str | Path, data_dir: str | Path, split: str = "test", device: str | None = None,
@@ -189,6 +165,13 @@ def _evaluate(run_dir: str | Path, data_dir: str | Path, output: str | Path | No
     import sys
     import time
 
+    from .task_config import run_task
+
+    if run_task(run_dir) == "hit_filter":  # per-hit scores: working points, not resolutions
+        from .hiteval import evaluate_hit_filter
+
+        return evaluate_hit_filter(run_dir, data_dir, output, split=split, device=device, plots=plots, quiet=quiet)
+
     def say(message: str) -> None:
         if not quiet:
             print(f"evaluate: {message}", file=sys.stderr, flush=True)
@@ -237,14 +220,3 @@ def sample_identity(manifest: dict[str, Any], columns: dict[str, np.ndarray]) ->
     pairs = pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
     return {"dataset_id": shards.hexdigest()[:16],
             "sample_id": hashlib.sha256(np.ascontiguousarray(pairs).tobytes()).hexdigest()[:16]}
-
-
-def _finite(x: Any) -> Any:
-    """NaN / inf → null, so metrics.json is strict JSON."""
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_finite(v) for v in x]
-    return x

@@ -169,7 +169,7 @@ def _train(cfg: TrainConfig | None, data_dir: str | Path, run_dir: str | Path, *
     (run_dir / "run.json").write_text(json.dumps(run_info, indent=2))
 
     if resume:
-        from .evaluate import load_module
+        from .runfiles import load_module
 
         module = load_module(start_ckpt)  # weights_only=True, whatever the torch version's default
     else:

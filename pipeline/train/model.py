@@ -2,7 +2,8 @@
 
 Attention is ``F.scaled_dot_product_attention`` with the padding mask as a boolean key mask, so
 padded hits neither attend nor are attended to (the flash / memory-efficient kernels pick it up on
-GPU). Pre-LN blocks (LayerNorm before attention and MLP, residual around both) train stably without
+GPU). With ``attention.kind: window`` each hit attends only within its block of hits along a sort key
+(:mod:`.attention`; no extra parameters, so a checkpoint loads with either kind). Pre-LN blocks (LayerNorm before attention and MLP, residual around both) train stably without
 a warm-up dance at this size.
 
 Ordered bottom-up (attention → block → encoder → regressor → :func:`build_model`). ``build_model`` is
@@ -14,10 +15,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..muon_frame import per_object_fields
+from .attention import AttentionSpec, WindowLayout, block_attention, layouts
 from .layers import Dense, float32_region
 from .task import WeightedPoolingRegression
 
@@ -33,8 +36,13 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.dropout = dropout
 
-    def forward(self, x: Tensor, key_mask: Tensor) -> Tensor:
+    def forward(self, x: Tensor, key_mask: Tensor, layout: WindowLayout | None = None) -> Tensor:
         B, L, D = x.shape
+        if layout is not None:  # windowed attention (pipeline.train.attention): blocks of the sorted hits
+            xs = layout.gather(x)  # [B, Lp, D]
+            qkv = self.qkv(xs).view(B, xs.shape[1], 3, self.heads, D // self.heads)
+            y = block_attention(qkv, layout, self.dropout if self.training else 0.0)  # [B, Lp, D]
+            return self.proj(layout.scatter(y))
         q, k, v = self.qkv(x).view(B, L, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)  # each [B, H, L, Dh]
         attn_mask = key_mask[:, None, None, :]  # [B, 1, 1, L], True = may be attended to
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
@@ -52,16 +60,18 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim), nn.Dropout(dropout))
 
-    def forward(self, x: Tensor, key_mask: Tensor) -> Tensor:
-        x = x + self.attn(self.ln1(x), key_mask)
+    def forward(self, x: Tensor, key_mask: Tensor, layout: WindowLayout | None = None) -> Tensor:
+        x = x + self.attn(self.ln1(x), key_mask, layout)
         return x + self.mlp(self.ln2(x))
 
 
 class HitEncoder(nn.Module):
     """hits [B, L, F] + hit_mask [B, L] → encoded hits [B, L, D]."""
 
-    def __init__(self, num_hit_fields: int, dim: int, layers: int, heads: int, dropout: float) -> None:
+    def __init__(self, num_hit_fields: int, dim: int, layers: int, heads: int, dropout: float,
+                 attention: AttentionSpec | None = None) -> None:
         super().__init__()
+        self.attention = attention or AttentionSpec()  # full attention unless the config asks for windows
         self.input_net = Dense(num_hit_fields, dim)
         self.blocks = nn.ModuleList(Block(dim, heads, dropout) for _ in range(layers))
         self.ln_f = nn.LayerNorm(dim)
@@ -74,9 +84,10 @@ class HitEncoder(nn.Module):
         with float32_region(hits):
             # The input net sees the hit inputs in float32 even under bf16 autocast: bf16 (8-bit
             # mantissa) would step a normalised mm coordinate at 15–20 mm, coarser than the bending.
-            x = self.input_net(hits.float())  # [B, L, D]
-        for block in self.blocks:
-            x = block(x, key_mask)
+            x = self.input_net(hits.to(torch.promote_types(hits.dtype, torch.float32)))  # [B, L, D], >= float32
+        windows = layouts(self.attention, hits, hit_mask)  # None: full attention
+        for i, block in enumerate(self.blocks):
+            x = block(x, key_mask, None if windows is None else windows[i % 2])
         return self.ln_f(x)
 
 
@@ -122,7 +133,7 @@ def build_model(cfg: TrainConfig, hit_fields: list[str], muon_fields: list[str],
     width = len(hit_fields) + len(cfg.frame_fields)
     per_object = set(per_object_fields())
     object_inputs = [len(hit_fields) + i for i, name in enumerate(cfg.frame_fields) if name in per_object]
-    encoder = HitEncoder(width, cfg.dim, cfg.encoder_layers, cfg.heads, cfg.dropout)
+    encoder = HitEncoder(width, cfg.dim, cfg.encoder_layers, cfg.heads, cfg.dropout, attention_spec(cfg, hit_fields))
     task = WeightedPoolingRegression(width, cfg.dim, cfg.fields, muon_fields, object_inputs=object_inputs,
                                      loss_beta=cfg.loss_beta,
                                      inverse_fields=cfg.inverse_fields, signed_curvature=cfg.signed_curvature,
@@ -131,3 +142,8 @@ def build_model(cfg: TrainConfig, hit_fields: list[str], muon_fields: list[str],
                                      weighting=cfg.hit_weighting)
     return MuonRegressor(encoder, task)
 
+
+def attention_spec(cfg: TrainConfig, hit_fields: list[str]) -> AttentionSpec:
+    """The encoder's attention as ``cfg.attention`` describes it; the sort field is a column of the inputs."""
+    a = cfg.attention
+    return AttentionSpec(a.kind, a.window, hit_fields.index(a.sort_key) if a.kind == "window" else 0)

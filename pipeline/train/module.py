@@ -26,7 +26,12 @@ class RegressionModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.cfg = config_from_dict(config, legacy=True)  # runs from before frame_fields still load
-        self.model = build_model(self.cfg, hit_fields, muon_fields, centres, scales)
+        if self.cfg.task == "hit_filter":  # per-hit classification (pipeline.train.hitfilter)
+            from .hitfilter import build_hit_filter
+
+            self.model: Any = build_hit_filter(self.cfg, hit_fields)
+        else:
+            self.model = build_model(self.cfg, hit_fields, muon_fields, centres, scales)
         # ``trainer.compile``: the compiled wrapper is kept outside the module tree (a plain dict), so
         # parameters and checkpoints are those of ``self.model`` either way.
         self._compiled: dict[str, Any] = {}
@@ -43,9 +48,12 @@ class RegressionModule(L.LightningModule):
         return self._compiled["model"]
 
     def _step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
-        out = self.net()(batch)  # [B, M, T]
-        loss = self.model.task.loss(out, batch["muons"], batch["muon_mask"])
-        self.log(f"{stage}/loss", loss, batch_size=int(batch["muon_mask"].sum()), on_step=stage == "train",
+        out = self.net()(batch)  # [B, M, T]; the hit filter: [B, L]
+        if self.cfg.task == "hit_filter":
+            loss, n = self.model.loss(out, batch), int(batch["hit_mask"].sum())
+        else:
+            loss, n = self.model.task.loss(out, batch["muons"], batch["muon_mask"]), int(batch["muon_mask"].sum())
+        self.log(f"{stage}/loss", loss, batch_size=n, on_step=stage == "train",
                  on_epoch=True, prog_bar=True, sync_dist=stage != "train")
         return loss
 

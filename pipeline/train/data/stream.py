@@ -236,9 +236,11 @@ def make_stream(info: TrainingSet, hit_fields: Sequence[str], norm: Normalisatio
                 *, shuffle: bool, num_workers: int | None = None, batch_size: int | None = None) -> ShardStream:
     """A :class:`ShardStream` as a ``TrainConfig`` describes it: its ``data:`` section and its
     muon-frame inputs (``frame_fields`` for the objects of ``assignment_field``)."""
+    from ..task_config import label_max_muons  # the hit filter: no muon cap
+
     d = cfg.data
     return ShardStream(info, hit_fields, norm, split, batch_size=batch_size or d.batch_size,
-                       max_muons=d.max_muons, train_fraction=d.train_fraction, val_fraction=d.val_fraction,
+                       max_muons=label_max_muons(cfg), train_fraction=d.train_fraction, val_fraction=d.val_fraction,
                        split_seed=d.split_seed, shuffle=shuffle, shuffle_buffer=d.shuffle_buffer,
                        num_workers=d.num_workers if num_workers is None else num_workers,
                        frame_fields=cfg.frame_fields, assignment_field=cfg.assignment_field,
