@@ -54,7 +54,8 @@ def main() -> None:
     metrics = json.loads((work / "run" / "eval" / "metrics.json").read_text())
     pred_s, pred_mib = run_rss([mp, "predict", str(work / "run"), "--data", args.dataset, "-o",
                                 str(work / "scores"), "--device", "cpu"])
-    scores = json.loads((work / "scores" / "_scores.json").read_text())
+    files = json.loads((work / "scores" / "_manifest.json").read_text())["files"]
+    scores = {"events": sum(f["rows"] for f in files), "hits": sum(f["hits"] for f in files)}
 
     from pipeline.train.hitmetrics import hit_table
 

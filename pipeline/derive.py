@@ -193,6 +193,7 @@ def filter_dataset(parent: str, scores: str, output: str, *, working_point: floa
     with reading(parent, what="filter"), reading(scores, what="filter"):
         open_dataset(parent)  # the shared opener: manifest shape, shard paths, schemas, identities (footers only)
         sc = open_scores(scores, ref)
+        sc.require_all(parent)
         missing = [s["path"] for s in manifest["shards"] if s["path"] not in
                    {f["parent_shard"] for f in sc.manifest["files"]}]
         if missing:
@@ -319,6 +320,7 @@ def rederive_job(manifest: dict) -> FilterJob:
         raise DatasetError(f"the parent {cfg.parent_path} is not the one the lineage records (dataset id or manifest "
                            "sha256 differ)")
     sc = open_scores(cfg.scores_path, ref)
+    sc.require_all(cfg.parent_path)
     if sc.scores_id != cfg.scores_id:
         raise DatasetError(f"the scores {cfg.scores_path} are not those the lineage records (their manifest sha256 "
                            f"is {sc.scores_id[:16]}…, recorded {cfg.scores_id[:16]}…)")

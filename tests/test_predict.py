@@ -1,14 +1,19 @@
-"""``muon-pipeline predict``: scores aligned hit by hit with the parent, atomic, resumable, and tied to
-the parent dataset and the checkpoint it was made from.
+"""``muon-pipeline predict``: scores in the one scores format (the one ``filter`` reads), aligned hit by
+hit with the parent, atomic, resumable, tied to the parent dataset and the checkpoint it was made from,
+and the chain train (hit_filter) → predict → filter → validate.
 
 References: the parent's hits read with pyarrow alone; a stub model whose score is a hit's own input
 (a planted marker that must come back at the hit it was read from); the trained model run on each
-event alone (no batching, no padding).
+event alone (no batching, no padding); the checkpoint's sha256 by hashlib.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
+import os
+import re
 import shutil
 
 import numpy as np
@@ -21,6 +26,7 @@ pytest.importorskip("lightning")
 
 from pipeline.cli import main  # noqa: E402
 from pipeline.errors import ConfigError, DatasetError  # noqa: E402
+from pipeline.scores import open_scores, parent_ref  # noqa: E402
 from pipeline.train.config import config_from_dict  # noqa: E402
 
 CONFIG = {"task": "hit_filter", "frame_fields": [], "dim": 8, "heads": 2, "encoder_layers": 1,
@@ -64,8 +70,19 @@ def parent_events(ds) -> dict[tuple[str, int], dict]:
 
 
 def read_parts(scores) -> list[dict]:
-    m = json.loads((scores / "_scores.json").read_text())
-    return [r for p in m["parts"] for r in pq.read_table(scores / p["path"]).to_pylist()]
+    """Every scored row as {shard, row, eventNumber, score}, read with json + pyarrow alone: the row is the
+    ``row`` column where the file has one, else the row's position (scores of every event)."""
+    m = json.loads((scores / "_manifest.json").read_text())
+    out = []
+    for f in m["files"]:
+        for i, r in enumerate(pq.read_table(scores / f["path"]).to_pylist()):
+            out.append({"shard": f["parent_shard"], "row": r.get("row", i), "eventNumber": r["eventNumber"],
+                        "score": r["score"]})
+    return out
+
+
+def cli(*args) -> object:
+    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 class Marker(torch.nn.Module):
@@ -101,16 +118,19 @@ def test_a_planted_marker_comes_back_at_its_hit(parent, run):
 
 
 def test_predict_writes_the_scores_of_each_event_alone(parent, run, tmp_path):
-    from pipeline.train.predict import load_hit_filter, open_scores
+    from pipeline.train.predict import load_hit_filter
 
     r = CliRunner().invoke(main, ["predict", str(run), "--data", str(parent), "-o", str(tmp_path / "sc"),
                                   "--device", "cpu"])
     assert r.exit_code == 0, r.output
-    manifest = open_scores(tmp_path / "sc", parent)
-    assert manifest["parent"]["dataset_id"] == json.loads((parent / "_manifest.json").read_text())["dataset_id"]
+    sc = open_scores(str(tmp_path / "sc"), parent_ref(str(parent))[0])
+    assert sc.parent["dataset_id"] == json.loads((parent / "_manifest.json").read_text())["dataset_id"]
+    assert sc.split == "all" and sc.checkpoint_sha256 == hashlib.sha256(
+        (run / "checkpoints" / "best.ckpt").read_bytes()).hexdigest()
+    assert "row" not in pq.read_schema(tmp_path / "sc" / sc.manifest["files"][0]["path"]).names
     want = parent_events(parent)
     rows = read_parts(tmp_path / "sc")
-    assert len(rows) == len(want) == manifest["events"]
+    assert len(rows) == len(want) == sc.verify(str(parent))[0] == sum(f["rows"] for f in sc.manifest["files"])
     module, _ = load_hit_filter(run)
     model = module.model.eval()
     from pipeline.train.data import Normalisation
@@ -128,21 +148,21 @@ def test_predict_writes_the_scores_of_each_event_alone(parent, run, tmp_path):
             hits = torch.from_numpy(chunk.hits[lo:hi][None])
             with torch.inference_mode():
                 alone = model.scores(model({"hits": hits, "hit_mask": torch.ones(1, hi - lo, dtype=torch.bool)}))[0]
-            assert np.allclose(rec["scores"], alone.numpy(), atol=1e-5), rec["row"]
+            assert np.allclose(rec["score"], alone.numpy(), atol=1e-5), rec["row"]
     again = CliRunner().invoke(main, ["predict", str(run), "--data", str(parent), "-o", str(tmp_path / "sc")])
     assert again.exit_code == 0 and "complete already" in again.output
 
 
 def test_a_changed_parent_is_refused_by_name(parent, run, tmp_path):
-    from pipeline.train.predict import open_scores, predict
+    from pipeline.train.predict import predict
 
     ds = tmp_path / "ds"
     shutil.copytree(parent, ds)
     predict(run, ds, tmp_path / "sc", device="cpu")
     manifest = ds / "_manifest.json"
     manifest.write_text(manifest.read_text() + " ")  # any change of the parent's manifest
-    with pytest.raises(DatasetError, match="the parent dataset changed"):
-        open_scores(tmp_path / "sc", ds)
+    with pytest.raises(DatasetError, match="manifest has changed since"):
+        open_scores(str(tmp_path / "sc"), parent_ref(str(ds))[0])
     with pytest.raises(ConfigError, match="the parent dataset changed: its manifest sha256"):
         predict(run, ds, tmp_path / "sc", device="cpu")
 
@@ -163,54 +183,60 @@ def test_an_interrupted_predict_shows_nothing_partial_and_resumes_to_the_same_re
     monkeypatch.setattr(p, "scores_table", killed_inside_the_second_part)
     with pytest.raises(KeyboardInterrupt):
         p.predict(run, parent, tmp_path / "sc", device="cpu")
-    with pytest.raises(DatasetError, match="not a finished scores dataset"):
-        p.open_scores(tmp_path / "sc")
-    done = sorted(x.name for x in (tmp_path / "sc" / "parts").iterdir())
-    assert len(done) == 1 and not done[0].startswith(".")  # the finished part only, no temporary
-    first = (tmp_path / "sc" / "parts" / done[0]).stat().st_mtime_ns
+    with pytest.raises(DatasetError, match="not a finished scores folder .a predict run that has not finished"):
+        open_scores(str(tmp_path / "sc"))
+    done = sorted(x.name for x in (tmp_path / "sc" / "scores").iterdir())
+    assert len(done) == 1 and not done[0].startswith(".")  # the finished file only, no temporary
+    first = (tmp_path / "sc" / "scores" / done[0]).stat().st_mtime_ns
     monkeypatch.setattr(p, "scores_table", real)
     resumed = p.predict(run, parent, tmp_path / "sc", device="cpu")
-    assert resumed["resumed_parts"] == 1 and (tmp_path / "sc" / "parts" / done[0]).stat().st_mtime_ns == first
-    assert [q["sha256"] for q in resumed["parts"]] == [q["sha256"] for q in whole["parts"]]
+    assert resumed["resumed_parts"] == 1 and (tmp_path / "sc" / "scores" / done[0]).stat().st_mtime_ns == first
+    assert [q["sha256"] for q in resumed["files"]] == [q["sha256"] for q in whole["files"]]
     assert read_parts(tmp_path / "sc") == read_parts(tmp_path / "whole")
 
 
 def write_foreign_scores(parent, out, drop_one: bool = False) -> None:
-    """Scores written by another tool, by the documented format only (pyarrow + json + hashlib):
-    the score of a hit is its index in the event; with ``drop_one`` one event of the last part lacks one."""
-    import hashlib
-
+    """Scores of the even rows only, written by another tool by the documented format alone (pyarrow + json
+    + hashlib, with the ``row`` column and a ``split``): the score of a hit is its index in the event; with
+    ``drop_one`` the event at row 14 of the last shard lacks one."""
     import pyarrow as pa
 
-    (out / "parts").mkdir(parents=True)
-    parts = []
+    (out / "scores").mkdir(parents=True)
+    files = []
     shards = sorted((parent / "shards").glob("*.parquet"))
     for k, shard in enumerate(shards):
         rows = pq.read_table(shard, columns=["eventNumber", "hits"]).to_pylist()
-        scores = [[float(i) for i in range(len(r["hits"]))] for r in rows]
+        keep = list(range(0, len(rows), 2))
+        scores = {i: [float(j) for j in range(len(rows[i]["hits"]))] for i in keep}
         if drop_one and k == len(shards) - 1:
-            scores[7] = scores[7][:-1]
-        table = pa.table({"shard": [f"shards/{shard.name}"] * len(rows), "row": list(range(len(rows))),
-                          "eventNumber": [r["eventNumber"] for r in rows],
-                          "scores": pa.array(scores, pa.list_(pa.float32()))})
-        pq.write_table(table, out / "parts" / shard.name)
-        parts.append({"path": f"parts/{shard.name}", "shard": f"shards/{shard.name}", "rows": len(rows)})
+            scores[14] = scores[14][:-1]
+        table = pa.table({"row": pa.array(keep, pa.int64()), "eventNumber": [rows[i]["eventNumber"] for i in keep],
+                          "score": pa.array([scores[i] for i in keep], pa.list_(pa.float32()))})
+        pq.write_table(table, out / "scores" / shard.name)
+        files.append({"path": f"scores/{shard.name}", "parent_shard": f"shards/{shard.name}", "rows": len(keep),
+                      "hits": sum(len(v) for v in scores.values()),
+                      "sha256": hashlib.sha256((out / "scores" / shard.name).read_bytes()).hexdigest()})
     sha = hashlib.sha256((parent / "_manifest.json").read_bytes()).hexdigest()
-    manifest = {"format": "muon-pipeline/hit-scores", "format_version": 1,
-                "parent": {"path": str(parent), "dataset_id": "", "manifest_sha256": sha},
-                "producer": {"tool": "another"}, "split": "all", "parts": parts}
-    (out / "_scores.json").write_text(json.dumps(manifest))
+    dataset_id = json.loads((parent / "_manifest.json").read_text())["dataset_id"]
+    manifest = {"format": "muon-pipeline/scores", "format_version": 1,
+                "parent": {"path": str(parent), "dataset_id": dataset_id, "manifest_sha256": sha},
+                "run": {"tool": "another"}, "split": {"name": "even rows"}, "files": files}
+    (out / "_manifest.json").write_text(json.dumps(manifest))
 
 
-def test_scores_written_by_another_tool_by_the_documented_format_are_read_and_checked(parent, tmp_path):
-    from pipeline.train.predict import open_scores
-
+def test_scores_of_a_subset_written_by_another_tool_by_the_documented_format_are_read_and_checked(parent, tmp_path):
     write_foreign_scores(parent, tmp_path / "good")
-    assert len(open_scores(tmp_path / "good", parent)["parts"]) == 3
+    ref = parent_ref(str(parent))[0]
+    want = parent_events(parent)
+    assert open_scores(str(tmp_path / "good"), ref).verify(str(parent)) == (
+        sum(1 for (_, row) in want if row % 2 == 0), sum(len(v["time"]) for (_, row), v in want.items() if row % 2 == 0))
     write_foreign_scores(parent, tmp_path / "bad", drop_one=True)
-    with pytest.raises(DatasetError, match=r"row 7 of shards/part-\w+\.parquet \(eventNumber \d+\) has \d+ scores; "
-                                           r"the parent event \(eventNumber \d+\) has \d+ hits"):
-        open_scores(tmp_path / "bad", parent)
+    last = f"shards/{sorted((parent / 'shards').glob('*.parquet'))[-1].name}"
+    ev = want[(last, 14)]
+    with pytest.raises(DatasetError, match=re.escape(f"for parent shard {last}: row 14 (eventNumber "
+                                                     f"{ev['eventNumber']}): {len(ev['time']) - 1} scores, the event "
+                                                     f"has {len(ev['time'])} hits")):
+        open_scores(str(tmp_path / "bad"), ref).verify(str(parent))
 
 
 def test_an_output_folder_holding_other_files_is_refused(parent, run, tmp_path):
@@ -221,14 +247,64 @@ def test_an_output_folder_holding_other_files_is_refused(parent, run, tmp_path):
     assert sorted(p.name for p in (tmp_path / "busy").iterdir()) == ["notes.txt"]
 
 
-def test_a_split_scores_exactly_its_events(parent, run, tmp_path):
+def test_a_split_scores_exactly_its_events_at_their_rows(parent, run, tmp_path):
     from pipeline.train.data.split import SPLITS, split_codes
     from pipeline.train.predict import predict
 
     m = predict(run, parent, tmp_path / "sc", split="test", device="cpu")
-    events = np.array([e["eventNumber"] for e in parent_events(parent).values()])
+    by_row = parent_events(parent)
+    events = np.array([e["eventNumber"] for e in by_row.values()])
     d = config_from_dict(CONFIG).data
     want = set(events[split_codes(events, d.train_fraction, d.val_fraction, d.split_seed) == SPLITS["test"]].tolist())
-    got = [r["eventNumber"] for r in read_parts(tmp_path / "sc")]
-    assert len(got) == len(set(got)) == m["events"] and set(got) == want and 0 < len(want) < len(events)
-    assert m["split"] == "test"
+    got = read_parts(tmp_path / "sc")
+    assert len(got) == len({r["eventNumber"] for r in got}) == m["events"]
+    assert {r["eventNumber"] for r in got} == want and 0 < len(want) < len(events)
+    assert all(by_row[(r["shard"], r["row"])]["eventNumber"] == r["eventNumber"] and
+               len(r["score"]) == len(by_row[(r["shard"], r["row"])]["time"]) for r in got)
+    assert m["split"] == {"name": "test", "train_fraction": d.train_fraction, "val_fraction": d.val_fraction,
+                          "seed": d.split_seed}
+    assert open_scores(str(tmp_path / "sc"), parent_ref(str(parent))[0]).verify(str(parent))[0] == len(want)
+    with pytest.raises(ConfigError, match="the split is"):  # resuming it as another split
+        predict(run, parent, tmp_path / "sc", split="val", device="cpu")
+
+
+def test_predict_reads_the_parent_under_the_readers_lock(parent, run, tmp_path):
+    fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running convert, finalize or migrate holds it
+        r = cli("predict", run, "--data", parent, "-o", tmp_path / "sc", "--device", "cpu")
+        lines = [x for x in r.output.splitlines() if x.strip()]
+        assert r.exit_code == ConfigError.exit_code and len(lines) == 1, r.output
+        assert f"{parent} is being written by" in lines[0] and "this predict reads" in lines[0], lines
+        assert not (tmp_path / "sc" / "_manifest.json").exists()
+    finally:
+        os.close(fd)
+
+
+def test_train_predict_filter_validate_and_split_scores_refused_by_filter(parent, run, tmp_path):
+    """The chain: a hit_filter run → predict --split all → filter --working-point 0.9 → the derived
+    dataset's lineage names the run's checkpoint (its sha256), and validate passes; predict --split test
+    scores are refused by filter in one line that says which events they cover and how to make usable ones."""
+    r = cli("predict", run, "--data", parent, "-o", tmp_path / "all", "--split", "all", "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    r = cli("filter", parent, "--scores", tmp_path / "all", "--working-point", "0.9", "-o", tmp_path / "tracking",
+            "-q")
+    assert r.exit_code == 0, r.output
+    lineage = json.loads((tmp_path / "tracking" / "_manifest.json").read_text())["lineage"]
+    assert lineage["scores"]["checkpoint_sha256"] == hashlib.sha256(
+        (run / "checkpoints" / "best.ckpt").read_bytes()).hexdigest()
+    assert lineage["scores"]["scores_id"] == hashlib.sha256((tmp_path / "all" / "_manifest.json").read_bytes()).hexdigest()
+    r = cli("validate", tmp_path / "tracking")
+    assert r.exit_code == 0, r.output
+
+    r = cli("predict", run, "--data", parent, "-o", tmp_path / "test", "--split", "test", "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    r = cli("filter", parent, "--scores", tmp_path / "test", "--working-point", "0.9", "-o", tmp_path / "no", "-q")
+    lines = [x for x in r.output.splitlines() if x.strip()]
+    assert r.exit_code == DatasetError.exit_code and len(lines) == 1 and "Traceback" not in r.output, r.output
+    assert "cover the test split" in lines[0] and f"predict RUN --data {parent} --split all" in lines[0], lines
+    assert not (tmp_path / "no" / "_manifest.json").exists()
+    sc = open_scores(str(tmp_path / "test"), parent_ref(str(parent))[0])
+    f = sc.manifest["files"][0]
+    with pytest.raises(DatasetError, match="cover the test split"):
+        sc.for_shard(f["parent_shard"], np.zeros(0, np.int64), np.zeros(1, np.int64))

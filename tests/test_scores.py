@@ -1,5 +1,6 @@
-"""The scores format: write_scores / open_scores round trip, alignment and identity checks, the documented
-pyarrow-only writer, and the working-point threshold against brute force."""
+"""The scores format: write_scores / open_scores round trip, alignment and identity checks, scores of a
+subset (the ``row`` column, ``split``) checked and refused by filter, the documented pyarrow-only writer,
+and the working-point threshold against brute force."""
 
 from __future__ import annotations
 
@@ -84,7 +85,8 @@ def test_open_refuses_foreign_changed_and_malformed(ds, tmp_path):
     for edit, needle in ((lambda d: d.update(format="x"), "not a scores manifest"),
                          (lambda d: d.update(format_version=2), "format_version 2"),
                          (lambda d: d["files"][0].update(path="../x.parquet"), "is not scores/NAME.parquet"),
-                         (lambda d: d["files"][1].update(parent_shard=d["files"][0]["parent_shard"]), "listed twice")):
+                         (lambda d: d["files"][1].update(parent_shard=d["files"][0]["parent_shard"]), "listed twice"),
+                         (lambda d: d.update(split="test"), "key split: 'test' is neither")):
         bad = json.loads(json.dumps(doc))
         edit(bad)
         (scores / "_manifest.json").write_text(json.dumps(bad))
@@ -100,6 +102,63 @@ def test_a_file_changed_after_writing_is_caught_by_its_checksum(ds, tmp_path):
     pq.write_table(table.slice(0, table.num_rows), scores / f["path"], compression="snappy")
     with pytest.raises(DatasetError, match=re.escape(f"{f['path']}: sha256 differs from the scores manifest")):
         sc.read(f["parent_shard"])
+
+
+def _subset_file(ds: Path, scores: Path, rel: str, rows: list[int]) -> None:
+    """Rewrite the scores file of parent shard ``rel`` to hold ``rows`` only (with the row column, the
+    parent's eventNumbers and the made-up scores of those rows), its sha256 updated in the manifest."""
+    import hashlib
+
+    import pyarrow as pa
+
+    doc = json.loads((scores / "_manifest.json").read_text())
+    f = next(f for f in doc["files"] if f["parent_shard"] == rel)
+    full = pq.read_table(scores / f["path"]).to_pylist()
+    full = [full[r % len(full)] for r in rows]  # a row past the end: any event's values
+    table = pa.table({"row": pa.array(rows, pa.int64()), "eventNumber": [r["eventNumber"] for r in full],
+                      "score": pa.array([r["score"] for r in full], pa.list_(pa.float32()))})
+    pq.write_table(table, scores / f["path"])
+    f.update(rows=len(rows), hits=sum(len(r["score"]) for r in full),
+             sha256=hashlib.sha256((scores / f["path"]).read_bytes()).hexdigest())
+    doc["split"] = {"name": "test", "train_fraction": 0.8, "val_fraction": 0.1, "seed": 0}
+    (scores / "_manifest.json").write_text(json.dumps(doc))
+
+
+def test_subset_rows_are_checked_against_the_parent_rows(ds, tmp_path):
+    scores = make_scores(ds, tmp_path / "s")
+    per_shard = {rel: (events, offsets) for rel, events, offsets, _ in shard_scores(ds)}
+    rel = next(iter(per_shard))
+    events, offsets = per_shard[rel]
+    _subset_file(ds, scores, rel, [1, 4, 6])
+    sc = open_scores(str(scores), parent_ref(str(ds))[0])
+    rows, got_offsets, values = sc.for_rows(rel, events, offsets)
+    counts = np.diff(offsets)
+    assert rows.tolist() == [1, 4, 6] and np.diff(got_offsets).tolist() == counts[[1, 4, 6]].tolist()
+    assert sc.verify(str(ds)) == (sum(len(e) for e, _ in per_shard.values()) - len(events) + 3,
+                                  sum(int(o[-1]) for _, o in per_shard.values()) - int(counts.sum())
+                                  + int(counts[[1, 4, 6]].sum()))
+    for rows, needle in (([4, 1, 6], f"the file's row 1 names parent row 1: the row column must name rows of the "
+                                      f"parent shard (0 to {len(events) - 1}), increasing"),
+                         ([1, 4, len(events)], f"the file's row 2 names parent row {len(events)}: ")):
+        _subset_file(ds, make_scores(ds, tmp_path / f"s{rows[-1]}"), rel, rows)
+        with pytest.raises(DatasetError, match=re.escape(needle)):
+            open_scores(str(tmp_path / f"s{rows[-1]}")).verify(str(ds))
+
+
+def test_filter_refuses_scores_of_a_split_in_one_line(ds, tmp_path):
+    scores = make_scores(ds, tmp_path / "s")
+    rel = json.loads((ds / "_manifest.json").read_text())["shards"][0]["path"]
+    _subset_file(ds, scores, rel, [0, 2])
+    out = cli("filter", ds, "--scores", scores, "--working-point", "0.9", "-o", tmp_path / "out", code=1)
+    lines = [x for x in out.splitlines() if x.strip()]
+    assert len(lines) == 1 and "cover the test split (train 0.8, val 0.1, seed 0) only, not every event of" in lines[0]
+    assert f"`muon-pipeline predict RUN --data {ds} --split all` makes them" in lines[0]
+    assert not (tmp_path / "out" / "_manifest.json").exists()
+    sc = open_scores(str(scores))
+    events, offsets = next((e, o) for r, e, o, _ in shard_scores(ds) if r == rel)
+    for call in (lambda: sc.for_shard(rel, events, offsets), lambda: sc.read(rel)):
+        with pytest.raises(DatasetError, match="cover the test split"):
+            call()
 
 
 def test_the_documented_pyarrow_writer_makes_scores_filter_accepts(ds, tmp_path, monkeypatch):

@@ -1,23 +1,26 @@
-"""``muon-pipeline predict``: the per-hit scores of a hit-filter run over a dataset, as a scores dataset.
+"""``muon-pipeline predict``: the per-hit scores of a hit-filter run over a dataset, as a scores folder.
 
-Layout of SCORES (the format, for writers of other tools too, is in ``docs/reference/scores.md``)::
+SCORES is in the one scores format (:mod:`pipeline.scores`, ``docs/reference/scores.md``), the one
+``filter`` reads::
 
-    _scores.json                  the manifest (written last): parent dataset, producer, parts
-    parts/<shard stem>.parquet    one per parent shard with events of the split: shard, row, eventNumber,
-                                  scores (list<float32>, one per hit in the parent's hit order)
-    _work/predict.json            while running: what this output is being made from (for a resume)
+    _manifest.json               written last: parent dataset, run (checkpoint sha256, pos_weight), split, files
+    scores/part-KEY.parquet      one per parent shard with events of the split: [row,] eventNumber, score
+    _work/predict.json           while running: what this output is being made from (for a resume)
 
-Streaming: one parent row group at a time (one output row group per parent row group). Atomic: each part
-appears under its name only when complete, the manifest last, so a reader (:func:`open_scores`) sees
-all or nothing. Resumable: a re-run skips the finished parts and redoes the one a kill interrupted; a
-re-run of a finished output says so and changes nothing. A parent dataset or a checkpoint that differs
+``--split all`` scores every event (no ``row`` column): scores ``filter`` takes. A hash split scores its
+events only and adds the ``row`` column (the row in the parent shard).
+
+Streaming: one parent row group at a time (one output row group per parent row group), the parent read
+under the readers' lock (:func:`pipeline.locks.reading`). Atomic: each file appears under its name only
+when complete, the manifest last, so a reader (:func:`pipeline.scores.open_scores`) sees all or nothing.
+Resumable: a re-run skips the finished files and redoes the one a kill interrupted; a re-run of a
+finished output says so and changes nothing. A parent dataset, a checkpoint or a split that differs
 from what the output was started with is refused by name.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,15 +28,20 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, DatasetError
-from ..format import LEGACY_MANIFEST, MANIFEST, manifest_name
-
-SCORES_FORMAT = "muon-pipeline/hit-scores"
-SCORES_VERSION = 1
-SCORES_MANIFEST = "_scores.json"
-PARTS = "parts"
-PLAN = "_work/predict.json"
-#: Columns of a part, in order.
-COLUMNS = ("shard", "row", "eventNumber", "scores")
+from ..format import MANIFEST
+from ..scores import (
+    ALL,
+    SCORES_DIR,
+    SCORES_FORMAT,
+    ParentRef,
+    file_entry,
+    parent_ref,
+    scores_file_name,
+    scores_manifest,
+    scores_schema,
+    scores_table,
+)
+from ..scores import PREDICT_PLAN as PLAN
 
 
 def file_sha256(path: str | Path) -> str:
@@ -44,23 +52,6 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def parent_manifest(data_dir: str | Path) -> Path:
-    """The manifest file of a dataset folder (``_manifest.json``, or the legacy name)."""
-    root = Path(data_dir)
-    name = manifest_name(lambda n: (root / n).is_file())
-    if name is None:
-        raise DatasetError(f"{data_dir}: no {MANIFEST} (or {LEGACY_MANIFEST}); not a dataset folder")
-    return root / name
-
-
-def parent_identity(data_dir: str | Path) -> dict[str, Any]:
-    """``{path, dataset_id, manifest_sha256}`` of a dataset folder (the bytes of its manifest file)."""
-    path = parent_manifest(data_dir)
-    manifest = json.loads(path.read_text())
-    return {"path": str(Path(data_dir).resolve()), "dataset_id": manifest.get("dataset_id", ""),
-            "manifest_sha256": file_sha256(path)}
-
-
 def leaf_paths(pf: Any, list_column: str, fields: tuple[str, ...], where: str | Path) -> list[str]:
     """Parquet column paths (``hits.list.element.X``, as the writer named them) of ``fields`` of a
     list<struct> column: reading them alone skips the other fields of every hit."""
@@ -69,23 +60,6 @@ def leaf_paths(pf: Any, list_column: str, fields: tuple[str, ...], where: str | 
     if len(found) != len(fields):
         raise DatasetError(f"{where}: {list_column} lacks some of the fields {', '.join(fields)}")
     return found
-
-
-def scores_parquet_schema() -> Any:
-    import pyarrow as pa
-
-    return pa.schema([("shard", pa.string()), ("row", pa.int64()), ("eventNumber", pa.int64()),
-                      ("scores", pa.list_(pa.float32()))])
-
-
-def scores_table(shard: str, rows: np.ndarray, events: np.ndarray, offsets: np.ndarray, flat: np.ndarray) -> Any:
-    """One part's rows: events ``rows`` [E] (row in the parent shard) with scores ``flat`` [N_hits] cut by
-    ``offsets`` [E + 1] (event i's hits are ``flat[offsets[i]:offsets[i + 1]]``, in the parent's order)."""
-    import pyarrow as pa
-
-    scores = pa.ListArray.from_arrays(pa.array(np.asarray(offsets, np.int32)), pa.array(flat, pa.float32()))
-    return pa.table([pa.array([shard] * len(rows), pa.string()), pa.array(rows, pa.int64()),
-                     pa.array(events, pa.int64()), scores], schema=scores_parquet_schema())
 
 
 def score_chunk(model: Any, chunk: Any, device: str, batch_size: int,
@@ -170,21 +144,21 @@ def scored_row_groups(model: Any, stream: Any, device: str, units: list[int] | N
 
 
 def _identity(run_dir: Path, ckpt: Path, data_dir: str | Path, split: str, cfg: Any) -> dict[str, Any]:
+    """What the output is made from: ``parent``, ``run`` and ``split`` as the scores manifest records them."""
     d = cfg.data
-    return {"format": SCORES_FORMAT, "format_version": SCORES_VERSION, "parent": parent_identity(data_dir),
-            "producer": {"tool": "muon-pipeline", "run": str(run_dir.resolve()), "checkpoint": ckpt.name,
-                         "checkpoint_sha256": file_sha256(ckpt)},
-            "split": split, "split_fractions": {"train": d.train_fraction, "val": d.val_fraction, "seed": d.split_seed},
-            "score": "sigmoid of the hit filter's logit, in [0, 1], higher = more muon-like (a calibrated "
-                     "probability only when the run's pos_weight is 1)", "pos_weight": cfg.pos_weight}
+    run = {"tool": "muon-pipeline", "run": str(run_dir.resolve()), "checkpoint": ckpt.name,
+           "checkpoint_sha256": file_sha256(ckpt), "pos_weight": cfg.pos_weight}
+    fractions = {"name": split, "train_fraction": d.train_fraction, "val_fraction": d.val_fraction,
+                 "seed": d.split_seed}
+    return {"parent": parent_ref(str(data_dir))[0].to_dict(), "run": run, "split": ALL if split == ALL else fractions}
 
 
 def _differs(saved: dict[str, Any], now: dict[str, Any], where: str, output: str | Path) -> str | None:
     """The first difference between a saved identity and the present one, as a sentence (None if equal)."""
     checks = [(("parent", "manifest_sha256"), "the parent dataset changed: its manifest sha256"),
               (("parent", "dataset_id"), "the parent dataset's id"),
-              (("producer", "checkpoint_sha256"), "the run's checkpoint changed: its sha256"),
-              (("split",), "the split"), (("split_fractions",), "the split fractions")]
+              (("run", "checkpoint_sha256"), "the run's checkpoint changed: its sha256"),
+              (("split",), "the split")]
     for keys, what in checks:
         a, b = saved, now
         for k in keys:
@@ -195,148 +169,114 @@ def _differs(saved: dict[str, Any], now: dict[str, Any], where: str, output: str
     return None
 
 
+def _totals(manifest: dict[str, Any]) -> dict[str, int]:
+    return {"events": sum(f["rows"] for f in manifest["files"]), "hits": sum(f["hits"] for f in manifest["files"])}
+
+
 def predict(run_dir: str | Path, data_dir: str | Path, output: str | Path, *, split: str = "all",
             device: str | None = None, batch_size: int | None = None, quiet: bool = True) -> dict[str, Any]:
-    """Write the scores dataset ``output`` (see the module docstring); return its manifest plus
-    ``events``, ``hits``, ``seconds``, ``resumed_parts`` and ``already_complete``."""
+    """Write the scores folder ``output`` (see the module docstring); return its manifest plus ``events``,
+    ``hits``, ``seconds``, ``resumed_parts`` (files kept from an interrupted run) and ``already_complete``.
+
+    Raises ConfigError (an output that holds other files, or was started from another parent, checkpoint
+    or split; the parent being written), DatasetError (an empty split)."""
     import time
 
-    from ..progress import Reporter
+    from ..locks import reading
     from ..storage import OutputDir
 
     run_dir = Path(run_dir)
     module, ckpt = load_hit_filter(run_dir)
-    info, stream = open_split(module, data_dir, split, batch_size)
-    if stream.events == 0:
-        raise DatasetError(f"{data_dir}: the {split} split is empty; nothing to score")
-    identity = _identity(run_dir, ckpt, data_dir, split, module.cfg)
     out = OutputDir(str(output))
     out.check_writable()
-    t0 = time.perf_counter()
     if Path(output).exists() and not Path(output).is_dir():
         raise ConfigError(f"--output {output}: exists and is not a folder")
-    foreign = [n for n in out.listdir(".") if n not in (SCORES_MANIFEST, PARTS, "_work") and not n.startswith(".")]
-    if foreign and not out.exists(SCORES_MANIFEST) and not out.exists(PLAN):
-        raise ConfigError(f"--output {output}: a folder that holds other files ({', '.join(foreign[:3])}); predict "
-                          "writes a new scores dataset or resumes its own: give another --output")
-    with out.lock(what="predict"):
-        if out.exists(SCORES_MANIFEST):
-            done = out.read_json(SCORES_MANIFEST)
-            problem = _differs(done, identity, SCORES_MANIFEST, output)
-            if problem:
-                raise ConfigError(problem)
-            return {**done, "already_complete": True, "resumed_parts": len(done["parts"]), "seconds": 0.0}
-        if out.exists(PLAN):
-            problem = _differs(out.read_json(PLAN), identity, PLAN, output)
-            if problem:
-                raise ConfigError(problem)
-        else:
-            out.write_json(PLAN, identity)
-        if out.exists(PARTS):
-            out.clean_temporaries(PARTS)
-        model, dev = prepare_model(module, device)
-        shards: dict[int, list[int]] = {}
-        for g, unit in enumerate(stream.units):
-            shards.setdefault(unit.shard_index, []).append(g)
-        parts, resumed, hits = [], 0, 0
-        with Reporter(stream.events, quiet=quiet, label="predict", noun="events") as progress:
-            for si, groups in shards.items():
-                shard = info.manifest["shards"][si]["path"]
-                rel = f"{PARTS}/{Path(shard).stem}.parquet"
-                if out.exists(rel):
-                    resumed += 1
-                    progress.advance(sum(stream.units[g].events for g in groups))
-                else:
-                    _write_part(out, rel, shard, model, stream, groups, dev, progress)
-                parts.append(_part_record(out, rel, shard))
-                hits += parts[-1]["hits"]
-                progress.unit_done()
-        manifest = {**identity, "events": stream.events, "hits": hits, "parts": parts}
-        out.write_json(SCORES_MANIFEST, manifest)
-        out.remove(PLAN)
-        if out.local and not out.listdir("_work"):
-            Path(out.path("_work")).rmdir()
-    return {**manifest, "already_complete": False, "resumed_parts": resumed, "seconds": time.perf_counter() - t0}
+    with reading(str(data_dir), "predict"):
+        info, stream = open_split(module, data_dir, split, batch_size)
+        if stream.events == 0:
+            raise DatasetError(f"{data_dir}: the {split} split is empty; nothing to score")
+        identity = _identity(run_dir, ckpt, data_dir, split, module.cfg)
+        t0 = time.perf_counter()
+        foreign = [n for n in out.listdir(".") if n not in (MANIFEST, SCORES_DIR, "_work") and not n.startswith(".")]
+        if foreign and not out.exists(MANIFEST) and not out.exists(PLAN):
+            raise ConfigError(f"--output {output}: a folder that holds other files ({', '.join(foreign[:3])}); "
+                              "predict writes a new scores folder or resumes its own: give another --output")
+        with out.lock(what="predict"):
+            if out.exists(MANIFEST):
+                done = out.read_json(MANIFEST)
+                if not isinstance(done, dict) or done.get("format") != SCORES_FORMAT:
+                    raise ConfigError(f"--output {output}: its {MANIFEST} is not a scores manifest; give another "
+                                      "--output")
+                problem = _differs(done, identity, MANIFEST, output)
+                if problem:
+                    raise ConfigError(problem)
+                return {**done, **_totals(done), "already_complete": True, "resumed_parts": len(done["files"]),
+                        "seconds": 0.0}
+            if out.exists(PLAN):
+                problem = _differs(out.read_json(PLAN), identity, PLAN, output)
+                if problem:
+                    raise ConfigError(problem)
+            else:
+                out.write_json(PLAN, identity)
+            manifest, resumed = _score_files(out, module, device, info, stream, identity, quiet)
+            out.write_json(MANIFEST, manifest)
+            out.remove(PLAN)
+            if out.local and not out.listdir("_work"):
+                Path(out.path("_work")).rmdir()
+    return {**manifest, **_totals(manifest), "already_complete": False, "resumed_parts": resumed,
+            "seconds": time.perf_counter() - t0}
 
 
-def _write_part(out: Any, rel: str, shard: str, model: Any, stream: Any, groups: list[int], device: str,
-                progress: Any) -> None:
+def _score_files(out: Any, module: Any, device: str | None, info: Any, stream: Any, identity: dict[str, Any],
+                 quiet: bool) -> tuple[dict[str, Any], int]:
+    """Write (or keep, from an interrupted run) one scores file per parent shard with events of the split;
+    return (the scores manifest, files kept)."""
+    from ..progress import Reporter
+
+    if out.exists(SCORES_DIR):
+        out.clean_temporaries(SCORES_DIR)
+    model, dev = prepare_model(module, device)
+    shards: dict[int, list[int]] = {}
+    for g, unit in enumerate(stream.units):
+        shards.setdefault(unit.shard_index, []).append(g)
+    files, resumed = [], 0
+    subset = identity["split"] != ALL
+    with Reporter(stream.events, quiet=quiet, label="predict", noun="events") as progress:
+        for si in sorted(shards):
+            groups = shards[si]
+            shard = info.manifest["shards"][si]["path"]
+            name = scores_file_name(shard)
+            if out.exists(name):
+                resumed += 1
+                progress.advance(sum(stream.units[g].events for g in groups))
+            else:
+                _write_file(out, name, shard, model, stream, groups, dev, progress, subset)
+            files.append(_file_record(out, name, shard))
+            progress.unit_done()
+    return scores_manifest(ParentRef(**identity["parent"]), files, identity["run"], identity["split"]), resumed
+
+
+def _write_file(out: Any, name: str, shard: str, model: Any, stream: Any, groups: list[int], device: str,
+                progress: Any, subset: bool) -> None:
+    """Score the row groups ``groups`` of parent shard ``shard`` into the scores file ``name``: every row
+    in order (no ``row`` column), or with ``subset`` the split's rows and their row numbers."""
     import pyarrow.parquet as pq
 
-    with out.atomic(rel, native=True) as tmp, pq.ParquetWriter(tmp, scores_parquet_schema(), compression="zstd") as w:
+    with out.atomic(name, native=True) as tmp, pq.ParquetWriter(tmp, scores_schema(subset), compression="zstd") as w:
+        last = -1
         for _, chunk, flat in scored_row_groups(model, stream, device, groups, on_batch=progress.advance):
-            rows = chunk.row & 0xFFFFFFFF
-            w.write_table(scores_table(shard, rows, chunk.event, chunk.hit_offsets, flat))
+            rows = (chunk.row & 0xFFFFFFFF).astype(np.int64)
+            rising = (np.diff(np.r_[last, rows]) > 0).all()
+            if not rising or (not subset and not np.array_equal(rows, np.arange(last + 1, last + 1 + len(rows)))):
+                raise DatasetError(f"{shard}: the stream gave rows out of the shard's order (this is a bug)")
+            last = int(rows[-1]) if len(rows) else last
+            w.write_table(scores_table(chunk.event, chunk.hit_offsets, flat, rows if subset else None))
 
 
-def _part_record(out: Any, rel: str, shard: str) -> dict[str, Any]:
+def _file_record(out: Any, name: str, shard: str) -> dict[str, Any]:
+    """The manifest entry of a finished scores file: its rows and hits read back from the file."""
     import pyarrow.parquet as pq
 
-    meta = pq.ParquetFile(out.path(rel)).metadata
-    table = pq.read_table(out.path(rel), columns=["scores"])
+    table = pq.read_table(out.path(name), columns=["score"])
     hits = int(sum(len(c.values) for c in table.column(0).chunks))
-    return {"path": rel, "shard": shard, "rows": meta.num_rows, "hits": hits, "sha256": out.sha256(rel)}
-
-
-def open_scores(scores_dir: str | Path, parent: str | Path | None = None, check_hits: bool = True) -> dict[str, Any]:
-    """The manifest of a finished scores dataset, checked: its format, its parts' sha256, and with
-    ``parent`` that the parent dataset is the one the scores were made from (its manifest sha256) and,
-    with ``check_hits``, that every event has one score per parent hit (:func:`check_part`)."""
-    root = Path(scores_dir)
-    path = root / SCORES_MANIFEST
-    if not path.is_file():
-        hint = " (a predict run that has not finished: run it again to complete it)" if (root / PLAN).is_file() else ""
-        raise DatasetError(f"{scores_dir}: no {SCORES_MANIFEST}; not a finished scores dataset{hint}")
-    try:
-        manifest = json.loads(path.read_text())
-    except ValueError as err:
-        raise DatasetError(f"{path}: not valid JSON ({err})") from err
-    if manifest.get("format") != SCORES_FORMAT or manifest.get("format_version") != SCORES_VERSION:
-        raise DatasetError(f"{path}: format {manifest.get('format')!r} v{manifest.get('format_version')}; expected "
-                           f"{SCORES_FORMAT!r} v{SCORES_VERSION}")
-    for part in manifest.get("parts", []):
-        if part.get("sha256") and file_sha256(root / part["path"]) != part["sha256"]:
-            raise DatasetError(f"{root / part['path']}: sha256 differs from {SCORES_MANIFEST} (the file changed)")
-    if parent is not None:
-        now = parent_identity(parent)["manifest_sha256"]
-        was = manifest.get("parent", {}).get("manifest_sha256")
-        if now != was:
-            raise DatasetError(f"{scores_dir}: made from a dataset whose manifest sha256 is {was}; {parent}'s is "
-                               f"{now}: the parent dataset changed (or is another one); predict again")
-        if check_hits:
-            from ..schema import load_schema
-
-            version = json.loads(parent_manifest(parent).read_text())["schema"]["version"]
-            for part in manifest.get("parts", []):
-                check_part(root / part["path"], Path(parent), load_schema(version).hit_column)
-    return manifest
-
-
-def check_part(part: Path, parent: Path, hit_column: str = "hits") -> None:
-    """Every row of a scores part names a row of its parent shard and has one score per hit of that event
-    (read from one hit field of the parent, not the whole hit list); DatasetError naming the first that does not."""
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(part, columns=["shard", "row", "eventNumber", "scores"])
-    n_scores = np.diff(np.asarray(table.column("scores").combine_chunks().offsets))
-    rows = table.column("row").to_numpy()
-    for shard in table.column("shard").unique().to_pylist():
-        path = parent / shard
-        if Path(shard).is_absolute() or ".." in Path(shard).parts or not path.is_file():
-            raise DatasetError(f"{part}: shard {shard!r} is not a shard of {parent}")
-        pf = pq.ParquetFile(path)
-        leaf = leaf_paths(pf, hit_column, ("spacePoint_technology",), path)
-        counts = np.diff(np.asarray(pf.read(columns=leaf).column(0).combine_chunks().offsets))
-        events = pf.read(columns=["eventNumber"]).column(0).to_numpy()
-        mine = (table.column("shard").to_numpy(zero_copy_only=False) == shard)
-        bad_row = rows[mine][(rows[mine] < 0) | (rows[mine] >= len(counts))]
-        if len(bad_row):
-            raise DatasetError(f"{part}: row {int(bad_row[0])} is not a row of {shard} ({len(counts)} events)")
-        r, n = rows[mine], n_scores[mine]
-        ev = table.column("eventNumber").to_numpy()[mine]
-        wrong = np.flatnonzero((counts[r] != n) | (events[r] != ev))
-        if len(wrong):
-            i = wrong[0]
-            raise DatasetError(f"{part}: row {int(r[i])} of {shard} (eventNumber {int(ev[i])}) has {int(n[i])} scores; "
-                               f"the parent event (eventNumber {int(events[r[i]])}) has {int(counts[r[i]])} hits")
-
+    return file_entry(out, name, shard, table.num_rows, hits)

@@ -17,18 +17,19 @@ from .device import DEVICE_HELP
 @click.option("--data", "data_dir", required=True, type=click.Path(exists=True, file_okay=False),
               help="Dataset directory to score (written by `muon-pipeline convert`).")
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
-              help="Scores dataset to write (or to resume): _scores.json + parts/*.parquet.")
+              help="Scores folder to write (or to resume): _manifest.json + scores/*.parquet, as `filter --scores` reads.")
 @click.option("--split", type=click.Choice(["all", "test", "val", "train"]), default="all", show_default=True,
-              help="Which events: all, or one hash split of the run's config.")
+              help="Which events: all (scores `filter` takes), or one hash split of the run's config.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "gpu", "cuda"], case_sensitive=False), default="auto",
               show_default=True, help=DEVICE_HELP)
 @click.option("--batch-size", type=click.IntRange(min=1), help="Events per batch [default: the run's data.batch_size].")
 def predict(run_dir: str, data_dir: str, output: str, split: str, device: str, batch_size: int | None) -> None:
     """Score every hit of a dataset with a hit-filter run: one float per hit, in the parent's hit order.
 
-    Streams the dataset one row group at a time; each part appears only when complete and the manifest
+    Streams the dataset one row group at a time; each file appears only when complete and the manifest
     last, so a killed run leaves nothing partial visible and the same command resumes it. A dataset or a
-    checkpoint that changed since the output was started is refused by name.
+    checkpoint that changed since the output was started is refused by name. `--split all` scores are
+    what `muon-pipeline filter DATA --scores OUTPUT` takes.
     """
     from pathlib import Path
 
@@ -49,6 +50,6 @@ def predict(run_dir: str, data_dir: str, output: str, split: str, device: str, b
                    "nothing to do")
         return
     rate = result["events"] / result["seconds"] if result["seconds"] > 0 else float("nan")
-    resumed = f", {result['resumed_parts']} part(s) kept from an earlier run" if result["resumed_parts"] else ""
+    resumed = f", {result['resumed_parts']} file(s) kept from an earlier run" if result["resumed_parts"] else ""
     click.echo(f"predict: {result['events']} events, {result['hits']} hits scored in {result['seconds']:.0f} s "
-               f"({rate:.0f} events/s{resumed}); wrote {output}/_scores.json and {len(result['parts'])} part(s)")
+               f"({rate:.0f} events/s{resumed}); wrote {output}/_manifest.json and {len(result['files'])} file(s)")
