@@ -308,3 +308,18 @@ def test_train_predict_filter_validate_and_split_scores_refused_by_filter(parent
     f = sc.manifest["files"][0]
     with pytest.raises(DatasetError, match="cover the test split"):
         sc.for_shard(f["parent_shard"], np.zeros(0, np.int64), np.zeros(1, np.int64))
+
+
+def test_a_changed_checkpoint_is_refused_by_name(parent, run, tmp_path):
+    from pipeline.train.predict import predict
+
+    mine = tmp_path / "run"
+    shutil.copytree(run, mine)
+    predict(mine, parent, tmp_path / "sc", device="cpu")
+    ckpt = mine / "checkpoints" / "best.ckpt"
+    state = torch.load(ckpt, weights_only=True)
+    state["note"] = "retrained"  # any change of the checkpoint file
+    torch.save(state, ckpt)
+    with pytest.raises(ConfigError, match="the run's checkpoint changed: its sha256 is "
+                                          f"{hashlib.sha256(ckpt.read_bytes()).hexdigest()} now"):
+        predict(mine, parent, tmp_path / "sc", device="cpu")
