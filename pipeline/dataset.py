@@ -24,7 +24,7 @@ from typing import Any
 from .derive_config import config_hash, config_of, is_derived
 from .errors import DatasetError, SchemaError, one_line
 from .format import MANIFEST, SHARDS, InputInfo, dataset_id, manifest_name, read_identity, unit_key
-from .manifest import read_manifest
+from .manifest_file import read_manifest
 from .report import Where, render_where
 from .schema import Schema, load_schema, schema_from_metadata
 from .storage import OutputDir

@@ -23,12 +23,10 @@ from .format import (
     FORMAT_VERSION,
     LEGACY_MANIFEST,
     MANIFEST,
-    PLAN,
     RECORDS,
     SHARDS,
     TMP_MARK,
     dataset_id,
-    manifest_name,
 )
 from .plan import Plan, finished_records
 from .selection import CutFlow
@@ -165,20 +163,3 @@ def reading_summary(layout: dict, rounded: dict[str, int]) -> dict:
     A manifest written before this section existed has none: exact values, nothing filled."""
     return {"precision": layout.get("precision", "exact"), "filled": dict(layout.get("fill") or {}),
             "rounded": dict(rounded)}
-
-
-def read_manifest(out: OutputDir) -> dict:
-    """The manifest of ``out``: ``_manifest.json``, or ``manifest.json`` in a dataset written before the
-    rename. ``DatasetError`` (one line) when there is none or it is not a muon-pipeline manifest."""
-    name = manifest_name(out.exists)
-    if name is None:
-        hint = " (convert did not finish: run `muon-pipeline finalize` to see what is missing)" if out.exists(PLAN) else ""
-        raise DatasetError(f"{out.url} has no {MANIFEST}{hint}")
-    try:
-        doc = out.read_json(name)
-    except ValueError as err:
-        raise DatasetError(f"{out.url}/{name} is not valid JSON: {err}") from err
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise DatasetError(f"{out.url}/{name} is not a muon-pipeline manifest (format="
-                           f"{doc.get('format') if isinstance(doc, dict) else type(doc).__name__!r})")
-    return doc

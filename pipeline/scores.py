@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import ConfigError, DatasetError, one_line
-from .format import FORMAT, MANIFEST, SHARDS, TMP_MARK, manifest_name
+from .format import MANIFEST, SHARDS, TMP_MARK, manifest_name
+from .manifest_file import read_manifest
 from .storage import OutputDir
 
 SCORES_FORMAT = "muon-pipeline/scores"
@@ -64,15 +65,8 @@ def parent_ref(path: str) -> tuple[ParentRef, dict]:
     out = OutputDir(path)
     if not out.fs.exists(out.root):
         raise DatasetError(f"{path}: no such dataset directory")
+    manifest = read_manifest(out)
     name = manifest_name(out.exists)
-    if name is None:
-        raise DatasetError(f"{path} has no {MANIFEST} (not a finished dataset)")
-    try:
-        manifest = out.read_json(name)
-    except ValueError as err:
-        raise DatasetError(f"{path}/{name} is not valid JSON: {err}") from err
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise DatasetError(f"{path}/{name} is not a muon-pipeline dataset manifest")
     return ParentRef(path, str(manifest.get("dataset_id")), out.sha256(name)), manifest
 
 

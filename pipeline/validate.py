@@ -33,7 +33,7 @@ from .errors import ConfigError, DatasetError, SchemaError, one_line
 from .format import SHARDS, TMP_MARK, read_identity
 from .lineage import check_lineage
 from .locks import reading
-from .manifest import read_manifest
+from .manifest_file import read_manifest
 from .report import Problem, Report, summarize
 from .schema import load_schema
 from .shards import chunk_from_table, iter_row_groups, open_parquet
