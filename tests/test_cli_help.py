@@ -17,10 +17,17 @@ def test_version(flag):
     assert r.exit_code == 0 and r.output.strip() == f"muon-pipeline, version {__version__}"
 
 
-@pytest.mark.parametrize("command", ["convert", "migrate", "train", "evaluate", "compare", "predict"])
+@pytest.mark.parametrize("command", ["convert", "migrate", "train", "evaluate", "compare", "predict", "filter"])
 def test_output_has_a_short_form(command):
     r = CliRunner().invoke(main, [command, "--help"])
     assert r.exit_code == 0 and "-o, --output" in r.output, r.output
+
+
+@pytest.mark.parametrize("command", ["simulate", "convert", "filter", "predict"])
+def test_commands_with_a_progress_bar_can_be_quiet(command):
+    """A batch script silences the progress of every long command the same way."""
+    r = CliRunner().invoke(main, [command, "--help"])
+    assert r.exit_code == 0 and "-q, --quiet" in r.output, r.output
 
 
 def test_convert_help_lists_its_options_in_sections():

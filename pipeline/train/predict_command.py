@@ -23,7 +23,9 @@ from .device import DEVICE_HELP
 @click.option("--device", type=click.Choice(["auto", "cpu", "gpu", "cuda"], case_sensitive=False), default="auto",
               show_default=True, help=DEVICE_HELP)
 @click.option("--batch-size", type=click.IntRange(min=1), help="Events per batch [default: the run's data.batch_size].")
-def predict(run_dir: str, data_dir: str, output: str, split: str, device: str, batch_size: int | None) -> None:
+@click.option("-q", "--quiet", is_flag=True, help="No progress output (the summary line stays).")
+def predict(run_dir: str, data_dir: str, output: str, split: str, device: str, batch_size: int | None,
+            quiet: bool = False) -> None:
     """Score every hit of a dataset with a hit-filter run: one float per hit, in the parent's hit order.
 
     Streams the dataset one row group at a time; each file appears only when complete and the manifest
@@ -44,7 +46,7 @@ def predict(run_dir: str, data_dir: str, output: str, split: str, device: str, b
     extras.train()
     from .predict import predict as run_predict
 
-    result = run_predict(run_dir, data_dir, output, split=split, device=device, batch_size=batch_size, quiet=False)
+    result = run_predict(run_dir, data_dir, output, split=split, device=device, batch_size=batch_size, quiet=quiet)
     if result["already_complete"]:
         click.echo(f"predict: {output} is complete already ({result['events']} events, {result['hits']} hits); "
                    "nothing to do")
@@ -52,4 +54,4 @@ def predict(run_dir: str, data_dir: str, output: str, split: str, device: str, b
     rate = result["events"] / result["seconds"] if result["seconds"] > 0 else float("nan")
     resumed = f", {result['resumed_parts']} file(s) kept from an earlier run" if result["resumed_parts"] else ""
     click.echo(f"predict: {result['events']} events, {result['hits']} hits scored in {result['seconds']:.0f} s "
-               f"({rate:.0f} events/s{resumed}); wrote {output}/_manifest.json and {len(result['files'])} file(s)")
+               f"({rate:.0f} events/s{resumed}); wrote {str(output).rstrip('/') or '/'}/_manifest.json and {len(result['files'])} file(s)")
