@@ -16,31 +16,19 @@ when they run, so preprocessing never pays for it.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import importlib
 import os
-import signal
 import sys
 
 import click
 
 from ._version import __version__
+from .cli_errors import run_command
 from .cli_format import CONVERT_SECTIONS, SectionedCommand, print_convert_summary
-from .errors import STORAGE_ERRNOS, Interrupted, PipelineError
-from .signals import STOP_SIGNALS, Signalled, raise_signalled
+from .errors import PipelineError
 
 #: Signals every command stops on with exit code 128 + N (SIGINT arrives as KeyboardInterrupt).
-_STOP_SIGNALS = tuple(s for s in STOP_SIGNALS if s != signal.SIGINT)
-
-
-def _stopped(ctx: click.Context, signum: int) -> None:
-    """One line and exit 128 + ``signum`` for a command stopped by a signal."""
-    name = ctx.invoked_subcommand or ctx.info_name or "muon-pipeline"
-    click.secho(f"{name}: stopped by {signal.Signals(signum).name}; finished work is kept and nothing partial is "
-                "visible; run the same command again to resume", fg="yellow", err=True)
-    sys.exit(128 + signum)
-
 #: Commands defined beside the stage they drive, imported only when used.
 _LAZY_COMMANDS = {
     "simulate": "pipeline.simulate.command:simulate",
@@ -69,36 +57,7 @@ class _Group(click.Group):
         return super().get_command(ctx, name)
 
     def invoke(self, ctx: click.Context):  # noqa: D401
-        old = {}
-        for sig in _STOP_SIGNALS:
-            with contextlib.suppress(ValueError, OSError):  # not the main thread (a caller's thread): leave them
-                old[sig] = signal.signal(sig, raise_signalled)
-        try:
-            return super().invoke(ctx)
-        except Interrupted as err:  # a command that stopped cleanly on a signal says what it kept
-            click.secho(str(err), fg="yellow", err=True)
-            sys.exit(err.exit_code)
-        except KeyboardInterrupt:
-            _stopped(ctx, signal.SIGINT)
-        except Signalled as stop:
-            _stopped(ctx, stop.signum)
-        except PipelineError as err:
-            click.secho(f"Error: {err}", fg="red", err=True)
-            sys.exit(err.exit_code)
-        except PermissionError as err:  # a folder one may not list or write, whichever command met it
-            where = f"{err.filename}: " if err.filename else ""
-            click.secho(f"Error: {where}permission denied ({err.strerror or err}); check the folder's owner and "
-                        "mode", fg="red", err=True)
-            sys.exit(1)
-        except OSError as err:
-            if err.errno not in STORAGE_ERRNOS:
-                raise
-            where = f"{err.filename}: " if err.filename else ""
-            click.secho(f"Error: {where}{err.strerror or err}; {STORAGE_ERRNOS[err.errno]}", fg="red", err=True)
-            sys.exit(1)
-        finally:
-            for sig, handler in old.items():
-                signal.signal(sig, handler)
+        return run_command(super().invoke, ctx)
 
 
 def self_command(name: str) -> click.Command:

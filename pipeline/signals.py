@@ -33,6 +33,26 @@ class Signalled(BaseException):
         self.signum = signum
 
 
+#: The stop signals received while a command runs (:func:`raise_signalled`), first first.
+_received: list[int] = []
+
+
 def raise_signalled(signum: int, frame: object) -> None:
-    """The handler the CLI installs for SIGTERM / SIGUSR1 while a command runs."""
+    """The handler the CLI installs for :data:`STOP_SIGNALS` while a command runs: records the signal,
+    then raises KeyboardInterrupt (SIGINT) or :class:`Signalled`. The record is what makes a signal
+    impossible to lose: library code that catches broad exceptions (pyarrow's lazy pandas import does)
+    can swallow the exception, never the record (:func:`received`)."""
+    _received.append(signum)
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
     raise Signalled(signum)
+
+
+def received() -> int | None:
+    """The first stop signal :func:`raise_signalled` saw since :func:`forget_received`, or None."""
+    return _received[0] if _received else None
+
+
+def forget_received() -> None:
+    """Start a command with no stop signal recorded."""
+    _received.clear()
