@@ -34,7 +34,7 @@ from .scores import Scores, open_scores, parent_ref
 from .settings import RunSettings
 from .shards import chunk_from_table, list_column
 from .stats import merge_tables, table_to_json
-from .storage import OutputDir
+from .storage import OutputDir, refuse_output_within
 from .transform import chunk_stats, to_arrow
 
 #: The input keys of a parent manifest's input record that a derived plan keeps (the rest is the parent's bookkeeping).
@@ -98,17 +98,6 @@ def plan_filter_units(parent: dict, cfg: FilterConfig) -> tuple[list[dict], list
         key = unit_key(infos[u["input"]], u["entry_start"], u["entry_stop"], chash)
         units.append(Unit(len(units), u["input"], u["entry_start"], u["entry_stop"], key, entry["sha256"]))
     return inputs, [], units
-
-
-def _check_output(parent: str, scores: str, output: str) -> None:
-    """The output is neither the parent nor the scores folder nor inside them (local folders)."""
-    from .migrate import _output_within
-
-    for name, src in (("dataset", parent), ("scores", scores)):
-        where = _output_within(OutputDir(src), OutputDir(output))
-        if where:
-            raise ConfigError(f"--output {output} is {'the' if where == 'same' else 'inside the'} {name} folder "
-                              f"{src}: choose a folder outside it")
 
 
 def muon_hit_scores(parent_dir: str, parent: dict, scores: Scores) -> np.ndarray:
@@ -188,7 +177,7 @@ def filter_dataset(parent: str, scores: str, output: str, *, working_point: floa
     elif options:
         raise TypeError(f"give either settings or its fields as keywords, not both ({sorted(options)})")
     caps = Caps(max_muons_per_event, max_hits_per_event)
-    _check_output(parent, scores, output)
+    refuse_output_within(output, {"dataset": parent, "scores": scores})
     ref, manifest = parent_ref(parent)
     with reading(parent, what="filter"), reading(scores, what="filter"):
         open_dataset(parent)  # the shared opener: manifest shape, shard paths, schemas, identities (footers only)

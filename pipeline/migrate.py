@@ -8,8 +8,6 @@ the new configuration), same values, same manifest apart from timing.
 
 from __future__ import annotations
 
-import os
-
 from ._version import __version__
 from .config import ConvertConfig
 from .dataset import open_dataset
@@ -30,7 +28,7 @@ from .locks import reading
 from .schema import Schema, load_schema
 from .shards import chunk_from_table, iter_row_groups
 from .stats import StatsTable, merge_tables, table_to_json
-from .storage import OutputDir
+from .storage import OutputDir, refuse_output_within
 from .transform import LOW_EDGE, chunk_stats
 
 
@@ -143,11 +141,7 @@ def migrate_dataset(source: str, output: str, to_version: int) -> dict:
     Raises ConfigError (usage, a busy or foreign output) or DatasetError (a source that does not open).
     """
     src, dst = OutputDir(source), OutputDir(output)
-    where = _output_within(src, dst)
-    if where == "same":
-        raise ConfigError("--output must differ from the input dataset")
-    if where == "inside":
-        raise ConfigError(f"--output {output} is inside the input dataset {source}: choose a folder outside it")
+    refuse_output_within(output, {"input dataset": source})
     with reading(source, "migrate"):
         # the shared opener: manifest shape, shard path rules, shard schemas, and every sha256 (a shard
         # changed after it was written is never migrated)
@@ -165,24 +159,6 @@ def migrate_dataset(source: str, output: str, to_version: int) -> dict:
         dst.makedirs()
         with dst.lock(what="migrate"):
             return _migrate(src, dst, source, output, dataset, new, source_digest, file_digest)
-
-
-def _output_within(src: OutputDir, dst: OutputDir) -> str | None:
-    """``"same"`` if ``dst`` is the folder ``src`` (any spelling, a link, a bind mount: compared by device
-    and inode), ``"inside"`` if it lies below it, else None. Remote folders compare by URL."""
-    if src.root == dst.root:
-        return "same"
-    if not (src.local and dst.local and os.path.isdir(src.root)):
-        return None
-    source = os.stat(src.root)
-    path, first = os.path.realpath(dst.root), True
-    while True:
-        if os.path.exists(path) and os.path.samestat(os.stat(path), source):
-            return "same" if first else "inside"
-        parent = os.path.dirname(path)
-        if parent == path:
-            return None
-        path, first = parent, False
 
 
 def _migrate(src: OutputDir, dst: OutputDir, source: str, output: str, dataset, new, source_digest: str,

@@ -196,3 +196,31 @@ class OutputDir:
                 self.remove(f"{rel}/{name}")
                 removed += 1
         return removed
+
+
+def output_within(src: OutputDir, dst: OutputDir) -> str | None:
+    """``"same"`` if ``dst`` is the folder ``src`` (any spelling, a link, a bind mount: compared by device
+    and inode), ``"inside"`` if it lies below it, else None. Remote folders compare by URL."""
+    if src.root == dst.root:
+        return "same"
+    if not (src.local and dst.local and os.path.isdir(src.root)):
+        return None
+    source = os.stat(src.root)
+    path, first = os.path.realpath(dst.root), True
+    while True:
+        if os.path.exists(path) and os.path.samestat(os.stat(path), source):
+            return "same" if first else "inside"
+        parent = os.path.dirname(path)
+        if parent == path:
+            return None
+        path, first = parent, False
+
+
+def refuse_output_within(output: str, sources: dict[str, str]) -> None:
+    """ConfigError (one line) when the folder ``output`` is one of ``sources`` (``{"dataset": path, …}``:
+    what a command reads) or lies inside one: writing there would mix outputs into what is read."""
+    for name, src in sources.items():
+        where = output_within(OutputDir(src), OutputDir(output))
+        if where:
+            raise ConfigError(f"--output {output} is {'the' if where == 'same' else 'inside the'} {name} folder "
+                              f"{src}: choose a folder outside it")

@@ -144,10 +144,10 @@ def test_migrate_refuses_its_own_source_under_another_name_or_inside_it(tmp_path
     before = sorted(p.relative_to(src).as_posix() for p in src.rglob("*"))
     for output in (tmp_path / "link", f"{src}/../v1", f"{src}/"):
         r = CliRunner().invoke(main, ["migrate", str(src), "--to-version", "2", "-o", str(output)])
-        assert r.exit_code == 2 and "--output must differ from the input dataset" in r.output, (output, r.output)
+        assert r.exit_code == 2 and "is the input dataset folder" in r.output, (output, r.output)
     for output in (src / "shards" / "v2", tmp_path / "link" / "v2"):
         r = CliRunner().invoke(main, ["migrate", str(src), "--to-version", "2", "-o", str(output)])
-        assert r.exit_code == 2 and "is inside the input dataset" in r.output, (output, r.output)
+        assert r.exit_code == 2 and "is inside the input dataset folder" in r.output, (output, r.output)
     assert sorted(p.relative_to(src).as_posix() for p in src.rglob("*")) == before
     assert CliRunner().invoke(main, ["validate", str(src)]).exit_code == 0
 

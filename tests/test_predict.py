@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -323,3 +324,24 @@ def test_a_changed_checkpoint_is_refused_by_name(parent, run, tmp_path):
     with pytest.raises(ConfigError, match="the run's checkpoint changed: its sha256 is "
                                           f"{hashlib.sha256(ckpt.read_bytes()).hexdigest()} now"):
         predict(mine, parent, tmp_path / "sc", device="cpu")
+
+
+def test_an_output_inside_the_dataset_is_refused(parent, run, tmp_path):
+    """`-o DS/sc` wrote scores inside the parent (validate still passed, a reconfigure left them behind);
+    `-o DS` blamed a reader holding DS (predict's own lock)."""
+    before = sorted(p.relative_to(parent).as_posix() for p in Path(parent).rglob("*"))
+    for output in (f"{parent}/sc", str(parent), f"{parent}/shards/../sc"):
+        r = CliRunner().invoke(main, ["predict", str(run), "--data", str(parent), "-o", output])
+        assert r.exit_code == ConfigError.exit_code and "dataset folder" in r.output, (output, r.output)
+    assert sorted(p.relative_to(parent).as_posix() for p in Path(parent).rglob("*")) == before
+
+
+def test_a_resume_with_another_batch_size_is_refused(parent, run, tmp_path):
+    """Scores differ in the last bit between batch sizes: a preempted run resumed with another one mixed
+    two results that no single run gives."""
+    r = CliRunner().invoke(main, ["predict", str(run), "--data", str(parent), "-o", str(tmp_path / "sc"),
+                                  "--batch-size", "2", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["predict", str(run), "--data", str(parent), "-o", str(tmp_path / "sc"),
+                                  "--batch-size", "3", "--device", "cpu"])
+    assert r.exit_code == ConfigError.exit_code and "the batch size is 3 now but 2" in r.output, r.output

@@ -143,11 +143,13 @@ def scored_row_groups(model: Any, stream: Any, device: str, units: list[int] | N
         yield unit, chunk, score_chunk(model, chunk, device, stream.batch_size, on_batch)
 
 
-def _identity(run_dir: Path, ckpt: Path, data_dir: str | Path, split: str, cfg: Any) -> dict[str, Any]:
-    """What the output is made from: ``parent``, ``run`` and ``split`` as the scores manifest records them."""
+def _identity(run_dir: Path, ckpt: Path, data_dir: str | Path, split: str, cfg: Any, batch_size: int) -> dict[str, Any]:
+    """What the output is made from: ``parent``, ``run`` and ``split`` as the scores manifest records them.
+    The batch size is part of it: scores of one event differ in the last bit between batch sizes (padding
+    changes the kernels' blocking), so a resume with another one would mix two results."""
     d = cfg.data
     run = {"tool": "muon-pipeline", "run": str(run_dir.resolve()), "checkpoint": ckpt.name,
-           "checkpoint_sha256": file_sha256(ckpt), "pos_weight": cfg.pos_weight}
+           "checkpoint_sha256": file_sha256(ckpt), "pos_weight": cfg.pos_weight, "batch_size": batch_size}
     fractions = {"name": split, "train_fraction": d.train_fraction, "val_fraction": d.val_fraction,
                  "seed": d.split_seed}
     return {"parent": parent_ref(str(data_dir))[0].to_dict(), "run": run, "split": ALL if split == ALL else fractions}
@@ -158,7 +160,7 @@ def _differs(saved: dict[str, Any], now: dict[str, Any], where: str, output: str
     checks = [(("parent", "manifest_sha256"), "the parent dataset changed: its manifest sha256"),
               (("parent", "dataset_id"), "the parent dataset's id"),
               (("run", "checkpoint_sha256"), "the run's checkpoint changed: its sha256"),
-              (("split",), "the split")]
+              (("split",), "the split"), (("run", "batch_size"), "the batch size")]
     for keys, what in checks:
         a, b = saved, now
         for k in keys:
@@ -183,19 +185,20 @@ def predict(run_dir: str | Path, data_dir: str | Path, output: str | Path, *, sp
     import time
 
     from ..locks import reading
-    from ..storage import OutputDir
+    from ..storage import OutputDir, refuse_output_within
 
     run_dir = Path(run_dir)
     module, ckpt = load_hit_filter(run_dir)
     out = OutputDir(str(output))
     out.check_writable()
+    refuse_output_within(str(output), {"dataset": str(data_dir)})
     if Path(output).exists() and not Path(output).is_dir():
         raise ConfigError(f"--output {output}: exists and is not a folder")
     with reading(str(data_dir), "predict"):
         info, stream = open_split(module, data_dir, split, batch_size)
         if stream.events == 0:
             raise DatasetError(f"{data_dir}: the {split} split is empty; nothing to score")
-        identity = _identity(run_dir, ckpt, data_dir, split, module.cfg)
+        identity = _identity(run_dir, ckpt, data_dir, split, module.cfg, stream.batch_size)
         t0 = time.perf_counter()
         foreign = [n for n in out.listdir(".") if n not in (MANIFEST, SCORES_DIR, "_work") and not n.startswith(".")]
         if foreign and not out.exists(MANIFEST) and not out.exists(PLAN):
