@@ -217,8 +217,10 @@ def _read_parent_shard(job: FilterJob, unit: Unit, rel: str) -> bytes:
         raise InputError(f"cannot read the parent shard ({one_line(err)})", file=where) from err
     digest = hashlib.sha256(data).hexdigest()
     if digest != unit.uuid:
-        raise InputError(f"the parent shard changed since the plan was made (sha256 {digest[:16]}…, planned "
-                         f"{unit.uuid[:16]}…); re-run without --task-index to re-plan", file=where)
+        raise InputError(f"the parent shard changed since the plan was made: sha256 {digest[:16]}…, the parent's "
+                         f"manifest says {unit.uuid[:16]}… (the shard was altered after its dataset was written); "
+                         f"run `muon-pipeline validate {job.parent_path}`, then restore the shard or convert the "
+                         "parent again", file=where)
     return data
 
 

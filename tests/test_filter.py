@@ -171,7 +171,7 @@ def test_a_changed_parent_shard_is_refused_when_its_unit_runs(parent, tmp_path):
     data[len(data) // 2] ^= 0x01  # bit rot after the manifest was written
     shard.write_bytes(bytes(data))
     msg = cli("filter", ds, "--scores", scores, "--threshold", "0.7", "-o", tmp_path / "f", "-j", "1", code=1)
-    assert shard.name in msg and "changed since the plan" in msg and "Traceback" not in msg
+    assert shard.name in msg and "changed since the plan" in msg and "muon-pipeline validate" in msg and "--task-index" not in msg and "Traceback" not in msg
 
 
 def _plant_shard(target: Path, source: Path) -> None:
