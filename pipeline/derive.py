@@ -26,6 +26,7 @@ from .derive_flow import Caps, FilterFlow, filter_chunk, working_point_threshold
 from .errors import ConfigError, DatasetError, InputError, one_line
 from .executors import UnitJob
 from .format import InputInfo, Unit, dataset_id, identity_metadata, unit_key
+from .inputs import absolute_path
 from .locks import reading
 from .plan import Plan
 from .produce import RunResult, produce
@@ -196,12 +197,15 @@ def filter_dataset(parent: str, scores: str, output: str, *, working_point: floa
             threshold = _planned_threshold(output, ids, working_point)
             if threshold is None:
                 threshold = working_point_threshold(muon_hit_scores(parent, manifest, sc), working_point)
+        # the lineage and the workers get absolute paths: a validate, inspect or worker started in another
+        # folder finds the parent and the scores (the paths are not part of the configuration's hash)
+        parent_at, scores_at = absolute_path(parent), absolute_path(scores)
         cfg = FilterConfig(base=ConvertConfig.from_dict(manifest["config"]), threshold=float(threshold),
-                           working_point=working_point, caps=caps, parent_path=parent, scores_path=scores,
+                           working_point=working_point, caps=caps, parent_path=parent_at, scores_path=scores_at,
                            checkpoint_sha256=sc.checkpoint_sha256, **ids)
         if not reconfigure:
             _refuse_changed(output, cfg)
-        job = FilterJob(cfg, parent, scores, sc.manifest, sc.manifest_sha256,
+        job = FilterJob(cfg, parent_at, scores_at, sc.manifest, sc.manifest_sha256,
                         {(s["unit"]["input"], s["unit"]["entry_start"], s["unit"]["entry_stop"]): s["path"]
                          for s in manifest["shards"]})
         paths = [i["path"] for i in manifest["inputs"]]

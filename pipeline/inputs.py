@@ -19,6 +19,12 @@ def is_local(path: str) -> bool:
     return "://" not in path or path.startswith("file://")
 
 
+def absolute_path(path: str) -> str:
+    """A local path made absolute (against this process's folder, links kept); URLs as they are. For paths
+    that leave the process (remote workers) or outlive it (a derived dataset's lineage)."""
+    return path if "://" in path else os.path.abspath(path)
+
+
 def local_identity(path: str) -> str | None:
     """The real path (links and ``..`` resolved) of a local input, plain or ``file://``; None for a
     remote URL. Two spellings of one file have the same identity."""

@@ -30,7 +30,7 @@ from .config import config_diff
 from .errors import ConfigError
 from .executors import UnitJob, start_executor
 from .format import MANIFEST, RECORDS, SHARDS, TMP_MARK, Unit
-from .inputs import local_identity
+from .inputs import absolute_path, local_identity
 from .plan import Plan, load_records
 from .progress import Reporter
 from .settings import RunSettings, available_cpus
@@ -286,7 +286,7 @@ def _execute(producer: Producer, out: OutputDir, output: str, paths: list[str], 
     start.nothing_new = not write and not todo
     remote = settings.scheduler is not None  # the units leave this process: paths resolved here, as typed here
     job_settings = dataclasses.replace(settings, base_dir=os.getcwd()) if remote else settings
-    job = producer.job(_absolute(output) if remote else output, job_settings)
+    job = producer.job(absolute_path(output) if remote else output, job_settings)
 
     # The executor starts (a scheduler reached, SLURM jobs submitted) before the plan is written.
     with start_executor(settings, len(todo)) as run, Reporter(total, quiet=settings.quiet, units=len(todo)) as rep:
@@ -313,6 +313,3 @@ def _execute(producer: Producer, out: OutputDir, output: str, paths: list[str], 
     return _Executed(plan, mine, todo)
 
 
-def _absolute(output: str) -> str:
-    """A local output path made absolute (against this process's folder); URLs as they are."""
-    return output if "://" in output else os.path.abspath(output)

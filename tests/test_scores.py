@@ -176,7 +176,14 @@ def test_the_documented_pyarrow_writer_makes_scores_filter_accepts(ds, tmp_path,
     for rel, events, offsets, values in shard_scores(ds):
         assert np.array_equal(sc.for_shard(rel, events, offsets)[1], values)
     cli("filter", "raw_ds", "--scores", "raw_scores", "--working-point", "0.9", "-o", "out", "-q")
-    assert json.loads((tmp_path / "out" / "_manifest.json").read_text())["lineage"]["scores"]["path"] == "raw_scores"
+    lineage = json.loads((tmp_path / "out" / "_manifest.json").read_text())["lineage"]
+    # recorded absolute: validate and inspect started in another folder find them
+    assert lineage["scores"]["path"] == str(tmp_path / "raw_scores") and lineage["parent"]["path"] == str(tmp_path / "raw_ds")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cli("validate", "../out", "--source", "1")  # exit 0: the parent and the scores are found from here
+    cli("inspect", "../out")
 
 
 @pytest.mark.parametrize("seed", range(6))
