@@ -295,6 +295,9 @@ class Scores:
         except (KeyError, ValueError, TypeError, pa.ArrowException) as err:
             raise DatasetError(f"scores {self.path}/{rel}: not a scores file (columns [row int64,] eventNumber "
                                f"int64, score list<float32>: {one_line(err)})") from err
+        if (len(events), len(values)) != (entry["rows"], entry["hits"]):
+            raise DatasetError(f"scores {self.path}/{rel}: {len(events)} rows and {len(values)} scores, the scores "
+                               f"manifest says {entry['rows']} and {entry['hits']}")
         if not np.isfinite(values).all():
             hit = int(np.flatnonzero(~np.isfinite(values))[0])
             row = int(np.searchsorted(offsets, hit, side="right")) - 1
@@ -422,6 +425,8 @@ def _manifest_problem(doc: dict) -> str | None:
         parts = f["path"].split("/")
         if len(parts) != 2 or parts[0] != SCORES_DIR or parts[1].startswith(".") or ".." in parts:
             return f"key files[{i}].path: {f['path']!r} is not {SCORES_DIR}/NAME.parquet"
+        if isinstance(f["rows"], bool) or isinstance(f["hits"], bool) or f["rows"] < 0 or f["hits"] < 0:
+            return f"key files[{i}]: rows {f['rows']!r} and hits {f['hits']!r} must be counts (integers >= 0)"
         if not f["parent_shard"].startswith(f"{SHARDS}/") or f["parent_shard"] in seen:
             return f"key files[{i}].parent_shard: {f['parent_shard']!r} is not a shard path, or is listed twice"
         seen.add(f["parent_shard"])

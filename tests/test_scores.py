@@ -86,7 +86,9 @@ def test_open_refuses_foreign_changed_and_malformed(ds, tmp_path):
                          (lambda d: d.update(format_version=2), "format_version 2"),
                          (lambda d: d["files"][0].update(path="../x.parquet"), "is not scores/NAME.parquet"),
                          (lambda d: d["files"][1].update(parent_shard=d["files"][0]["parent_shard"]), "listed twice"),
-                         (lambda d: d.update(split="test"), "key split: 'test' is neither")):
+                         (lambda d: d.update(split="test"), "key split: 'test' is neither"),
+                         (lambda d: d["files"][0].update(rows=-5), "rows -5 and hits"),
+                         (lambda d: d["files"][0].update(hits=True), "must be counts")):
         bad = json.loads(json.dumps(doc))
         edit(bad)
         (scores / "_manifest.json").write_text(json.dumps(bad))
@@ -102,6 +104,18 @@ def test_a_file_changed_after_writing_is_caught_by_its_checksum(ds, tmp_path):
     pq.write_table(table.slice(0, table.num_rows), scores / f["path"], compression="snappy")
     with pytest.raises(DatasetError, match=re.escape(f"{f['path']}: sha256 differs from the scores manifest")):
         sc.read(f["parent_shard"])
+
+
+def test_counts_in_the_manifest_must_match_the_file(ds, tmp_path):
+    """A scores manifest whose rows or hits disagree with its file (sha256 recomputed or not) is refused
+    when the file is read: the counts are what filter's cut flow starts from."""
+    scores = make_scores(ds, tmp_path / "s")
+    doc = json.loads((scores / "_manifest.json").read_text())
+    doc["files"][0]["rows"] += 1
+    (scores / "_manifest.json").write_text(json.dumps(doc))
+    sc = open_scores(str(scores))
+    with pytest.raises(DatasetError, match="rows and .* scores, the scores manifest says"):
+        sc.read(doc["files"][0]["parent_shard"])
 
 
 def _subset_file(ds: Path, scores: Path, rel: str, rows: list[int]) -> None:
