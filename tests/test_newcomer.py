@@ -37,7 +37,7 @@ def test_shipped_config_loads_by_name_from_an_installed_wheel(tmp_path):
         from pathlib import Path
         from pipeline.train.config import load_config, shipped_configs, config_path
         assert Path(pipeline.__file__).is_relative_to({str(site)!r}), pipeline.__file__
-        assert shipped_configs() == ["direct_pt", "inverse_pt", "signed_curvature"], shipped_configs()
+        assert shipped_configs() == ["direct_pt", "inverse_pt", "inverse_pt_sigma", "signed_curvature"], shipped_configs()
         cfg = load_config("inverse_pt")
         print(cfg.inverse_fields, config_path("inverse_pt"))
     """)

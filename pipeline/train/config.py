@@ -119,6 +119,9 @@ class TrainConfig:
     loss_beta: float = 0.01
     #: Learned per-hit pooling weights: ``sigmoid`` (the seed's masked probabilities) or ``softmax``.
     hit_weighting: str = "sigmoid"
+    #: Per-muon uncertainty (``pipeline/train/uncertainty.py``): ``none``, or ``gaussian`` / ``laplace``:
+    #: the head also predicts each target's width and trains on that likelihood.
+    uncertainty: str = "none"
     data: DataConfig = field(default_factory=DataConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
@@ -231,6 +234,8 @@ def _check_values(cfg: TrainConfig) -> None:
         raise ConfigError(f"dropout: must be in [0, 1), got {cfg.dropout}")
     if cfg.hit_weighting not in ("sigmoid", "softmax"):
         raise ConfigError(f"hit_weighting: expected 'sigmoid' or 'softmax', got {quote(cfg.hit_weighting)}")
+    if cfg.uncertainty not in ("none", "gaussian", "laplace"):
+        raise ConfigError(f"uncertainty: expected none, gaussian or laplace, got {quote(cfg.uncertainty)}")
     if not (0 < d.train_fraction < 1 and 0 <= d.val_fraction < 1 and d.train_fraction + d.val_fraction <= 1):
         raise ConfigError(f"data.train_fraction ({d.train_fraction}) and data.val_fraction ({d.val_fraction}) "
                           "must be fractions with a sum <= 1 (the rest is the test split)")
