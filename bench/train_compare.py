@@ -159,7 +159,7 @@ def plot(results: dict[str, list[dict]], fit: dict | None, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(16, 4.2))
     first = next(iter(results.values()))[0]["metrics"]["methods"]["model"]["pt_bins"]
     keep = [i for i, b in enumerate(first) if b["n"] > 0]
     centres = np.array([np.sqrt(first[i]["lo"] * first[i]["hi"]) for i in keep])
@@ -170,14 +170,23 @@ def plot(results: dict[str, list[dict]], fit: dict | None, path: Path) -> None:
                              for r in runs], dtype=float) * scale
             err = vals.std(axis=0, ddof=1) if len(runs) > 1 else None
             ax.errorbar(centres * shift, vals.mean(axis=0), yerr=err, marker="o", capsize=3, label=f"{head} ({len(runs)} seeds)")
+        if all("pull" in r["metrics"]["methods"]["model"]["pt_bins"][keep[0]] for r in runs):
+            vals = np.array([[r["metrics"]["methods"]["model"]["pt_bins"][i]["pull"]["core_width"] or np.nan
+                              for i in keep] for r in runs], dtype=float)
+            ax3.errorbar(centres * shift, vals.mean(axis=0), yerr=vals.std(axis=0, ddof=1) if len(runs) > 1 else None,
+                         marker="o", ls="none", capsize=3, label=f"{head} ({len(runs)} seeds)")
     if fit:
         ax1.plot(centres, [100 * (fit["pt_bins"][i]["pt"]["core_sigma"] or np.nan) for i in keep], "k--s",
                  label="classical χ² fit")
+        if "pull" in fit["pt_bins"][keep[0]]:
+            ax3.plot(centres, [fit["pt_bins"][i]["pull"]["core_width"] for i in keep], "ks", label="classical χ² fit")
         ax2.plot(centres, [fit["pt_bins"][i]["pt_scale"] for i in keep], "k--s", label="classical χ² fit")
     ax1.set(xscale="log", xlabel="true pT [GeV]", ylabel="core σ(pT)/pT [%]", title="pT resolution (test split)")
     ax2.set(xscale="log", xlabel="true pT [GeV]", ylabel="median pT_pred / pT_true", title="pT scale")
     ax2.axhspan(0.98, 1.02, color="0.9")
-    for ax in (ax1, ax2):
+    ax3.set(xscale="log", xlabel="true pT [GeV]", ylabel="pull core width, q/pT", title="σ calibration")
+    ax3.axhspan(0.9, 1.1, color="0.9")
+    for ax in (ax1, ax2, ax3):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
