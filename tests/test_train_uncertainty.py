@@ -255,4 +255,43 @@ def test_shipped_sigma_config_is_the_inverse_head_plus_the_width():
 
     sigma, inverse = load_config("inverse_pt_sigma"), load_config("inverse_pt")
     assert sigma.uncertainty != "none" and inverse.uncertainty == "none"
-    assert replace(sigma, uncertainty="none") == inverse
+    assert sigma.curvature_ratio and not inverse.curvature_ratio
+    assert replace(sigma, uncertainty="none", curvature_ratio=False) == inverse
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_curvature_ratio_scales_the_curvature_input(signed):
+    """With ``curvature_ratio`` the 1/pT (q/pT) output is |c| (c) × CURVATURE_SCALE × exp(raw output),
+    c the per-muon curvature input: checked against a float64 reference through the whole forward."""
+    from pipeline.train.task import CURVATURE_SCALE
+
+    torch.manual_seed(0)
+    fields = ["truthMuon_eta", "truthMuon_qpt"] if signed else ["truthMuon_eta", "truthMuon_pt"]
+    kw = {"signed_curvature": True} if signed else {"inverse_fields": ["truthMuon_pt"]}
+    common = dict(centres=[0.0, 0.01], scales=[1.0, 0.05], object_inputs=[2], uncertainty="laplace", **kw)
+    ratio = WeightedPoolingRegression(3, 8, fields, MUON_FIELDS, curvature_column=0, **common)
+    plain = WeightedPoolingRegression(3, 8, fields, MUON_FIELDS, **common)
+    plain.load_state_dict(ratio.state_dict())  # the same weights: only the parametrisation differs
+    B, L, M = 2, 5, 2
+    raw = torch.randn(B, L, 3)
+    link = torch.tensor([[0, 0, 1, 1, -1], [0, 0, 0, 1, 1]])
+    raw[..., 2] = torch.tensor([[0.8, 0.8, -0.05, -0.05, 0.0], [-1.6, -1.6, -1.6, 0.3, 0.3]])  # c per muon
+    args = (raw, torch.randn(B, L, 8), torch.ones(B, L, dtype=torch.bool), link, torch.ones(B, M, dtype=torch.bool))
+    with torch.no_grad():
+        o, r = plain(*args), ratio(*args)
+    c = torch.tensor([[0.8, -0.05], [-1.6, 0.3]], dtype=torch.float64)
+    value = (c if signed else c.abs()) * CURVATURE_SCALE * torch.exp(o[..., 1].double())
+    torch.testing.assert_close(r[..., 1].double(), (value - 0.01) / 0.05, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(r[..., [0, 2, 3]], o[..., [0, 2, 3]])  # η and the widths untouched
+    pred = ratio.predict(r)
+    torch.testing.assert_close(pred["truthMuon_pt"].double(), 1 / value.abs(), rtol=1e-5, atol=0)
+    if signed:
+        assert torch.equal(pred["truthMuon_q"], torch.sign(c).float())
+
+
+def test_curvature_ratio_needs_the_curvature_input_and_a_curvature_target():
+    with pytest.raises(ConfigError, match="curvature_ratio: true needs frame_curvature"):
+        config_from_dict({"curvature_ratio": True, "frame_fields": ["frame_u"], "inverse_fields": ["truthMuon_pt"]})
+    with pytest.raises(ConfigError, match="curvature_ratio: true needs"):
+        config_from_dict({"curvature_ratio": True})  # direct pT: nothing to scale
+    assert config_from_dict({"curvature_ratio": True, "inverse_fields": ["truthMuon_pt"]}).curvature_ratio

@@ -31,6 +31,9 @@ from .layers import Dense, float32_region
 
 #: ``predict`` clamps inverse-space outputs into this range before inverting (the seed's values).
 INVERSE_CLAMP = (1e-6, 1e6)
+#: ``curvature_ratio``: 1/pT in GeV⁻¹ per unit of the curvature input (1e-5 mm⁻¹) at a zero output: a
+#: starting point (measured pT·|c| ≈ 2 GeV·1e-5 mm⁻¹ at 10–20 GeV); exp(output) learns the rest.
+CURVATURE_SCALE = 0.5
 
 
 def fit_target_scaling(values: dict[str, np.ndarray], fields: Sequence[str],
@@ -69,7 +72,7 @@ class WeightedPoolingRegression(nn.Module):
                  centres: Sequence[float] | None = None, scales: Sequence[float] | None = None,
                  max_muons: int = 4, num_layers: int = 3, dropout: float = 0.1,
                  weighting: str = "sigmoid", object_inputs: Sequence[int] = (), loss_beta: float = 1.0,
-                 uncertainty: str = "none") -> None:
+                 uncertainty: str = "none", curvature_column: int | None = None) -> None:
         super().__init__()
         self.loss_beta = loss_beta
         #: ``none``, or the likelihood of a per-muon width head (:mod:`.uncertainty`): 2·T outputs then.
@@ -105,6 +108,10 @@ class WeightedPoolingRegression(nn.Module):
         layers.append(nn.Linear(width, n_out))
         self.head = nn.Sequential(*layers)
         self.object_head: nn.Module | None = None
+        #: ``curvature_ratio``: the column of ``object_inputs`` holding the curvature, and the field it scales.
+        self.curvature_column = curvature_column
+        self.curvature_field = next((i for i, f in enumerate(self.fields) if f == "truthMuon_qpt"
+                                     or (f == "truthMuon_pt" and f in self.inverse_fields)), None)
         if len(object_inputs):
             # Two paths: a small MLP on the per-object inputs alone learns the main mapping (curvature
             # and direction → targets) without the noise of the pooled hit features, and the pooled head,
@@ -154,7 +161,21 @@ class WeightedPoolingRegression(nn.Module):
             return self.head(torch.cat([embed, *pooled], dim=-1))  # [B, M, T]
         counts = assign.sum(-1, keepdim=True).clamp_min(1).to(raw.dtype)  # [B, M, 1]
         per_object = torch.einsum("bml,blk->bmk", assign.to(raw.dtype), raw[..., self.object_index]) / counts
-        return self.head(torch.cat([embed, *pooled, per_object], dim=-1)) + self.object_head(per_object)  # [B, M, T]
+        out = self.head(torch.cat([embed, *pooled, per_object], dim=-1)) + self.object_head(per_object)  # [B, M, T]
+        if self.curvature_column is None or self.curvature_field is None:
+            return out
+        return self._curvature_ratio(out, per_object[..., self.curvature_column])
+
+    def _curvature_ratio(self, out: Tensor, curvature: Tensor) -> Tensor:
+        """``curvature_ratio``: the curvature target (1/pT, or q/pT) in loss space is the muon's curvature
+        input [B, M] (1e-5 mm⁻¹; its sign is q) times ``CURVATURE_SCALE``·exp(output): the head learns a
+        relative correction (field integral, direction, energy loss), so its precision is relative at
+        every pT. Returned in the scaled space, like every output; [B, M, T(·2)]."""
+        i = self.curvature_field
+        c = curvature if self.signed_curvature else curvature.abs()
+        value = c * CURVATURE_SCALE * torch.exp(out[..., i].clamp(-10.0, 10.0))  # GeV⁻¹
+        scaled = (value - self.centre[i]) / self.scale[i]
+        return torch.cat([out[..., :i], scaled.unsqueeze(-1), out[..., i + 1:]], dim=-1)
 
     # ---------------------------------------------------------------------------------- targets
 
