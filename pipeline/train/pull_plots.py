@@ -28,7 +28,7 @@ def plot_pulls(columns: dict[str, np.ndarray], metrics: dict[str, Any], path: Pa
     """Write the four-panel pull figure to ``path``; ``title`` goes on top. Returns ``path``."""
     plt = _plt()
     methods = {k: v for k, v in metrics["methods"].items() if k in STYLE and "pull" in (v.get("overall") or {})}
-    fig, axes = plt.subplots(2, 2, figsize=(12, 7.6), gridspec_kw={"hspace": 0.3, "wspace": 0.45})
+    fig, axes = plt.subplots(2, 2, figsize=(12, 7.6), gridspec_kw={"hspace": 0.3, "wspace": 0.6, "top": 0.9})
     ax_w, ax_r, ax_c, ax_h = axes[0, 0], axes[0, 1], axes[1, 0], axes[1, 1]
     for name, m in methods.items():
         color, marker, label = STYLE[name]
@@ -51,6 +51,7 @@ def plot_pulls(columns: dict[str, np.ndarray], metrics: dict[str, Any], path: Pa
                               yerr=p.get("core_width_err"), marker=marker, color=color, ls="none", capsize=2,
                               label=label if i == 0 else None)
         ax_r.set_xticks(range(len(regions)), list(regions))
+        ax_r.set_xlim(-0.5, len(regions) - 0.5)
         prefix = "pred" if name == "model" else "fit"
         if f"{prefix}_sigma_qpt" in columns:
             pull = qpt_pulls(columns["true_pt"], columns[f"{prefix}_pt"], columns["true_q"], columns[f"{prefix}_q"],
@@ -70,7 +71,7 @@ def plot_pulls(columns: dict[str, np.ndarray], metrics: dict[str, Any], path: Pa
     ax_c.set_ylabel("interval coverage [%]")
     ax_r.set_title(r"by $|\eta|$ region (all $p_T$)")
     ax_h.set(xlabel=r"pull $(q/p_T^{pred} - q/p_T^{true})/\sigma(q/p_T)$ (clipped to ±6)", ylabel="density",
-             yscale="log")
+             yscale="log", ylim=(1e-4, 1.0))
     for ax in (ax_w, ax_c):
         ax.set_xscale("log")
         ax.set_xlabel(r"true $p_T$ [GeV]")
@@ -78,7 +79,7 @@ def plot_pulls(columns: dict[str, np.ndarray], metrics: dict[str, Any], path: Pa
     for ax in axes.flat:
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7, **OUTSIDE)
-    fig.suptitle(title, y=0.99)
+    fig.suptitle(title, y=1.0)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
