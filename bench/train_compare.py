@@ -169,12 +169,13 @@ def plot(results: dict[str, list[dict]], fit: dict | None, path: Path) -> None:
             vals = np.array([[getter(r["metrics"]["methods"]["model"]["pt_bins"][i]) or np.nan for i in keep]
                              for r in runs], dtype=float) * scale
             err = vals.std(axis=0, ddof=1) if len(runs) > 1 else None
-            ax.errorbar(centres * shift, vals.mean(axis=0), yerr=err, marker="o", capsize=3, label=f"{head} ({len(runs)} seeds)")
+            ax.errorbar(centres * shift, vals.mean(axis=0), yerr=err, marker="o", capsize=3, color=f"C{j}",
+                        label=f"{head} ({len(runs)} seeds)")
         if all("pull" in r["metrics"]["methods"]["model"]["pt_bins"][keep[0]] for r in runs):
             vals = np.array([[r["metrics"]["methods"]["model"]["pt_bins"][i]["pull"]["core_width"] or np.nan
                               for i in keep] for r in runs], dtype=float)
             ax3.errorbar(centres * shift, vals.mean(axis=0), yerr=vals.std(axis=0, ddof=1) if len(runs) > 1 else None,
-                         marker="o", ls="none", capsize=3, label=f"{head} ({len(runs)} seeds)")
+                         marker="o", ls="none", capsize=3, color=f"C{j}", label=f"{head} ({len(runs)} seeds)")
     if fit:
         ax1.plot(centres, [100 * (fit["pt_bins"][i]["pt"]["core_sigma"] or np.nan) for i in keep], "k--s",
                  label="classical χ² fit")

@@ -123,7 +123,7 @@ def test_config_and_checkpoint_errors_come_before_torch(tmp_path, converted_rand
     bad.write_text("fields: [truthMuon_pt]\ntrainer: {max_epoch: 3}\n")
     args, expect = {
         "unknown-name": (["train", "--config", "inverse", "--data", data, "--output", str(tmp_path / "r2")],
-                         "shipped: direct_pt, inverse_pt, signed_curvature"),
+                         "shipped: direct_pt, inverse_pt, inverse_pt_sigma, signed_curvature"),
         "bad-key": (["train", "--config", str(bad), "--data", data, "--output", str(tmp_path / "r2")], "max_epoch"),
         "no-checkpoint": (["evaluate", str(run), "--data", data], "no checkpoints/best.ckpt"),
         "not-a-checkpoint": (["evaluate", str(run), "--data", data], "not a torch checkpoint"),
