@@ -223,8 +223,8 @@ def test_tiny_trained_model_gives_finite_pulls_and_their_width(dataset, tmp_path
 
 
 def test_old_kind_checkpoint_still_evaluates_and_resumes(dataset, tmp_path):
-    """A run saved before ``uncertainty`` existed (no key in its config) loads as ``none``: same head
-    width, evaluates without pulls for the network, and resumes."""
+    """A run saved before ``uncertainty`` and ``curvature_ratio`` existed (no keys in its config) loads as
+    ``none`` / false: same head width, evaluates without pulls for the network, and resumes."""
     pytest.importorskip("lightning")
     from pipeline.train.module import RegressionModule
 
@@ -235,12 +235,15 @@ def test_old_kind_checkpoint_still_evaluates_and_resumes(dataset, tmp_path):
     for name in ("best.ckpt", "last.ckpt"):
         path = run / "checkpoints" / name
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        ckpt["hyper_parameters"]["config"].pop("uncertainty")
+        for key in ("uncertainty", "curvature_ratio"):
+            ckpt["hyper_parameters"]["config"].pop(key)
         torch.save(ckpt, path)
     saved = (run / "config.yaml").read_text()
-    (run / "config.yaml").write_text("\n".join(line for line in saved.splitlines() if not line.startswith("uncertainty")))
+    (run / "config.yaml").write_text("\n".join(line for line in saved.splitlines()
+                                               if not line.startswith(("uncertainty", "curvature_ratio"))))
     module = RegressionModule.load_from_checkpoint(run / "checkpoints" / "best.ckpt", map_location="cpu")
     assert module.cfg.uncertainty == "none" and module.model.task.head[-1].out_features == 4
+    assert not module.cfg.curvature_ratio and module.model.task.curvature_column is None
     _invoke("evaluate", run, "--data", dataset, "--no-plots")
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
     assert "pull" not in metrics["methods"]["model"]["overall"]
