@@ -208,8 +208,8 @@ class WeightedPoolingRegression(nn.Module):
         added too (:func:`.uncertainty.natural_sigmas`: ``sigma_pt`` in GeV, ``sigma_qpt`` in GeV⁻¹, ...).
         """
         lo, hi = INVERSE_CLAMP
-        value, log_sigma = unc.split_output(out.float(), len(self.fields))
-        x = value * self.scale + self.centre  # [B, M, T] loss space
+        scaled, log_sigma = unc.split_output(out.float(), len(self.fields))  # [B, M, T] each (widths or None)
+        x = scaled * self.scale + self.centre  # [B, M, T] loss space
         preds: dict[str, Tensor] = {}
         for i, name in enumerate(self.fields):
             value = x[..., i]
