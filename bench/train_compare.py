@@ -1,6 +1,9 @@
-"""The seed's comparison, honestly: direct pT vs inverse_fields 1/pT vs signed q/pT, several seeds each.
+"""The seed's comparison, honestly: direct pT vs inverse_fields 1/pT vs signed q/pT vs the 1/pT head with a
+per-muon uncertainty (``inverse_pt_sigma``), several seeds each.
 
-    .venv/bin/python bench/train_compare.py                       # 2-core CPU: 3 heads x 3 seeds
+    .venv/bin/python bench/train_compare.py                       # 2-core CPU: 4 heads x 3 seeds
+    .venv/bin/python bench/train_compare.py --events 100000 --train-pt-max 600 --heads inverse_pt_sigma \
+        --seeds 1 --steps 3000 --parallel 1                       # train on pT up to 600 GeV, evaluate to 300
     .venv/bin/python bench/train_compare.py --ablation            # what each muon-frame input adds
     .venv/bin/python bench/train_compare.py --device cuda --parallel 1 --events 200000 \\
         --background 300 --batch-size 512 --workers 6 --seeds 1 --heads inverse_pt   # one GPU
@@ -11,7 +14,9 @@ evaluate`` as subprocesses (``--parallel`` at a time, one torch thread each on C
 the process), so what is measured is what a user runs. Reported per head: mean ± standard
 deviation over seeds of the core σ(pT)/pT, the pT scale (median pT_pred/pT_true) and the charge
 mis-ID per true-pT bin and in 10–100 GeV, beside the classical χ² fit of the same test muons;
-training wall time and events/s. Output: markdown on stdout and in ``OUT/compare_heads.md``,
+training wall time and events/s; for heads with a per-muon σ (and the fit) the pull core width and
+the ±1σ / ±1.96σ coverage per bin. ``--train-pt-max`` trains on a second sample generated to a higher
+pT (another seed) and evaluates on the first, so no evaluated bin sits at the generation edge. Output: markdown on stdout and in ``OUT/compare_heads.md``,
 ``OUT/results.json``, ``OUT/compare_heads.png``.
 """
 
@@ -35,7 +40,8 @@ from bench_loader import make_dataset  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-HEADS = {"direct_pt": "direct_pt.yaml", "inverse_pt": "inverse_pt.yaml", "signed_curvature": "signed_curvature.yaml"}
+HEADS = {"direct_pt": "direct_pt.yaml", "inverse_pt": "inverse_pt.yaml", "signed_curvature": "signed_curvature.yaml",
+         "inverse_pt_sigma": "inverse_pt_sigma.yaml"}
 #: Cumulative muon-frame input sets of the ablation (each adds to the one before).
 ABLATION = {
     "global only": [],
@@ -53,9 +59,18 @@ def run_config(head: str, args: argparse.Namespace, seed: int, frame_fields: lis
         cfg["frame_fields"] = frame_fields
     cfg.setdefault("data", {}).update({"batch_size": args.batch_size, "num_workers": args.workers})
     cfg.setdefault("trainer", {}).update({
-        "max_steps": args.steps, "seed": seed, "patience": 0, "progress_every": 500,
+        "max_steps": head_steps(args, head), "seed": seed, "patience": 0, "progress_every": 500,
         "accelerator": "gpu" if args.device == "cuda" else "cpu", "threads": args.threads})
     return cfg
+
+
+def head_steps(args: argparse.Namespace, head: str) -> int:
+    """``--steps``, or the head's entry in ``--steps-for HEAD=N,...``."""
+    for item in filter(None, (args.steps_for or "").split(",")):
+        name, _, n = item.partition("=")
+        if name == head:
+            return int(n)
+    return args.steps
 
 
 def launch(jobs: list[tuple[str, list[str], Path]], parallel: int, env: dict[str, str]) -> dict[str, float]:
@@ -105,9 +120,14 @@ def summary_tables(results: dict[str, list[dict]], fit: dict | None) -> str:
         lines.append(f"| classical fit | – | {100 * w['pt']['core_sigma']:.2f} | "
                      f"{100 * w['charge_misid']['rate']:.3f} | {100 * w['pt']['sigma68']:.2f} | – | – |")
     first = next(iter(results.values()))[0]["metrics"]["methods"]["model"]["pt_bins"]
-    for title, key, scale, digits in (("core σ(pT)/pT [%]", ("pt", "core_sigma"), 100, 2),
-                                      ("pT scale (median pT_pred / pT_true)", ("pt_scale",), 1, 3),
-                                      ("charge mis-ID [%]", ("charge_misid", "rate"), 100, 2)):
+    quantities = [("core σ(pT)/pT [%]", ("pt", "core_sigma"), 100, 2),
+                  ("pT scale (median pT_pred / pT_true)", ("pt_scale",), 1, 3),
+                  ("charge mis-ID [%]", ("charge_misid", "rate"), 100, 2)]
+    if any("pull" in r["metrics"]["methods"]["model"]["overall"] for runs in results.values() for r in runs):
+        quantities += [("pull core width, q/pT", ("pull", "core_width"), 1, 2),
+                       ("±1σ coverage [%] (nominal 68.3)", ("pull", "cover68"), 100, 1),
+                       ("±1.96σ coverage [%] (nominal 95)", ("pull", "cover95"), 100, 1)]
+    for title, key, scale, digits in quantities:
         lines += ["", f"**{title}** per true-pT bin, mean ± std over seeds", "",
                   "| true pT [GeV] | muons | " + " | ".join(results) + (" | classical fit |" if fit else " |"),
                   "|---" * (len(results) + 2 + bool(fit)) + "|"]
@@ -139,7 +159,7 @@ def plot(results: dict[str, list[dict]], fit: dict | None, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(16, 4.2))
     first = next(iter(results.values()))[0]["metrics"]["methods"]["model"]["pt_bins"]
     keep = [i for i, b in enumerate(first) if b["n"] > 0]
     centres = np.array([np.sqrt(first[i]["lo"] * first[i]["hi"]) for i in keep])
@@ -149,15 +169,25 @@ def plot(results: dict[str, list[dict]], fit: dict | None, path: Path) -> None:
             vals = np.array([[getter(r["metrics"]["methods"]["model"]["pt_bins"][i]) or np.nan for i in keep]
                              for r in runs], dtype=float) * scale
             err = vals.std(axis=0, ddof=1) if len(runs) > 1 else None
-            ax.errorbar(centres * shift, vals.mean(axis=0), yerr=err, marker="o", capsize=3, label=f"{head} ({len(runs)} seeds)")
+            ax.errorbar(centres * shift, vals.mean(axis=0), yerr=err, marker="o", capsize=3, color=f"C{j}",
+                        label=f"{head} ({len(runs)} seeds)")
+        if all("pull" in r["metrics"]["methods"]["model"]["pt_bins"][keep[0]] for r in runs):
+            vals = np.array([[r["metrics"]["methods"]["model"]["pt_bins"][i]["pull"]["core_width"] or np.nan
+                              for i in keep] for r in runs], dtype=float)
+            ax3.errorbar(centres * shift, vals.mean(axis=0), yerr=vals.std(axis=0, ddof=1) if len(runs) > 1 else None,
+                         marker="o", ls="none", capsize=3, color=f"C{j}", label=f"{head} ({len(runs)} seeds)")
     if fit:
         ax1.plot(centres, [100 * (fit["pt_bins"][i]["pt"]["core_sigma"] or np.nan) for i in keep], "k--s",
                  label="classical χ² fit")
+        if "pull" in fit["pt_bins"][keep[0]]:
+            ax3.plot(centres, [fit["pt_bins"][i]["pull"]["core_width"] for i in keep], "ks", label="classical χ² fit")
         ax2.plot(centres, [fit["pt_bins"][i]["pt_scale"] for i in keep], "k--s", label="classical χ² fit")
     ax1.set(xscale="log", xlabel="true pT [GeV]", ylabel="core σ(pT)/pT [%]", title="pT resolution (test split)")
     ax2.set(xscale="log", xlabel="true pT [GeV]", ylabel="median pT_pred / pT_true", title="pT scale")
     ax2.axhspan(0.98, 1.02, color="0.9")
-    for ax in (ax1, ax2):
+    ax3.set(xscale="log", xlabel="true pT [GeV]", ylabel="pull core width, q/pT", title="σ calibration")
+    ax3.axhspan(0.9, 1.1, color="0.9")
+    for ax in (ax1, ax2, ax3):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -170,6 +200,10 @@ def main() -> None:
     ap.add_argument("--background", type=int, default=20, help="background hits per event (default 20)")
     ap.add_argument("--pt-max", type=float, help="highest simulated pT in GeV (simulator default 300)")
     ap.add_argument("--steps", type=int, default=5000, help="optimiser steps per run (default 5000)")
+    ap.add_argument("--steps-for", help="per-head steps, e.g. inverse_pt_sigma=5000,direct_pt=1500")
+    ap.add_argument("--train-pt-max", type=float, help="train on a second sample (seed 2) generated to this pT")
+    ap.add_argument("--data", type=Path, help="an existing dataset to evaluate on (instead of simulating one)")
+    ap.add_argument("--train-data", type=Path, help="an existing dataset to train on (default: the evaluation one)")
     ap.add_argument("--seeds", type=int, default=3, help="seeds per head (default 3)")
     ap.add_argument("--heads", default=",".join(HEADS), help="comma list of " + ", ".join(HEADS))
     ap.add_argument("--ablation", action="store_true", help="instead: the inverse-pT head with growing muon-frame input sets")
@@ -184,8 +218,20 @@ def main() -> None:
 
     t0 = time.perf_counter()
     suffix = f"-ptmax{args.pt_max:g}" if args.pt_max else ""
-    data, how = make_dataset(args.out / f"data-{args.events}-bkg{args.background}{suffix}", args.events,
-                             background=args.background, pt_max=args.pt_max)
+    if args.data:
+        data, how = args.data, f"dataset {args.data}"
+    else:
+        data, how = make_dataset(args.out / f"data-{args.events}-bkg{args.background}{suffix}", args.events,
+                                 background=args.background, pt_max=args.pt_max)
+    train_data = args.train_data or data
+    if args.train_pt_max and not args.train_data:
+        train_data, train_how = make_dataset(args.out / f"data-{args.events}-bkg{args.background}-ptmax"
+                                             f"{args.train_pt_max:g}-seed2", args.events, seed=2,
+                                             background=args.background, pt_max=args.train_pt_max)
+        how += f"; trained on {train_how}"
+        suffix += f"-train{args.train_pt_max:g}"
+    elif args.train_data:
+        how += f"; trained on {args.train_data}"
     kind = "ablation" if args.ablation else "heads"
     out = args.out / f"{kind}-{args.steps}steps{suffix}"
     out.mkdir(parents=True, exist_ok=True)
@@ -210,7 +256,7 @@ def main() -> None:
                 runs.append((head, head, seed, run_dir))
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     cli = str(BIN / "muon-pipeline")
-    train_jobs = [(d.name, [cli, "train", "--config", str(d.parent / f"{d.name}.yaml"), "--data", str(data),
+    train_jobs = [(d.name, [cli, "train", "--config", str(d.parent / f"{d.name}.yaml"), "--data", str(train_data),
                             "--output", str(d / "run")], d / "train.log") for _, _, _, d in runs]
     for _, _, _, d in runs:
         shutil.rmtree(d / "run", ignore_errors=True)
@@ -228,7 +274,8 @@ def main() -> None:
         results.setdefault(group, []).append({
             "seed": seed, "head": head, "metrics": metrics, "wall_s": walls[d.name], "train_s": summary["seconds"],
             "steps": summary["steps"], "events_per_s": summary["events_seen"] / summary["seconds"]})
-    md = (f"{args.events} simulated events ({how}), {args.steps} steps x batch {args.batch_size} per run, "
+    steps = ", ".join(f"{h} {head_steps(args, h)}" for h in results)
+    md = (f"{args.events} simulated events ({how}), steps x batch {args.batch_size} per run: {steps}; "
           f"{args.parallel} runs in parallel, {args.threads} torch thread(s) each, device {args.device}\n\n"
           + summary_tables(results, fit))
     print(md)

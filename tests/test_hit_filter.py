@@ -58,6 +58,8 @@ def test_hit_filter_config_refuses_truth_derived_inputs():
         config_from_dict({"task": "tracking"})
     with pytest.raises(ConfigError, match="pos_weight"):
         config_from_dict({**CONFIG, "pos_weight": 0})
+    with pytest.raises(ConfigError, match="uncertainty: 'laplace' is a width of the per-muon regression"):
+        config_from_dict({**CONFIG, "uncertainty": "laplace"})
 
 
 def test_cli_refuses_a_bad_hit_filter_config_in_one_line(tmp_path, simulated):

@@ -37,7 +37,7 @@ def test_shipped_config_loads_by_name_from_an_installed_wheel(tmp_path):
         from pathlib import Path
         from pipeline.train.config import load_config, shipped_configs, config_path
         assert Path(pipeline.__file__).is_relative_to({str(site)!r}), pipeline.__file__
-        assert shipped_configs() == ["direct_pt", "hit_filter", "inverse_pt", "signed_curvature"], shipped_configs()
+        assert shipped_configs() == ["direct_pt", "hit_filter", "inverse_pt", "inverse_pt_sigma", "signed_curvature"], shipped_configs()
         cfg = load_config("inverse_pt")
         print(cfg.inverse_fields, config_path("inverse_pt"))
     """)
@@ -123,7 +123,7 @@ def test_config_and_checkpoint_errors_come_before_torch(tmp_path, converted_rand
     bad.write_text("fields: [truthMuon_pt]\ntrainer: {max_epoch: 3}\n")
     args, expect = {
         "unknown-name": (["train", "--config", "inverse", "--data", data, "--output", str(tmp_path / "r2")],
-                         "shipped: direct_pt, hit_filter, inverse_pt, signed_curvature"),
+                         "shipped: direct_pt, hit_filter, inverse_pt, inverse_pt_sigma, signed_curvature"),
         "bad-key": (["train", "--config", str(bad), "--data", data, "--output", str(tmp_path / "r2")], "max_epoch"),
         "no-checkpoint": (["evaluate", str(run), "--data", data], "no checkpoints/best.ckpt"),
         "not-a-checkpoint": (["evaluate", str(run), "--data", data], "not a torch checkpoint"),

@@ -23,7 +23,7 @@ from pipeline.train.config import (  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("name", ["direct_pt.yaml", "inverse_pt.yaml", "signed_curvature.yaml"])
+@pytest.mark.parametrize("name", ["direct_pt.yaml", "inverse_pt.yaml", "signed_curvature.yaml", "inverse_pt_sigma.yaml"])
 def test_example_configs_load_and_resolve_on_v2(name):
     cfg = load_config(REPO / "configs" / name)
     fields = check_against_schema(cfg, load_schema(2))

@@ -84,6 +84,17 @@ QUANTITIES: list[tuple[str, Any, float, int]] = [
 ]
 
 
+#: Rows of methods with a per-muon σ(q/pT) (the uncertainty head, the classical fit): pulls and coverage.
+PULL_QUANTITIES: list[tuple[str, Any, float, int]] = [
+    ("pull core width, q/pT", lambda s: (_dig(s, "pull", "core_width"), _dig(s, "pull", "core_width_err"),
+                                         _dig(s, "pull", "n")), 1.0, 2),
+    ("±1σ coverage [%] (nominal 68.27)", lambda s: (_dig(s, "pull", "cover68"), _dig(s, "pull", "cover68_err"),
+                                                   _dig(s, "pull", "n")), 100.0, 1),
+    ("±1.96σ coverage [%] (nominal 95)", lambda s: (_dig(s, "pull", "cover95"), _dig(s, "pull", "cover95_err"),
+                                                   _dig(s, "pull", "n")), 100.0, 1),
+]
+
+
 def _range(lo: float, hi: float) -> str:
     return f"{lo:g}{DASH}{hi:g} GeV"
 
@@ -119,13 +130,33 @@ def table(entries: list[tuple[str, dict[str, Any]]]) -> str:
             lambda meth, i=i: meth["pt_bins"][i] if i < len(meth["pt_bins"]) else None)
     for region in entries[0][1]["methods"]["model"].get("regions", {}):
         row(f"σ(pT)/pT core [%], {region}", core, lambda meth, r=region: _dig(meth, "regions", r, "overall"))
+    pulls = any(_dig(meth, "overall", "pull") for _, meth in columns)
+    if pulls:
+        _pull_rows(row, ref_bins, columns, entries[0][1]["methods"]["model"].get("regions", {}))
     header = "| metric | " + " | ".join(label for label, _ in columns) + " |"
     sep = "|---|" + "---:|" * len(columns)
     from .metrics import MIN_MUONS
 
     note = (f"\nEach cell: value ± statistical error (muons). Errors: bootstrap; charge mis-ID: half the "
-            f"Clopper–Pearson 68 % interval; tail: binomial. {DASH} (N): fewer than {MIN_MUONS} muons.")
+            f"Clopper–Pearson 68 % interval; tail and coverage: binomial. {DASH} (N): fewer than {MIN_MUONS} "
+            "muons." + (" Pulls: (q/pT_pred − q/pT_true)/σ(q/pT); core width: iterated ±2σ Gaussian fit." if pulls else ""))
     return "\n".join([header, sep] + [f"| {name} | " + " | ".join(vals) + " |" for name, vals in rows]) + "\n" + note
+
+
+def _pull_rows(row: Any, ref_bins: list[dict[str, Any]], columns: list[tuple[str, dict[str, Any]]],
+               regions: dict[str, Any]) -> None:
+    """The pull rows: overall width and coverage, then the width and ±1σ coverage per pT bin and region."""
+    width, cover68 = PULL_QUANTITIES[0], PULL_QUANTITIES[1]
+    for quantity in PULL_QUANTITIES:
+        row(quantity[0], quantity, lambda meth: meth.get("overall"))
+    for i, b in enumerate(ref_bins):
+        if not any(_dig(meth["pt_bins"][i], "pull", "n") for _, meth in columns if i < len(meth["pt_bins"])):
+            continue
+        for quantity in (width, cover68):
+            row(f"{quantity[0]}, {_range(b['lo'], b['hi'])}", quantity,
+                lambda meth, i=i: meth["pt_bins"][i] if i < len(meth["pt_bins"]) else None)
+    for region in regions:
+        row(f"{width[0]}, {region}", width, lambda meth, r=region: _dig(meth, "regions", r, "overall"))
 
 
 def sample_key(metrics: dict[str, Any]) -> tuple[Any, ...]:

@@ -135,6 +135,12 @@ class TrainConfig:
     #: hit_filter: weight of the muon hits in the BCE loss (background hits outnumber them).
     pos_weight: float = 1.0
     attention: AttentionConfig = field(default_factory=AttentionConfig)
+    #: Per-muon uncertainty (``pipeline/train/uncertainty.py``): ``none``, or ``gaussian`` / ``laplace``:
+    #: the head also predicts each target's width and trains on that likelihood.
+    uncertainty: str = "none"
+    #: Predict 1/pT (or q/pT) as the muon's ``frame_curvature`` input times a learned exp(correction):
+    #: relative precision at every pT instead of an absolute floor in 1/pT (docs/physics.md).
+    curvature_ratio: bool = False
     data: DataConfig = field(default_factory=DataConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
@@ -247,6 +253,12 @@ def _check_values(cfg: TrainConfig) -> None:
         raise ConfigError(f"dropout: must be in [0, 1), got {cfg.dropout}")
     if cfg.hit_weighting not in ("sigmoid", "softmax"):
         raise ConfigError(f"hit_weighting: expected 'sigmoid' or 'softmax', got {quote(cfg.hit_weighting)}")
+    if cfg.uncertainty not in ("none", "gaussian", "laplace"):
+        raise ConfigError(f"uncertainty: expected none, gaussian or laplace, got {quote(cfg.uncertainty)}")
+    if cfg.curvature_ratio and ("frame_curvature" not in cfg.frame_fields
+                                or not ({"truthMuon_qpt"} | set(cfg.inverse_fields)) & set(cfg.fields)):
+        raise ConfigError("curvature_ratio: true needs frame_curvature in frame_fields and an inverse "
+                          "truthMuon_pt (inverse_fields) or truthMuon_qpt (signed_curvature) in fields")
     if not (0 < d.train_fraction < 1 and 0 <= d.val_fraction < 1 and d.train_fraction + d.val_fraction <= 1):
         raise ConfigError(f"data.train_fraction ({d.train_fraction}) and data.val_fraction ({d.val_fraction}) "
                           "must be fractions with a sum <= 1 (the rest is the test split)")

@@ -22,13 +22,17 @@ from .runfiles import finite as _finite
 
 __all__ = ["evaluate", "predict", "find_checkpoint", "load_module", "add_baseline", "sample_identity"]
 
+#: What the classical fit gives per muon, as ``fit_<name>`` columns (σ(q/pT) in GeV⁻¹).
+FIT_COLUMNS = ("pt", "q", "eta", "phi", "sigma_qpt")
 TRUTH = {"truthMuon_pt": "true_pt", "truthMuon_eta": "true_eta", "truthMuon_phi": "true_phi",
          "truthMuon_q": "true_q"}
 
 
 def predict(run_dir: str | Path, data_dir: str | Path, split: str = "test", device: str | None = None,
             batch_size: int | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Per-muon truth and prediction columns for one split (numpy, one entry per truth muon).
+    """Per-muon truth and prediction columns for one split (numpy, one entry per truth muon): ``true_*``,
+    ``pred_*`` (pT in GeV) and, with an uncertainty head, ``pred_sigma_pt`` (GeV), ``pred_sigma_qpt``
+    (GeV⁻¹), ``pred_sigma_eta``, ``pred_sigma_phi`` (rad).
 
     ``device``: ``auto`` (default), ``cpu`` or ``gpu``. Holds the dataset's readers' lock while it reads."""
     from ..locks import reading
@@ -93,12 +97,13 @@ def _predict(run_dir: str | Path, data_dir: str | Path, split: str, device: str 
     order = np.lexsort((columns["muon"], columns["row"]))
     columns = {k: v[order] for k, v in columns.items()}
     meta = {"checkpoint": str(ckpt), "split": split, "fields": cfg.fields, "inverse_fields": cfg.inverse_fields,
+            "uncertainty": cfg.uncertainty,
             "signed_curvature": cfg.signed_curvature, "hit_fields": list(hp.hit_fields), "info": info}
     return columns, meta
 
 
 def add_baseline(columns: dict[str, np.ndarray], info: Any) -> str:
-    """Add ``fit_pt/q/eta/phi`` from the classical fit in place; return "ok" or why it is absent."""
+    """Add ``fit_pt/q/eta/phi/sigma_qpt`` from the classical fit in place; return "ok" or why it is absent."""
     try:
         import awkward as ak
 
@@ -121,7 +126,7 @@ def add_baseline(columns: dict[str, np.ndarray], info: Any) -> str:
             flat = ak.flatten(fits)
             row_ids = np.repeat((int(si) << 32) + in_shard, counts)
             muon = np.asarray(ak.flatten(ak.local_index(fits, axis=1)))
-            parts.append((row_ids, muon, {k: np.asarray(flat[k], dtype=np.float64) for k in ("pt", "q", "eta", "phi")}))
+            parts.append((row_ids, muon, {k: np.asarray(flat[k], dtype=np.float64) for k in FIT_COLUMNS}))
     except Exception as err:  # the baseline is optional: a failing fit must not lose the network's evaluation
         return f"failed: {type(err).__name__}: {err}"
     if not parts:
@@ -134,7 +139,7 @@ def add_baseline(columns: dict[str, np.ndarray], info: Any) -> str:
     want = columns["row"] * 1024 + columns["muon"]
     pos = np.clip(np.searchsorted(key, want), 0, max(len(key) - 1, 0))
     found = key[pos] == want if len(key) else np.zeros(len(want), bool)
-    for name in ("pt", "q", "eta", "phi"):
+    for name in FIT_COLUMNS:
         values = np.concatenate([p[2][name] for p in parts])[order]
         columns["fit_" + name] = np.where(found, values[pos] if len(values) else np.nan, np.nan)
     return "ok"
@@ -206,6 +211,12 @@ def _evaluate(run_dir: str | Path, data_dir: str | Path, output: str | Path | No
         from .plots import plot_all
 
         written += [p.name for p in plot_all(columns, metrics, out_dir)]
+        from .plots import subtitle
+        from .pull_plots import has_pulls, plot_pulls
+
+        if has_pulls(metrics["methods"]):  # a method with per-muon σ: the network's head, the classical fit
+            written.append(plot_pulls(columns, metrics, out_dir / "pulls_vs_pt.png",
+                                      f"pulls of q/pT and interval coverage\n{subtitle(metrics)}").name)
     return {**metrics, "output": str(out_dir), "written": written}
 
 

@@ -11,7 +11,10 @@
   vectorised over resamples) of the core σ, the 68 % half-width and the pT scale, and of the η and φ
   68 % half-widths, for every set of muons summarised (overall, windows, pT bins, regions); the tail
   fraction's error is binomial, the charge mis-ID's the Clopper–Pearson interval;
-* ``MIN_MUONS``: the one minimum count below which neither a plot nor a table shows a value.
+* ``MIN_MUONS``: the one minimum count below which neither a plot nor a table shows a value;
+* pulls (pred − true)/σ in q/pT where a per-muon σ(q/pT) is given (:func:`pull_stats`): the core width
+  by the same iterated ±2σ Gaussian-core fit as the resolution, 1.4826·MAD beside it, and the
+  coverage of the ±1σ and ±1.96σ intervals (nominal 68.27 % and 95 %).
 """
 
 from __future__ import annotations
@@ -187,13 +190,47 @@ def resolution(residual: np.ndarray) -> dict[str, float]:
             "tail_3sigma_err": math.sqrt(tail * (1 - tail) / r.size) if r.size and math.isfinite(tail) else math.nan}
 
 
+#: Two-sided 95 % Gaussian quantile: the half-width of the 95 % interval in units of σ.
+Z95 = 1.959963984540054
+
+
+def pull_stats(pull: np.ndarray, errors: bool = False) -> dict[str, Any]:
+    """Width and coverage of pulls [N] (NaN entries dropped): ``core_mean``/``core_width`` (iterated
+    ±2σ Gaussian-core fit, :func:`gaussian_core`), ``mad_width`` (1.4826·median |pull − median|),
+    ``cover68``/``cover95`` (fraction with |pull| < 1 / < 1.96) with binomial errors; ``errors``: a
+    bootstrap error of the core width."""
+    x = np.asarray(pull, np.float64)
+    x = x[np.isfinite(x)]
+    n = int(x.size)
+    mu, width = gaussian_core(x)
+    out: dict[str, Any] = {"n": n, "core_mean": mu, "core_width": width,
+                           "mad_width": float(1.4826 * np.median(np.abs(x - np.median(x)))) if n else math.nan}
+    for key, z in (("cover68", 1.0), ("cover95", Z95)):
+        p = float(np.mean(np.abs(x) < z)) if n else math.nan
+        out[key], out[key + "_err"] = p, math.sqrt(p * (1 - p) / n) if n else math.nan
+    if errors:
+        out["core_width_err"] = bootstrap_errors(x, x)["core_sigma_err"]
+    return out
+
+
+def qpt_pulls(true_pt: np.ndarray, pred_pt: np.ndarray, true_q: np.ndarray, pred_q: np.ndarray,
+              sigma_qpt: np.ndarray) -> np.ndarray:
+    """(q/pT_pred − q/pT_true)/σ(q/pT) per muon [N]; NaN where pT or σ is not usable."""
+    pred_pt, true_pt, sigma = (np.asarray(a, np.float64) for a in (pred_pt, true_pt, sigma_qpt))
+    ok = np.isfinite(pred_pt) & (pred_pt > 0) & (true_pt > 0) & np.isfinite(sigma) & (sigma > 0)
+    pred_qpt = np.where(np.asarray(pred_q, np.float64) < 0, -1.0, 1.0) / np.where(ok, pred_pt, 1.0)
+    true_qpt = np.asarray(true_q, np.float64) / np.where(ok, true_pt, 1.0)
+    return np.where(ok, (pred_qpt - true_qpt) / np.where(ok, sigma, 1.0), np.nan)
+
+
 def summarise(true_pt: np.ndarray, pred_pt: np.ndarray, true_q: np.ndarray, pred_q: np.ndarray,
               true_eta: np.ndarray | None = None, pred_eta: np.ndarray | None = None,
               true_phi: np.ndarray | None = None, pred_phi: np.ndarray | None = None,
-              errors: bool = False) -> dict[str, Any]:
+              errors: bool = False, sigma_qpt: np.ndarray | None = None) -> dict[str, Any]:
     """Every metric of one method on one set of muons (all arrays [N]); ``errors``: add bootstrap
     errors (``pt.core_sigma_err``, ``pt.sigma68_err``, ``pt_scale_err``, ``eta.sigma68_err``,
-    ``phi.sigma68_err``)."""
+    ``phi.sigma68_err``); ``sigma_qpt`` (GeV⁻¹, per muon): add ``pull`` (:func:`pull_stats` of the
+    q/pT pulls)."""
     true_pt, pred_pt = np.asarray(true_pt, np.float64), np.asarray(pred_pt, np.float64)
     ok = np.isfinite(pred_pt) & (true_pt > 0)
     rel = (pred_pt[ok] - true_pt[ok]) / true_pt[ok]
@@ -218,6 +255,8 @@ def summarise(true_pt: np.ndarray, pred_pt: np.ndarray, true_q: np.ndarray, pred
         out["phi"] = resolution(d_phi)
         if errors:
             out["phi"]["sigma68_err"] = bootstrap_sigma68_error(d_phi)
+    if sigma_qpt is not None:
+        out["pull"] = pull_stats(qpt_pulls(true_pt, pred_pt, true_q, pred_q, sigma_qpt), errors=errors)
     return out
 
 
@@ -228,7 +267,8 @@ def binned(columns: dict[str, np.ndarray], prefix: str, edges: tuple[float, ...]
     for lo, hi in zip(edges[:-1], edges[1:], strict=True):
         sel = (true_pt >= lo) & (true_pt < hi)
         filled = true_pt[sel]
-        row = {"lo": lo, "hi": hi, **summarise(*_args(columns, prefix, sel), errors=True),
+        row = {"lo": lo, "hi": hi, **summarise(*_args(columns, prefix, sel), errors=True,
+                                               sigma_qpt=_sigma(columns, prefix, sel)),
                "true_pt_min": float(filled.min()) if filled.size else math.nan,
                "true_pt_max": float(filled.max()) if filled.size else math.nan,
                "true_pt_median": float(np.median(filled)) if filled.size else math.nan}
@@ -244,22 +284,30 @@ def _args(c: dict[str, np.ndarray], prefix: str, sel: np.ndarray) -> list[np.nda
             get(f"{prefix}_eta"), get("true_phi"), get(f"{prefix}_phi")]
 
 
+def _sigma(c: dict[str, np.ndarray], prefix: str, sel: np.ndarray) -> np.ndarray | None:
+    name = f"{prefix}_sigma_qpt"
+    return c[name][sel] if name in c else None
+
+
 def evaluate_method(columns: dict[str, np.ndarray], prefix: str,
                     edges: tuple[float, ...] = PT_BINS) -> dict[str, Any]:
     """Overall, per pT window and bin, and per |η| region (each with its pT bins) for one method, each
     with its statistical errors."""
     everything = np.ones(len(columns["true_pt"]), dtype=bool)
     true_pt = columns["true_pt"]
-    out: dict[str, Any] = {"overall": summarise(*_args(columns, prefix, everything), errors=True),
-                           "windows": {name: summarise(*_args(columns, prefix, (true_pt >= lo) & (true_pt < hi)),
-                                                       errors=True)
-                                       for name, (lo, hi) in WINDOWS.items()},
+    windows = {name: (true_pt >= lo) & (true_pt < hi) for name, (lo, hi) in WINDOWS.items()}
+    out: dict[str, Any] = {"overall": summarise(*_args(columns, prefix, everything), errors=True,
+                                                sigma_qpt=_sigma(columns, prefix, everything)),
+                           "windows": {name: summarise(*_args(columns, prefix, sel), errors=True,
+                                                       sigma_qpt=_sigma(columns, prefix, sel))
+                                       for name, sel in windows.items()},
                            "pt_bins": binned(columns, prefix, edges), "regions": {}}
     abs_eta = np.abs(columns["true_eta"])
     for name, (lo, hi) in REGIONS.items():
         sel = (abs_eta >= lo) & (abs_eta < hi)
         sub = {k: v[sel] for k, v in columns.items()}
-        out["regions"][name] = {"overall": summarise(*_args(sub, prefix, np.ones(int(sel.sum()), dtype=bool)),
-                                                     errors=True),
+        every = np.ones(int(sel.sum()), dtype=bool)
+        out["regions"][name] = {"overall": summarise(*_args(sub, prefix, every), errors=True,
+                                                     sigma_qpt=_sigma(sub, prefix, every)),
                                 "pt_bins": binned(sub, prefix, edges)}
     return out

@@ -134,12 +134,14 @@ def build_model(cfg: TrainConfig, hit_fields: list[str], muon_fields: list[str],
     per_object = set(per_object_fields())
     object_inputs = [len(hit_fields) + i for i, name in enumerate(cfg.frame_fields) if name in per_object]
     encoder = HitEncoder(width, cfg.dim, cfg.encoder_layers, cfg.heads, cfg.dropout, attention_spec(cfg, hit_fields))
+    per_object_names = [cfg.frame_fields[i - len(hit_fields)] for i in object_inputs]
+    curvature = per_object_names.index("frame_curvature") if cfg.curvature_ratio else None
     task = WeightedPoolingRegression(width, cfg.dim, cfg.fields, muon_fields, object_inputs=object_inputs,
-                                     loss_beta=cfg.loss_beta,
+                                     loss_beta=cfg.loss_beta, uncertainty=cfg.uncertainty,
                                      inverse_fields=cfg.inverse_fields, signed_curvature=cfg.signed_curvature,
                                      centres=centres, scales=scales, max_muons=cfg.data.max_muons,
                                      num_layers=cfg.regression_layers, dropout=cfg.dropout,
-                                     weighting=cfg.hit_weighting)
+                                     weighting=cfg.hit_weighting, curvature_column=curvature)
     return MuonRegressor(encoder, task)
 
 

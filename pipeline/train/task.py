@@ -26,10 +26,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import uncertainty as unc
 from .layers import Dense, float32_region
 
 #: ``predict`` clamps inverse-space outputs into this range before inverting (the seed's values).
 INVERSE_CLAMP = (1e-6, 1e6)
+#: ``curvature_ratio``: 1/pT in GeV⁻¹ per unit of the curvature input (1e-5 mm⁻¹) at a zero output: a
+#: starting point (measured pT·|c| ≈ 2 GeV·1e-5 mm⁻¹ at 10–20 GeV); exp(output) learns the rest.
+CURVATURE_SCALE = 0.5
 
 
 def fit_target_scaling(values: dict[str, np.ndarray], fields: Sequence[str],
@@ -67,9 +71,12 @@ class WeightedPoolingRegression(nn.Module):
                  inverse_fields: Sequence[str] = (), signed_curvature: bool = False,
                  centres: Sequence[float] | None = None, scales: Sequence[float] | None = None,
                  max_muons: int = 4, num_layers: int = 3, dropout: float = 0.1,
-                 weighting: str = "sigmoid", object_inputs: Sequence[int] = (), loss_beta: float = 1.0) -> None:
+                 weighting: str = "sigmoid", object_inputs: Sequence[int] = (), loss_beta: float = 1.0,
+                 uncertainty: str = "none", curvature_column: int | None = None) -> None:
         super().__init__()
         self.loss_beta = loss_beta
+        #: ``none``, or the likelihood of a per-muon width head (:mod:`.uncertainty`): 2·T outputs then.
+        self.uncertainty = uncertainty
         # Input columns that hold one value per object (muon-frame curvature, direction): their mean
         # over the object's hits (= the value) goes straight to the head, not only through the hit nets.
         self.register_buffer("object_index", torch.tensor(list(object_inputs), dtype=torch.long))
@@ -79,6 +86,7 @@ class WeightedPoolingRegression(nn.Module):
         self.weighting = weighting
         self.inverse_indices = [i for i, f in enumerate(self.fields) if f in self.inverse_fields]
         T = len(self.fields)
+        n_out = T * unc.outputs_per_field(uncertainty)
         self.register_buffer("target_index", torch.tensor([list(muon_fields).index(f) for f in self.fields]))
         self.register_buffer("inverse_mask", torch.tensor([f in self.inverse_fields for f in self.fields]))
         self.register_buffer("centre", torch.tensor(centres if centres is not None else [0.0] * T,
@@ -97,9 +105,13 @@ class WeightedPoolingRegression(nn.Module):
         for _ in range(num_layers - 1):
             layers += [nn.Linear(width, hidden), nn.ReLU(), nn.LayerNorm(hidden), nn.Dropout(dropout)]
             width = hidden
-        layers.append(nn.Linear(width, T))
+        layers.append(nn.Linear(width, n_out))
         self.head = nn.Sequential(*layers)
         self.object_head: nn.Module | None = None
+        #: ``curvature_ratio``: the column of ``object_inputs`` holding the curvature, and the field it scales.
+        self.curvature_column = curvature_column
+        self.curvature_field = next((i for i, f in enumerate(self.fields) if f == "truthMuon_qpt"
+                                     or (f == "truthMuon_pt" and f in self.inverse_fields)), None)
         if len(object_inputs):
             # Two paths: a small MLP on the per-object inputs alone learns the main mapping (curvature
             # and direction → targets) without the noise of the pooled hit features, and the pooled head,
@@ -107,12 +119,13 @@ class WeightedPoolingRegression(nn.Module):
             # core σ(pT)/pT at 10–100 GeV (12.8 % at 100–300); the two paths 4.4 % (7.0 %) (README).
             n = len(object_inputs)
             self.object_head = nn.Sequential(nn.Linear(n, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                                             nn.Linear(hidden, T))
+                                             nn.Linear(hidden, n_out))
             nn.init.zeros_(self.head[-1].weight)
             nn.init.zeros_(self.head[-1].bias)
 
     def forward(self, raw: Tensor, encoded: Tensor, hit_mask: Tensor, link: Tensor, muon_mask: Tensor) -> Tensor:
-        """raw [B, L, F], encoded [B, L, D], hit_mask [B, L], link [B, L], muon_mask [B, M] → [B, M, T].
+        """raw [B, L, F], encoded [B, L, D], hit_mask [B, L], link [B, L], muon_mask [B, M] → [B, M, T]
+        ([B, M, 2T] with an uncertainty head: values, then log-widths).
 
         Runs in float32 whatever the autocast state: the pooled muon-frame inputs carry the bending
         at the 1e-3 level, which bf16 would round away; the head is small next to the encoder.
@@ -148,7 +161,21 @@ class WeightedPoolingRegression(nn.Module):
             return self.head(torch.cat([embed, *pooled], dim=-1))  # [B, M, T]
         counts = assign.sum(-1, keepdim=True).clamp_min(1).to(raw.dtype)  # [B, M, 1]
         per_object = torch.einsum("bml,blk->bmk", assign.to(raw.dtype), raw[..., self.object_index]) / counts
-        return self.head(torch.cat([embed, *pooled, per_object], dim=-1)) + self.object_head(per_object)  # [B, M, T]
+        out = self.head(torch.cat([embed, *pooled, per_object], dim=-1)) + self.object_head(per_object)  # [B, M, T]
+        if self.curvature_column is None or self.curvature_field is None:
+            return out
+        return self._curvature_ratio(out, per_object[..., self.curvature_column])
+
+    def _curvature_ratio(self, out: Tensor, curvature: Tensor) -> Tensor:
+        """``curvature_ratio``: the curvature target (1/pT, or q/pT) in loss space is the muon's curvature
+        input [B, M] (1e-5 mm⁻¹; its sign is q) times ``CURVATURE_SCALE``·exp(output): the head learns a
+        relative correction (field integral, direction, energy loss), so its precision is relative at
+        every pT. Returned in the scaled space, like every output; [B, M, T(·2)]."""
+        i = self.curvature_field
+        c = curvature if self.signed_curvature else curvature.abs()
+        value = c * CURVATURE_SCALE * torch.exp(out[..., i].clamp(-10.0, 10.0))  # GeV⁻¹
+        scaled = (value - self.centre[i]) / self.scale[i]
+        return torch.cat([out[..., :i], scaled.unsqueeze(-1), out[..., i + 1:]], dim=-1)
 
     # ---------------------------------------------------------------------------------- targets
 
@@ -166,6 +193,8 @@ class WeightedPoolingRegression(nn.Module):
         target = (self.loss_space_targets(muons) - self.centre) / self.scale  # [B, M, T]
         # Padded slots hold pT = 0, i.e. 1/pT = inf: select them away (inf × 0 would be NaN).
         target = torch.where(muon_mask.unsqueeze(-1), target, 0.0)
+        if self.uncertainty != "none":
+            return unc.likelihood_loss(out, target, muon_mask, self.uncertainty, self.fields, self.loss_beta)
         per = F.smooth_l1_loss(out.float(), target, reduction="none", beta=self.loss_beta).mean(-1)  # [B, M]
         per = torch.where(muon_mask, per, 0.0)
         return per.sum() / muon_mask.sum().clamp_min(1)
@@ -175,10 +204,12 @@ class WeightedPoolingRegression(nn.Module):
 
         Inverse fields: ``1 / clamp(out, 1e-6, 1e6)``, so a zero, negative or huge output gives a
         finite pT (1e6 or 1e-6 GeV) rather than inf, a negative pT or a NaN. With signed curvature
-        pT = 1/|q/pT| and q = sign(q/pT) are added.
+        pT = 1/|q/pT| and q = sign(q/pT) are added. With an uncertainty head the per-muon widths are
+        added too (:func:`.uncertainty.natural_sigmas`: ``sigma_pt`` in GeV, ``sigma_qpt`` in GeV⁻¹, ...).
         """
         lo, hi = INVERSE_CLAMP
-        x = out.float() * self.scale + self.centre  # [B, M, T] loss space
+        scaled, log_sigma = unc.split_output(out.float(), len(self.fields))  # [B, M, T] each (widths or None)
+        x = scaled * self.scale + self.centre  # [B, M, T] loss space
         preds: dict[str, Tensor] = {}
         for i, name in enumerate(self.fields):
             value = x[..., i]
@@ -189,4 +220,7 @@ class WeightedPoolingRegression(nn.Module):
             qpt = preds["truthMuon_qpt"]
             preds["truthMuon_pt"] = 1.0 / qpt.abs().clamp(min=lo, max=hi)
             preds["truthMuon_q"] = torch.where(qpt < 0, -1.0, 1.0)
+        if log_sigma is not None:
+            preds.update(unc.natural_sigmas(log_sigma, self.scale, self.fields, self.inverse_fields,
+                                            preds.get("truthMuon_pt", torch.ones_like(x[..., 0]))))
         return preds

@@ -36,6 +36,9 @@ def check_task(cfg: Any) -> None:
         raise ConfigError(f"frame_fields: task hit_filter cannot use muon-frame inputs ({', '.join(cfg.frame_fields)}): "
                           f"they are computed per object of {cfg.assignment_field}, which would tell the filter the "
                           "answer; set frame_fields: []")
+    if cfg.task == "hit_filter" and getattr(cfg, "uncertainty", "none") != "none":
+        raise ConfigError(f"uncertainty: {quote(cfg.uncertainty)} is a width of the per-muon regression targets; "
+                          "task hit_filter has none (set uncertainty: none)")
 
 
 def check_task_inputs(cfg: Any, hit_fields: list[str]) -> None:
