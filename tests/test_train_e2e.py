@@ -88,6 +88,11 @@ def test_train_resume_evaluate_compare(dataset, tmp_path):
     assert res.exit_code == 2 and "different datasets or splits" in res.output and "(val split)" in res.output
     assert not (tmp_path / "c2").exists()
 
+    # A re-evaluation with --no-plots left the earlier evaluation's plots beside its new numbers.
+    (ev / "notes.txt").write_text("mine")
+    invoke("evaluate", run, "--data", dataset, "--split", "val", "--no-plots")
+    assert sorted(p.name for p in ev.iterdir()) == ["metrics.json", "notes.txt", "predictions.parquet"]
+
 
 def test_evaluate_v2_run_on_v1_data_is_a_config_error(dataset, tmp_path, converted_random_v1):
     cfg = tmp_path / "tiny.yaml"

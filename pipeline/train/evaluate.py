@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import DatasetError
 from .metrics import PT_BINS, REGIONS, evaluate_method
-from .runfiles import find_checkpoint, load_module
+from .runfiles import evaluation_folder, find_checkpoint, load_module
 from .runfiles import finite as _finite
 
 __all__ = ["evaluate", "predict", "find_checkpoint", "load_module", "add_baseline", "sample_identity"]
@@ -190,7 +190,7 @@ def _evaluate(run_dir: str | Path, data_dir: str | Path, output: str | Path | No
     say(f"{len(columns['true_pt'])} muons predicted in {time.perf_counter() - t0:.0f} s; classical fit (baseline)")
     baseline = add_baseline(columns, info)
     say(f"baseline {baseline}; metrics with bootstrap errors{' and plots' if plots else ''}")
-    out_dir.mkdir(parents=True, exist_ok=True)  # only now: a failed evaluation leaves no empty folder
+    evaluation_folder(out_dir)  # only now: a failed evaluation leaves the earlier one as it was
     write_predictions(columns, out_dir / "predictions.parquet")
 
     metrics: dict[str, Any] = {"run": str(run_dir.resolve()), "data": str(Path(data_dir).resolve()),

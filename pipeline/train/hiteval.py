@@ -99,7 +99,7 @@ def evaluate_hit_filter(run_dir: str | Path, data_dir: str | Path, output: str |
                         quiet: bool = True) -> dict[str, Any]:
     """Score ``split``, compute the metrics, write ``metrics.json`` (and PNGs) under ``output``
     (default RUN_DIR/eval); return the metrics plus ``output`` and ``written``."""
-    from .runfiles import find_checkpoint, finite
+    from .runfiles import evaluation_folder, find_checkpoint, finite
 
     run_dir = Path(run_dir)
     out_dir = Path(output) if output is not None else run_dir / "eval"
@@ -115,7 +115,7 @@ def evaluate_hit_filter(run_dir: str | Path, data_dir: str | Path, output: str |
                "regions": {k: list(v) for k, v in REGIONS.items()}, "score_seconds": seconds,
                **hit_filter_metrics(columns["score"], columns["label"], columns["muon_id"], events,
                                     groups_of(columns))}
-    out_dir.mkdir(parents=True, exist_ok=True)  # only now: a failed evaluation leaves no empty folder
+    evaluation_folder(out_dir)  # only now: a failed evaluation leaves the earlier one as it was
     (out_dir / "metrics.json").write_text(json.dumps(finite(metrics), indent=2))
     written = ["metrics.json"]
     if plots:

@@ -49,3 +49,18 @@ def finite(x: Any) -> Any:
     if isinstance(x, list | tuple):
         return [finite(v) for v in x]
     return x
+
+
+#: What an evaluation writes into its folder (besides the plots, ``*.png``).
+EVALUATION_FILES = ("metrics.json", "predictions.parquet")
+
+
+def evaluation_folder(out_dir: Path) -> Path:
+    """Create ``out_dir`` for a new evaluation and remove what an earlier one wrote there (its metrics,
+    predictions and plots): a re-evaluation on another dataset, or with ``--no-plots``, must not leave
+    the earlier plots beside the new numbers. Other files are left alone."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for path in out_dir.iterdir():
+        if path.is_file() and (path.name in EVALUATION_FILES or path.suffix == ".png"):
+            path.unlink()
+    return out_dir
