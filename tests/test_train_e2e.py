@@ -61,6 +61,10 @@ def test_train_resume_evaluate_compare(dataset, tmp_path):
     invoke("train", "--data", dataset, "--output", run, "--resume", "--max-epochs", "3")
     summary = json.loads((run / "summary.json").read_text())
     assert summary["epochs"] == 3 and summary["best_val_loss"] is not None
+    # resuming a finished run trains nothing and leaves its summary as it was (it wrote epochs 2, 0.1 s)
+    before = (run / "summary.json").read_bytes()
+    invoke("train", "--data", dataset, "--output", run, "--resume", "--max-epochs", "3")
+    assert (run / "summary.json").read_bytes() == before
 
     out = invoke("evaluate", run, "--data", dataset, "--split", "all")
     assert "σ(pT)/pT core" in out

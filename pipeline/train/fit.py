@@ -253,6 +253,12 @@ def _train(cfg: TrainConfig | None, data_dir: str | Path, run_dir: str | Path, *
                **({} if at_once else counter.totals(trainer))}
     if checkpoint.stopped_by is not None:
         summary["stopped_by"] = signal.Signals(checkpoint.stopped_by).name
+    finished = _finished_summary(run_dir) if resume and checkpoint.stopped_by is None else None
+    if finished is not None and finished.get("steps") == trainer.global_step:
+        # a resume of a run that had finished: nothing trained, the run's summary stays as it was
+        print(f"train: {run_dir} had finished ({trainer.global_step} steps); nothing to do", file=sys.stderr,
+              flush=True)
+        return finished
     if trainer.is_global_zero:
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     if checkpoint.stopped_by is not None:
@@ -361,3 +367,12 @@ def _apply_overrides(cfg: TrainConfig, overrides: dict[str, Any]) -> TrainConfig
             raise ConfigError(f"unknown override {key}")
         target[name] = value
     return config_from_dict(d)
+
+
+def _finished_summary(run_dir: Path) -> dict[str, Any] | None:
+    """The summary of a run that ended without a stop signal, or None (none yet, unreadable, or stopped)."""
+    try:
+        doc = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) and "stopped_by" not in doc else None
