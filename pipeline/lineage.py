@@ -73,6 +73,7 @@ def lineage_chain(manifest: dict, depth: int = 8) -> list[dict]:
                 "checkpoint_sha256": (lin.get("scores") or {}).get("checkpoint_sha256"),
                 "threshold": lin.get("threshold"), "working_point": lin.get("working_point"),
                 "caps": lin.get("caps"), "events_in": (manifest.get("cutflow") or {}).get("entries_in")}
+        step["scores_state"] = _scores_state(lin.get("scores") or {})
         try:
             ref, manifest = parent_ref(str(parent.get("path")))
             step["state"] = "unchanged" if ref.manifest_sha256 == parent.get("manifest_sha256") else "changed since"
@@ -82,3 +83,14 @@ def lineage_chain(manifest: dict, depth: int = 8) -> list[dict]:
             break
         chain.append(step)
     return chain
+
+
+def _scores_state(scores: dict) -> str:
+    """``unchanged``, ``changed since`` (the scores manifest's sha256 is not the recorded one) or ``not
+    reachable``, for a lineage's ``scores`` entry."""
+    try:
+        out = OutputDir(str(scores.get("path")))
+        digest = out.sha256(MANIFEST)
+    except (PipelineError, OSError):
+        return "not reachable"
+    return "unchanged" if digest == scores.get("manifest_sha256") else "changed since"

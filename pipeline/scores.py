@@ -400,7 +400,8 @@ def open_scores(path: str, parent: ParentRef | None = None) -> Scores:
         if mine["manifest_sha256"] != parent.manifest_sha256:
             raise DatasetError(f"--scores {path} were made for {mine.get('path')} as it was (manifest sha256 "
                                f"{mine['manifest_sha256'][:16]}…); {parent.path}'s manifest has changed since "
-                               f"({parent.manifest_sha256[:16]}…): score it again")
+                               f"({parent.manifest_sha256[:16]}…), or is another copy of the dataset with the "
+                               "same id: score it again")
     return scores
 
 

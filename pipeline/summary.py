@@ -49,6 +49,8 @@ def _summarize(directory: str, scan: bool) -> dict:
         "model_inputs": schema.inputs("hit"),
         "lineage": lineage_chain(manifest),  # what a derived dataset was made from, nearest first
     }
+    if manifest.get("filter_cutflow"):  # a derived dataset: the filter's own counters
+        info["filter_cutflow"] = manifest["filter_cutflow"]
     if scan:
         tech: dict[int, int] = {}  # every code, named or not
         on_muon = 0
@@ -104,11 +106,13 @@ def render(info: dict, console) -> None:
     console.print(t)
     if info.get("lineage"):
         lt = Table(title="lineage (derived from, nearest first)", show_header=True)
-        for c in ("parent", "state", "scores", "threshold", "working point", "caps (muons, hits)"):
-            lt.add_column(c)
+        for c in ("parent", "parent state", "scores", "scores state", "threshold", "working point",
+                  "caps (muons, hits)"):
+            lt.add_column(c, overflow="fold")
         for s in info["lineage"]:
             caps = s.get("caps") or {}
             lt.add_row(f"{s['parent']} ({str(s['parent_dataset_id'])[:12]})", s["state"], str(s["scores"]),
+                       s.get("scores_state", "–"),
                        f"{s['threshold']:.6g}", str(s["working_point"]),
                        f"{caps.get('max_muons_per_event')}, {caps.get('max_hits_per_event')}")
         console.print(lt)
@@ -126,7 +130,7 @@ def render(info: dict, console) -> None:
     cf = Table(title="cut flow", show_header=True)
     cf.add_column("counter")
     cf.add_column("value", justify="right")
-    for k, v in info["cutflow"].items():
+    for k, v in [*info["cutflow"].items(), *((f"filter: {k}", v) for k, v in info.get("filter_cutflow", {}).items())]:
         if isinstance(v, dict):  # tallies per code: hits_unknown_technology
             for code, n in v.items():
                 cf.add_row(f"{k} [{code}]", f"{n:,}")

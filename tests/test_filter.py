@@ -240,10 +240,16 @@ def test_inspect_shows_the_lineage_chain(parent, tmp_path):
     chain = info["lineage"]
     assert [s["parent"] for s in chain] == [str(first), str(ds)]
     assert [s["threshold"] for s in chain] == [0.6, 0.5] and chain[0]["caps"]["max_muons_per_event"] == 2
-    assert all(s["state"] == "unchanged" for s in chain)
+    assert all(s["state"] == "unchanged" and s["scores_state"] == "unchanged" for s in chain)
+    assert info["filter_cutflow"]["hits_in"] == info["cutflow"]["hits_in"]  # the filter's own counters too
     text = cli("inspect", second, "--no-scan")
-    assert "lineage (derived from, nearest first)" in text and text.count("unchanged") == 2
+    assert "lineage (derived from, nearest first)" in text and text.count("unchanged") == 4
+    assert "filter: hits_below_threshold" in text
     assert validate_dataset(str(second), source="all").ok
+    # scores moved away: the chain says so for the scores, not only for the parent
+    (tmp_path / "scores2").rename(tmp_path / "moved")
+    chain = json.loads(cli("inspect", second, "--json", "--no-scan"))["lineage"]
+    assert chain[0]["state"] == "unchanged" and chain[0]["scores_state"] == "not reachable"
 
 
 def test_usage_errors_exit_2_in_one_line(parent, tmp_path):
