@@ -18,14 +18,11 @@ that imports :mod:`pipeline.manifest`, whose ``finalize`` hands a derived plan t
 from __future__ import annotations
 
 import copy
-import datetime as _dt
 
-from ._version import __version__
 from .derive_config import FilterConfig
 from .derive_flow import FilterFlow
 from .errors import DatasetError
-from .format import FORMAT, FORMAT_VERSION, dataset_id
-from .plan import Plan, finished_records
+from .plan import Plan, finished_records, shard_totals, timing_block
 from .scores import parent_ref
 from .stats import merge_tables, table_from_json, table_to_json
 from .storage import OutputDir
@@ -76,25 +73,17 @@ def assemble_derived(out: OutputDir, plan: Plan) -> dict:
     inputs = [{**copy.deepcopy(i), "status": status.get(i["path"], "ok"), "events_out": events_out[i["path"]]}
               for i in plan.inputs]
     manifest = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "schema": plan.schema,
-        "tool_version": plan.tool_version,
-        "dataset_id": dataset_id(plan.config_hash, plan.tool_version),
-        "config": plan.config,
+        **plan.manifest_head(),
         "lineage": lineage_of(cfg),
         "inputs": inputs,
         "skipped": copy.deepcopy(parent.get("skipped", {"inputs": [], "units": []})),
         "units": len(units),
         "shards": shards,
-        "totals": {"events": sum(s["rows"] for s in shards), "hits": sum(s["hits"] for s in shards),
-                   "muons": sum(s["muons"] for s in shards), "bytes": sum(s["bytes"] for s in shards)},
+        "totals": shard_totals(shards),
         "cutflow": flow.convert_keys(),
         "filter_cutflow": flow.to_dict(),
         "reading": copy.deepcopy(parent.get("reading", {})),
         "statistics": table_to_json(stats),
-        "timing": {"finalized_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                   "finalized_by": __version__,
-                   "unit_seconds": sum(records[u.key].get("timing", {}).get("seconds", 0.0) for u in units)},
+        "timing": timing_block(records, units),
     }
     return manifest

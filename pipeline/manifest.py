@@ -12,23 +12,18 @@ before writing anything.
 from __future__ import annotations
 
 import copy
-import datetime as _dt
 import json
 
-from ._version import __version__
 from .derive_config import is_derived
 from .errors import DatasetError
 from .format import (
-    FORMAT,
-    FORMAT_VERSION,
     LEGACY_MANIFEST,
     MANIFEST,
     RECORDS,
     SHARDS,
     TMP_MARK,
-    dataset_id,
 )
-from .plan import Plan, finished_records
+from .plan import Plan, finished_records, shard_totals, timing_block
 from .selection import CutFlow
 from .stats import merge_tables, table_from_json, table_to_json
 from .storage import OutputDir
@@ -134,24 +129,16 @@ def _assemble(out: OutputDir) -> dict:
                            f"{cutflow['events_out']} + cut {events_cut} + skipped {entries_skipped} "
                            "(this is a bug; please report it)")
     manifest = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "schema": plan.schema,
-        "tool_version": plan.tool_version,
-        "dataset_id": dataset_id(plan.config_hash, plan.tool_version),
-        "config": plan.config,
+        **plan.manifest_head(),
         "inputs": list(per_input.values()),
         "skipped": {"inputs": skipped_inputs, "units": skipped_units},
         "units": len(units),
         "shards": shards,
-        "totals": {"events": sum(s["rows"] for s in shards), "hits": sum(s["hits"] for s in shards),
-                   "muons": sum(s["muons"] for s in shards), "bytes": sum(s["bytes"] for s in shards)},
+        "totals": shard_totals(shards),
         "cutflow": cutflow,
         "reading": reading_summary(plan.config.get("layout", {}), rounded),
         "statistics": table_to_json(stats),
-        "timing": {"finalized_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                   "finalized_by": __version__,
-                   "unit_seconds": sum(records[u.key].get("timing", {}).get("seconds", 0.0) for u in units)},
+        "timing": timing_block(records, units),
     }
     return manifest
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from ._version import __version__
 from .errors import DatasetError
-from .format import LEGACY_MANIFEST, PLAN, RECORDS, Unit
+from .format import FORMAT, FORMAT_VERSION, LEGACY_MANIFEST, PLAN, RECORDS, Unit, dataset_id
 from .storage import OutputDir
 
 
@@ -45,6 +45,13 @@ class Plan:
         return {"schema": self.schema, "tool_version": self.tool_version, "config": self.config,
                 "config_hash": self.config_hash, "inputs": self.inputs, "skipped_inputs": self.skipped_inputs,
                 "units": [u.to_dict() for u in self.units], **self.extra}
+
+    def manifest_head(self) -> dict:
+        """The first keys of the manifest finalize writes from this plan, whatever the producer: the
+        format, the schema, the tool version, the dataset id and the configuration."""
+        return {"format": FORMAT, "format_version": FORMAT_VERSION, "schema": self.schema,
+                "tool_version": self.tool_version, "dataset_id": dataset_id(self.config_hash, self.tool_version),
+                "config": self.config}
 
     @classmethod
     def load(cls, out: OutputDir) -> Plan | None:
@@ -112,3 +119,18 @@ def finished_records(out: OutputDir, units: list[Unit], command: str,
         raise DatasetError(f"{len(missing)} of {len(units)} units are not finished:\n" + "\n".join(lines) + more
                            + f"\nRe-run the same {command} command (or the missing job-array tasks) to complete them.")
     return records
+
+
+def shard_totals(shards: list[dict]) -> dict[str, int]:
+    """The manifest's ``totals``: events, hits, muons and bytes summed over its shard entries."""
+    return {k: sum(s[key] for s in shards) for k, key in (("events", "rows"), ("hits", "hits"), ("muons", "muons"),
+                                                          ("bytes", "bytes"))}
+
+
+def timing_block(records: dict[str, dict], units: list[Unit]) -> dict:
+    """The manifest's ``timing``: when and by which version it was finalized, and the units' seconds."""
+    import datetime as _dt
+
+    return {"finalized_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "finalized_by": __version__,
+            "unit_seconds": sum(records[u.key].get("timing", {}).get("seconds", 0.0) for u in units)}
