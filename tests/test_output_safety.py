@@ -12,6 +12,7 @@ import subprocess
 import pytest
 from click.testing import CliRunner
 from rawdump import random_events, write_dump
+from unlockable import WAYS, make_unlockable
 
 from pipeline.cli import main
 
@@ -231,30 +232,12 @@ def test_migrate_takes_the_same_locks(tmp_path, two):
     assert json.loads((out / "_manifest.json").read_text())["schema"]["version"] == 2
 
 
-@pytest.mark.parametrize("how", ["no flock (ENOSYS)", "folder not readable (mode 711)"])
+@pytest.mark.parametrize("how", WAYS)
 def test_writers_run_unlocked_with_a_warning_where_no_lock_can_be_taken(tmp_path, two, monkeypatch, how):
     """Lustre mounted `noflock` answers flock with ENOSYS, and a source folder one may enter but not list
     cannot be opened: convert, finalize and migrate stopped with a traceback there (migrate of such a
     source had worked before it took a lock). Now they run as before locks existed, with one warning."""
-    import errno
-    import fcntl
-
-    import pipeline.storage as storage
-
-    if how.startswith("no flock"):
-        def flock(fd, op):
-            raise OSError(errno.ENOSYS, "Function not implemented")
-
-        monkeypatch.setattr(fcntl, "flock", flock)
-    else:
-        real_open = os.open
-
-        def guarded_open(path, flags, *args, **kwargs):
-            if flags & os.O_DIRECTORY:
-                raise PermissionError(errno.EACCES, "Permission denied")
-            return real_open(path, flags, *args, **kwargs)
-
-        monkeypatch.setattr(storage.os, "open", guarded_open)
+    make_unlockable(monkeypatch, how)
     src = tmp_path / "v1"
     for args in (["convert", two[0], "-o", src, "--schema-version", "1", *ARGS], ["finalize", src],
                  ["migrate", src, "--to-version", "2", "-o", tmp_path / "v2"]):

@@ -7,7 +7,6 @@ the folder, readers did not. Each test makes its own dump and dataset.
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import hashlib
 import json
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from rawdump import random_events, write_dump
+from unlockable import WAYS, make_unlockable
 
 import pipeline
 from pipeline import locks
@@ -133,22 +133,9 @@ def test_every_reader_is_refused_while_a_writer_holds_the_folder(tmp_path, ds):
         os.close(fd)
 
 
-@pytest.mark.parametrize("how", ["no flock (ENOSYS)", "folder not readable (mode 711)"])
+@pytest.mark.parametrize("how", WAYS)
 def test_a_reader_runs_unlocked_with_a_warning_where_no_lock_can_be_taken(ds, monkeypatch, how):
-    if how.startswith("no flock"):
-        def flock(fd, op):
-            raise OSError(errno.ENOSYS, "Function not implemented")
-
-        monkeypatch.setattr(fcntl, "flock", flock)
-    else:
-        real_open = os.open
-
-        def guarded_open(path, flags, *args, **kwargs):
-            if flags & os.O_DIRECTORY:
-                raise PermissionError(errno.EACCES, "Permission denied")
-            return real_open(path, flags, *args, **kwargs)
-
-        monkeypatch.setattr(locks.os, "open", guarded_open)
+    make_unlockable(monkeypatch, how)
     for args in (["validate", ds], ["inspect", ds]):
         r = run(*args)
         assert r.exit_code == 0 and "Traceback" not in r.output, (args, r.output)
