@@ -17,6 +17,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from derived import cli, make_scores, parent_dataset, reference_filter, reference_threshold, same_rows
+from outputs import comparable, shard_bytes
 
 from pipeline import read_dataset
 from pipeline.validate import validate_dataset
@@ -30,16 +31,6 @@ def parent(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("filter")
     ds = parent_dataset(root)
     return ds, make_scores(ds, root / "scores")
-
-
-def comparable(directory: Path) -> dict:
-    m = json.loads((directory / "_manifest.json").read_text())
-    m.pop("timing")
-    return m
-
-
-def shard_bytes(directory: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted((directory / "shards").iterdir())}
 
 
 @pytest.mark.parametrize(("how", "caps"), [(("--threshold", "0.9"), ()),

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 from grid_fixtures import start_xrootd, xrootd_missing
+from outputs import comparable, shard_bytes
 from rawdump import dump_files
 
 from pipeline.cli import main
@@ -28,17 +29,6 @@ from pipeline.inputs import expand_inputs
 from pipeline.storage import OutputDir
 
 ARGS = ["--shard-events", "60", "--row-group-size", "25", "-q"]
-
-
-def comparable(directory: Path) -> dict:
-    """The manifest minus timing: what must be identical whatever ran the conversion."""
-    m = json.loads((directory / "_manifest.json").read_text())
-    m.pop("timing")
-    return m
-
-
-def shard_bytes(directory: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted((directory / "shards").iterdir())}
 
 
 @pytest.fixture(scope="module")

@@ -19,19 +19,13 @@ import pytest
 import uproot
 from click.testing import CliRunner
 from cluster_fixtures import dask_cluster
+from outputs import comparable
 from rawdump import dump_files, random_events, write_dump
 
 from pipeline.cli import main
 
 BIN = Path(sys.executable).parent
 ARGS = ["--shard-events", "60", "--row-group-size", "25", "-q"]
-
-
-def comparable(directory: Path) -> dict:
-    """The manifest minus timing fields: what must be identical whatever ran the conversion."""
-    m = json.loads((directory / "_manifest.json").read_text())
-    m.pop("timing")
-    return m
 
 
 @pytest.fixture(scope="module")
