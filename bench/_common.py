@@ -46,3 +46,24 @@ def run_rss(cmd: list[str]) -> tuple[float, float]:
     return float(secs), int(kib) / 1024
 
 
+
+
+def write_hit_scores(parent: Path, out: Path, score, run: dict | None = None) -> None:
+    """A scores folder for every event of dataset ``parent``: ``score(table)`` gives one float32 per hit of
+    a shard's table (columns eventNumber and hits), in the shard's hit order; ``run`` says what made them."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from pipeline.scores import write_scores
+    from pipeline.shards import list_column
+
+    manifest = json.loads((parent / "_manifest.json").read_text())
+
+    def per_shard():
+        for s in manifest["shards"]:
+            t = pq.read_table(parent / s["path"], columns=["eventNumber", "hits"])
+            offsets, _ = list_column(t.column("hits"))
+            yield s["path"], t.column("eventNumber").to_numpy(), offsets, score(t)
+
+    write_scores(str(out), str(parent), per_shard(), run=run)

@@ -29,26 +29,17 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _common import BIN, run_rss  # noqa: E402
+from _common import BIN, run_rss, write_hit_scores  # noqa: E402
 
 
 def truth_scores(parent: Path, out: Path) -> None:
     """Scores 1.0 for hits on a truth muon, 0.0 otherwise, for every event of ``parent``."""
-    import pyarrow.parquet as pq
-
-    from pipeline.scores import write_scores
     from pipeline.shards import list_column
 
-    manifest = json.loads((parent / "_manifest.json").read_text())
+    def truth(table) -> np.ndarray:
+        return (list_column(table.column("hits"))[1]["spacePoint_truthLink"] >= 0).astype(np.float32)
 
-    def per_shard():
-        for s in manifest["shards"]:
-            t = pq.read_table(parent / s["path"], columns=["eventNumber", "hits"])
-            offsets, hits = list_column(t.column("hits"))
-            yield (s["path"], t.column("eventNumber").to_numpy(), offsets,
-                   (hits["spacePoint_truthLink"] >= 0).astype(np.float32))
-
-    write_scores(str(out), str(parent), per_shard(), run=None)
+    write_hit_scores(parent, out, truth)
 
 
 def main() -> None:

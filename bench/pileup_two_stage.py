@@ -22,29 +22,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import BIN, run_rss  # noqa: E402
+from _common import BIN, run_rss, write_hit_scores  # noqa: E402
 
 from pipeline.dataset import read_dataset  # noqa: E402
 from pipeline.hitcuts import HitColumns, best_at, in_time, metrics, scan  # noqa: E402
-from pipeline.scores import write_scores  # noqa: E402
-from pipeline.shards import list_column  # noqa: E402
 
 
 def window_scores(parent: Path, out: Path, window_ns: float, drift_ns: float) -> None:
     """1.0 for hits inside the time window, 0.0 outside, for every event of ``parent``."""
-    import pyarrow.parquet as pq
-
-    manifest = json.loads((parent / "_manifest.json").read_text())
-
-    def per_shard():
-        for s in manifest["shards"]:
-            t = pq.read_table(parent / s["path"], columns=["eventNumber", "hits"])
-            offsets, _ = list_column(t.column("hits"))
-            keep = in_time(HitColumns.from_table(t), window_ns, drift_ns)
-            yield s["path"], t.column("eventNumber").to_numpy(), offsets, keep.astype(np.float32)
-
-    write_scores(str(out), str(parent), per_shard(), run={"tool": "pipeline.hitcuts.in_time",
-                                                          "window_ns": window_ns, "mdt_drift_ns": drift_ns})
+    write_hit_scores(parent, out, lambda t: in_time(HitColumns.from_table(t), window_ns, drift_ns).astype(np.float32),
+                     run={"tool": "pipeline.hitcuts.in_time", "window_ns": window_ns, "mdt_drift_ns": drift_ns})
 
 
 def main() -> None:
