@@ -64,6 +64,11 @@ def run_config(head: str, args: argparse.Namespace, seed: int, frame_fields: lis
     return cfg
 
 
+def finished(run_dir: Path) -> bool:
+    """A run of an earlier invocation whose training ended (its summary and wall time are written)."""
+    return (run_dir / "run" / "summary.json").exists() and (run_dir / "wall.json").exists()
+
+
 def head_steps(args: argparse.Namespace, head: str) -> int:
     """``--steps``, or the head's entry in ``--steps-for HEAD=N,...``."""
     for item in filter(None, (args.steps_for or "").split(",")):
@@ -214,6 +219,9 @@ def main() -> None:
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--out", type=Path, default=Path("/tmp/muon-pipeline-bench/train_compare"))
     ap.add_argument("--docs", type=Path, help="also copy the plot here (e.g. docs/img/)")
+    ap.add_argument("--keep", action="store_true",
+                    help="reuse runs of an earlier invocation that finished training (same folder): only "
+                         "calibrate and evaluate them again")
     args = ap.parse_args()
 
     t0 = time.perf_counter()
@@ -249,18 +257,24 @@ def main() -> None:
         for head in args.heads.split(","):
             for seed in range(1, args.seeds + 1):
                 run_dir = out / f"{head}-seed{seed}"
-                shutil.rmtree(run_dir, ignore_errors=True)
-                run_dir.mkdir(parents=True)
+                if not (args.keep and finished(run_dir)):
+                    shutil.rmtree(run_dir, ignore_errors=True)
+                run_dir.mkdir(parents=True, exist_ok=True)
                 (run_dir.parent / f"{head}-seed{seed}.yaml").write_text(
                     yaml.safe_dump(run_config(head, args, seed, None), sort_keys=False))
                 runs.append((head, head, seed, run_dir))
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     cli = str(BIN / "muon-pipeline")
     train_jobs = [(d.name, [cli, "train", "--config", str(d.parent / f"{d.name}.yaml"), "--data", str(train_data),
-                            "--output", str(d / "run")], d / "train.log") for _, _, _, d in runs]
-    for _, _, _, d in runs:
-        shutil.rmtree(d / "run", ignore_errors=True)
+                            "--output", str(d / "run")], d / "train.log") for _, _, _, d in runs
+                  if not (args.keep and finished(d))]
+    for name, _, _ in train_jobs:
+        shutil.rmtree(out / name / "run", ignore_errors=True)
     walls = launch(train_jobs, args.parallel, env)
+    for _, _, _, d in runs:
+        if d.name not in walls:  # kept: its wall time is the one recorded when it was trained
+            walls[d.name] = json.loads((d / "wall.json").read_text())["wall_s"]
+        (d / "wall.json").write_text(json.dumps({"wall_s": walls[d.name]}))
     eval_jobs = [(d.name, [cli, "evaluate", str(d / "run"), "--data", str(data), "--device", args.device],
                   d / "evaluate.log") for _, _, _, d in runs]
     launch(eval_jobs, args.parallel, env)

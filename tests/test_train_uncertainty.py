@@ -251,15 +251,17 @@ def test_old_kind_checkpoint_still_evaluates_and_resumes(dataset, tmp_path):
     assert json.loads((run / "summary.json").read_text())["steps"] == 8
 
 
-def test_shipped_sigma_config_is_the_inverse_head_plus_the_width():
+def test_shipped_sigma_config_is_the_signed_head_plus_the_width():
+    """``inverse_pt_sigma`` regresses q/pT (the signed inverse pT): the signed head, plus the width and
+    the curvature ratio, so its charge is the sign of the curvature input."""
     from dataclasses import replace
 
     from pipeline.train.config import load_config
 
-    sigma, inverse = load_config("inverse_pt_sigma"), load_config("inverse_pt")
-    assert sigma.uncertainty != "none" and inverse.uncertainty == "none"
-    assert sigma.curvature_ratio and not inverse.curvature_ratio
-    assert replace(sigma, uncertainty="none", curvature_ratio=False) == inverse
+    sigma, signed = load_config("inverse_pt_sigma"), load_config("signed_curvature")
+    assert sigma.uncertainty != "none" and signed.uncertainty == "none"
+    assert sigma.curvature_ratio and not signed.curvature_ratio
+    assert replace(sigma, uncertainty="none", curvature_ratio=False) == signed
 
 
 @pytest.mark.parametrize("signed", [False, True])
