@@ -35,6 +35,7 @@ _LAZY_COMMANDS = {
     "train": "pipeline.train.command:train",
     "evaluate": "pipeline.train.command:evaluate",
     "compare": "pipeline.train.command:compare",
+    "calibrate": "pipeline.train.command:calibrate",
     "filter": "pipeline.cli_filter:filter_command",
     "predict": "pipeline.train.predict_command:predict",
 }
@@ -72,7 +73,7 @@ def _unavailable(name: str, err: Exception) -> click.Command:
     """Stand-in for a stage whose optional dependencies are missing: says how to install them."""
     from .extras import install_line
 
-    hint = (install_line("train") if name in ("train", "evaluate", "compare")
+    hint = (install_line("train") if name in ("train", "evaluate", "compare", "calibrate")
             else "reinstall it: pip install -e . in a clone of muon-pipeline")
 
     def fail() -> None:

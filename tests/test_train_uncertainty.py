@@ -216,7 +216,7 @@ def test_tiny_trained_model_gives_finite_pulls_and_their_width(dataset, tmp_path
         assert all(0 < v < 1e9 for v in preds[name]), name
     np.testing.assert_allclose(preds["pred_sigma_pt"], np.array(preds["pred_sigma_qpt"]) * np.array(preds["pred_pt"]) ** 2,
                                rtol=1e-4)
-    assert "pull core width, q/pT" in out and "±1σ coverage [%]" in out
+    assert "pull core width, q/pT" in out and "68 % interval coverage [%]" in out
     assert (ev / "pulls_vs_pt.png").stat().st_size > 1000
     if metrics["baseline_status"] == "ok":  # the classical fit's pulls beside the network's
         assert math.isfinite(metrics["methods"]["classical_fit"]["overall"]["pull"]["core_width"])

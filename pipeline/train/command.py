@@ -1,4 +1,4 @@
-"""Click commands of the training stage: ``train``, ``evaluate``, ``compare``.
+"""Click commands of the training stage: ``train``, ``evaluate``, ``calibrate``, ``compare``.
 
 ``pipeline/cli.py`` imports this module at start-up to register the commands, so only click, the
 stdlib and two leaves (:mod:`pipeline.extras`, :mod:`.device`) are imported here; torch, lightning and
@@ -78,6 +78,7 @@ def train(config_path: str | None, data_dir: str, run_dir: str, max_epochs: int 
     if config_path:  # which file, whatever its spelling (a shipped name, a path)
         click.echo(f"train: config {resolve_config(config_path)}", err=True)
     summary = run_train(cfg, data_dir, run_dir, resume=resume, overrides=overrides)
+    _calibrate_after_training(run_dir, data_dir)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:
@@ -87,6 +88,83 @@ def train(config_path: str | None, data_dir: str, run_dir: str, max_epochs: int 
                    f"(summary: {run_dir}/summary.json)")
     click.echo(f"train: wrote {run_dir}/ (checkpoints/best.ckpt, checkpoints/last.ckpt, config.yaml, run.json, "
                f"logs/); next: muon-pipeline evaluate {run_dir} --data {data_dir}", err=True)
+
+
+def _calibrate_after_training(run_dir: str, data_dir: str) -> None:
+    """A finished run with an uncertainty head: calibrate its σ on the validation split of the data it
+    trained on (rank 0 only under DDP; a run whose calibration is up to date keeps it). A run without a
+    validation split says how to calibrate on other data."""
+    import os
+    from pathlib import Path
+
+    if os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("RANK", "0") != "0":
+        return
+    from .calibrate import CALIBRATION, load_calibration
+    from .config import load_config
+    from .evaluate import calibrate_run, find_checkpoint
+
+    from ..errors import ConfigError, DatasetError
+
+    saved = Path(run_dir) / "config.yaml"
+    if not saved.is_file():
+        return  # nothing trained here (a stub trainer in a test)
+    cfg = load_config(str(saved))
+    if cfg.task != "regression" or cfg.uncertainty == "none":
+        return
+    checkpoint = find_checkpoint(Path(run_dir))
+    try:
+        if load_calibration(run_dir, checkpoint) is not None:
+            return  # made for this checkpoint already (a resume of a finished run)
+    except ConfigError:
+        pass  # stale or unreadable: made again below
+    if cfg.data.val_fraction <= 0:
+        click.echo(f"train: no validation split (data.val_fraction 0): the widths are not calibrated; run "
+                   f"muon-pipeline calibrate {run_dir} --data DATA", err=True)
+        return
+    click.echo(f"train: calibrating the per-muon σ on the validation split of {data_dir}", err=True)
+    try:
+        doc = calibrate_run(run_dir, data_dir, split="val")
+    except DatasetError as err:
+        click.echo(f"train: the widths are not calibrated ({err})", err=True)
+        return
+    from .calibrate import summary_line
+
+    click.echo(f"train: wrote {run_dir}/{CALIBRATION}: {summary_line(doc)}", err=True)
+
+
+@click.command("calibrate")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--data", "data_dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Dataset whose muons calibrate the widths (not the ones you will evaluate on).")
+@click.option("--split", type=click.Choice(["val", "test", "train", "all"]), default="val", show_default=True,
+              help="Which hash split of --data to calibrate on.")
+@click.option("--min-cell", type=click.IntRange(min=20), default=None,
+              help="Fewest muons per calibration cell [default: 1000].")
+@click.option("--device", type=_DEVICE_CHOICE, default="auto", show_default=True, help=DEVICE_HELP)
+def calibrate(run_dir: str, data_dir: str, split: str, min_cell: int | None, device: str) -> None:
+    """Calibrate a run's per-muon σ(q/pT) and its 68 % / 95 % intervals on held-out muons.
+
+    Per |η| region and range of predicted pT: σ is scaled so that the pulls (q/pT_pred − q/pT_true)/σ
+    have core width 1, and the 68 % / 95 % interval half-widths are the split-conformal quantiles of
+    |pull|. Writes RUN_DIR/calibration.json (atomically), which evaluate applies. train does this at
+    the end on its validation split; run it again for another dataset or split.
+    """
+    from pathlib import Path
+
+    from .data.info import require_manifest
+    from .device import check_before_import, normalise
+    from .evaluate import find_checkpoint
+
+    find_checkpoint(Path(run_dir))
+    require_manifest(data_dir, "--data ")
+    device = normalise(device)
+    check_before_import(device)
+    extras.train()
+    from .calibrate import CALIBRATION, summary_line
+    from .evaluate import calibrate_run
+
+    doc = calibrate_run(run_dir, data_dir, split=split, device=device, min_cell=min_cell)
+    click.echo(f"calibrate: wrote {run_dir}/{CALIBRATION}: {summary_line(doc)}")
 
 
 @click.command("evaluate")
@@ -126,6 +204,13 @@ def evaluate(run_dir: str, data_dir: str, output: str | None, split: str, device
         click.echo(f"evaluate: wrote {metrics['output']}/ ({', '.join(metrics['written'])})")
         return
     click.echo(table([(metrics["label"], metrics)]))
+    calibration = metrics.get("calibration", {})
+    if calibration.get("status") == "applied":
+        same = " (the muons evaluated: in-sample)" if calibration.get("sample_id") == metrics.get("sample_id") else ""
+        click.echo(f"σ calibration: applied, fitted on {calibration['n_muons']} muons of the {calibration['split']} "
+                   f"split of {calibration['data']}{same}")
+    elif calibration.get("status") == "absent":
+        click.echo(f"σ calibration: {calibration['why']}")
     status = metrics["baseline_status"]
     click.echo("classical-fit baseline: " + ("ok (its column is in the table above)" if status == "ok" else status))
     click.echo(f"evaluate: wrote {metrics['output']}/ ({', '.join(metrics['written'])})")

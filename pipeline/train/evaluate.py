@@ -20,7 +20,7 @@ from .metrics import PT_BINS, REGIONS, evaluate_method
 from .runfiles import evaluation_folder, find_checkpoint, load_module
 from .runfiles import finite as _finite
 
-__all__ = ["evaluate", "predict", "find_checkpoint", "load_module", "add_baseline", "sample_identity"]
+__all__ = ["evaluate", "predict", "calibrate_run", "find_checkpoint", "load_module", "add_baseline", "sample_identity"]
 
 #: What the classical fit gives per muon, as ``fit_<name>`` columns (σ(q/pT) in GeV⁻¹).
 FIT_COLUMNS = ("pt", "q", "eta", "phi", "sigma_qpt")
@@ -100,6 +100,20 @@ def _predict(run_dir: str | Path, data_dir: str | Path, split: str, device: str 
             "uncertainty": cfg.uncertainty,
             "signed_curvature": cfg.signed_curvature, "hit_fields": list(hp.hit_fields), "info": info}
     return columns, meta
+
+
+def calibrate_run(run_dir: str | Path, data_dir: str | Path, split: str = "val", device: str | None = None,
+                  min_cell: int | None = None) -> dict[str, Any]:
+    """Predict ``split`` of ``data_dir`` with the run's checkpoint and write ``RUN/calibration.json``
+    from it (:func:`.calibrate.write_calibration`); return what was written."""
+    from .calibrate import write_calibration
+    from .calibration import MIN_CELL
+
+    columns, meta = predict(run_dir, data_dir, split=split, device=device)
+    info = meta.pop("info")
+    source = {"data": str(Path(data_dir).resolve()), **sample_identity(info.manifest, columns), "split": split}
+    return write_calibration(run_dir, columns, meta["checkpoint"], source,
+                             MIN_CELL if min_cell is None else min_cell)
 
 
 def add_baseline(columns: dict[str, np.ndarray], info: Any) -> str:
@@ -184,9 +198,16 @@ def _evaluate(run_dir: str | Path, data_dir: str | Path, output: str | Path | No
     run_dir = Path(run_dir)
     out_dir = Path(output) if output is not None else run_dir / "eval"
     t0 = time.perf_counter()
-    say(f"predicting the {split} split of {data_dir} with {find_checkpoint(run_dir)}")
+    checkpoint = find_checkpoint(run_dir)
+    from .calibrate import apply_calibration, load_calibration
+
+    calibration = load_calibration(run_dir, checkpoint)  # a stale or broken one: refused before any work
+    say(f"predicting the {split} split of {data_dir} with {checkpoint}")
     columns, meta = predict(run_dir, data_dir, split=split, device=device)
     info = meta.pop("info")
+    calibrated = calibration_note(columns, calibration, run_dir)
+    if calibration is not None and "pred_sigma_qpt" in columns:
+        apply_calibration(columns, calibration)
     say(f"{len(columns['true_pt'])} muons predicted in {time.perf_counter() - t0:.0f} s; classical fit (baseline)")
     baseline = add_baseline(columns, info)
     say(f"baseline {baseline}; metrics with bootstrap errors{' and plots' if plots else ''}")
@@ -197,7 +218,8 @@ def _evaluate(run_dir: str | Path, data_dir: str | Path, output: str | Path | No
                                "label": run_dir.name, **meta, "n_muons": int(len(columns["true_pt"])),
                                **sample_identity(info.manifest, columns),
                                "pt_bins": list(PT_BINS), "regions": {k: list(v) for k, v in REGIONS.items()},
-                               "baseline_status": baseline, "methods": {"model": evaluate_method(columns, "pred")}}
+                               "baseline_status": baseline, "calibration": calibrated,
+                               "methods": {"model": evaluate_method(columns, "pred")}}
     if baseline == "ok":
         fitted = np.isfinite(columns["fit_pt"])
         metrics["baseline_efficiency"] = float(fitted.mean()) if fitted.size else math.nan
@@ -218,6 +240,18 @@ def _evaluate(run_dir: str | Path, data_dir: str | Path, output: str | Path | No
             written.append(plot_pulls(columns, metrics, out_dir / "pulls_vs_pt.png",
                                       f"pulls of q/pT and interval coverage\n{subtitle(metrics)}").name)
     return {**metrics, "output": str(out_dir), "written": written}
+
+
+def calibration_note(columns: dict[str, np.ndarray], doc: dict[str, Any] | None, run_dir: Path) -> dict[str, Any]:
+    """What ``metrics.json`` says of the σ calibration: ``status`` (``applied``, ``none`` for a run
+    without widths, ``absent``) and, when applied, where it was fitted (data, split, muons, cells)."""
+    if "pred_sigma_qpt" not in columns:
+        return {"status": "none"}
+    if doc is None:
+        return {"status": "absent", "why": f"no {run_dir}/calibration.json: the widths are the head's own "
+                f"(make one with `muon-pipeline calibrate {run_dir} --data DATA`)"}
+    return {"status": "applied", **{k: doc.get(k) for k in ("data", "dataset_id", "sample_id", "split", "n_muons")},
+            "cells": len(doc["cells"])}
 
 
 def sample_identity(manifest: dict[str, Any], columns: dict[str, np.ndarray]) -> dict[str, str]:

@@ -194,18 +194,22 @@ def resolution(residual: np.ndarray) -> dict[str, float]:
 Z95 = 1.959963984540054
 
 
-def pull_stats(pull: np.ndarray, errors: bool = False) -> dict[str, Any]:
+def pull_stats(pull: np.ndarray, errors: bool = False, z68: np.ndarray | float = 1.0,
+               z95: np.ndarray | float = Z95) -> dict[str, Any]:
     """Width and coverage of pulls [N] (NaN entries dropped): ``core_mean``/``core_width`` (iterated
     ±2σ Gaussian-core fit, :func:`gaussian_core`), ``mad_width`` (1.4826·median |pull − median|),
-    ``cover68``/``cover95`` (fraction with |pull| < 1 / < 1.96) with binomial errors; ``errors``: a
-    bootstrap error of the core width."""
+    ``cover68``/``cover95`` (fraction inside the 68.27 % / 95 % intervals, |pull| < ``z68`` / ``z95``:
+    ±1σ / ±1.96σ unless per-muon half-widths in units of σ are given, as a calibration gives them) with
+    binomial errors; ``errors``: a bootstrap error of the core width."""
     x = np.asarray(pull, np.float64)
-    x = x[np.isfinite(x)]
+    keep = np.isfinite(x)
+    x = x[keep]
     n = int(x.size)
     mu, width = gaussian_core(x)
     out: dict[str, Any] = {"n": n, "core_mean": mu, "core_width": width,
                            "mad_width": float(1.4826 * np.median(np.abs(x - np.median(x)))) if n else math.nan}
-    for key, z in (("cover68", 1.0), ("cover95", Z95)):
+    for key, z in (("cover68", z68), ("cover95", z95)):
+        z = np.broadcast_to(np.asarray(z, np.float64), keep.shape)[keep]
         p = float(np.mean(np.abs(x) < z)) if n else math.nan
         out[key], out[key + "_err"] = p, math.sqrt(p * (1 - p) / n) if n else math.nan
     if errors:
@@ -226,11 +230,15 @@ def qpt_pulls(true_pt: np.ndarray, pred_pt: np.ndarray, true_q: np.ndarray, pred
 def summarise(true_pt: np.ndarray, pred_pt: np.ndarray, true_q: np.ndarray, pred_q: np.ndarray,
               true_eta: np.ndarray | None = None, pred_eta: np.ndarray | None = None,
               true_phi: np.ndarray | None = None, pred_phi: np.ndarray | None = None,
-              errors: bool = False, sigma_qpt: np.ndarray | None = None) -> dict[str, Any]:
+              errors: bool = False, sigma_qpt: np.ndarray | None = None,
+              halfwidths_qpt: tuple[np.ndarray, np.ndarray] | None = None,
+              sigma_qpt_raw: np.ndarray | None = None) -> dict[str, Any]:
     """Every metric of one method on one set of muons (all arrays [N]); ``errors``: add bootstrap
     errors (``pt.core_sigma_err``, ``pt.sigma68_err``, ``pt_scale_err``, ``eta.sigma68_err``,
     ``phi.sigma68_err``); ``sigma_qpt`` (GeV⁻¹, per muon): add ``pull`` (:func:`pull_stats` of the
-    q/pT pulls)."""
+    q/pT pulls), its coverage that of the 68 % / 95 % half-widths ``halfwidths_qpt`` (GeV⁻¹) where
+    given, else of ±1σ / ±1.96σ; ``sigma_qpt_raw`` (the head's own σ before a calibration): add
+    ``pull_raw`` the same way (±1σ / ±1.96σ)."""
     true_pt, pred_pt = np.asarray(true_pt, np.float64), np.asarray(pred_pt, np.float64)
     ok = np.isfinite(pred_pt) & (true_pt > 0)
     rel = (pred_pt[ok] - true_pt[ok]) / true_pt[ok]
@@ -256,7 +264,13 @@ def summarise(true_pt: np.ndarray, pred_pt: np.ndarray, true_q: np.ndarray, pred
         if errors:
             out["phi"]["sigma68_err"] = bootstrap_sigma68_error(d_phi)
     if sigma_qpt is not None:
-        out["pull"] = pull_stats(qpt_pulls(true_pt, pred_pt, true_q, pred_q, sigma_qpt), errors=errors)
+        z = {}
+        if halfwidths_qpt is not None:
+            sig = np.asarray(sigma_qpt, np.float64)
+            z = {"z68": halfwidths_qpt[0] / sig, "z95": halfwidths_qpt[1] / sig}
+        out["pull"] = pull_stats(qpt_pulls(true_pt, pred_pt, true_q, pred_q, sigma_qpt), errors=errors, **z)
+    if sigma_qpt_raw is not None:
+        out["pull_raw"] = pull_stats(qpt_pulls(true_pt, pred_pt, true_q, pred_q, sigma_qpt_raw), errors=errors)
     return out
 
 
@@ -268,7 +282,7 @@ def binned(columns: dict[str, np.ndarray], prefix: str, edges: tuple[float, ...]
         sel = (true_pt >= lo) & (true_pt < hi)
         filled = true_pt[sel]
         row = {"lo": lo, "hi": hi, **summarise(*_args(columns, prefix, sel), errors=True,
-                                               sigma_qpt=_sigma(columns, prefix, sel)),
+                                               **_widths(columns, prefix, sel)),
                "true_pt_min": float(filled.min()) if filled.size else math.nan,
                "true_pt_max": float(filled.max()) if filled.size else math.nan,
                "true_pt_median": float(np.median(filled)) if filled.size else math.nan}
@@ -284,9 +298,14 @@ def _args(c: dict[str, np.ndarray], prefix: str, sel: np.ndarray) -> list[np.nda
             get(f"{prefix}_eta"), get("true_phi"), get(f"{prefix}_phi")]
 
 
-def _sigma(c: dict[str, np.ndarray], prefix: str, sel: np.ndarray) -> np.ndarray | None:
-    name = f"{prefix}_sigma_qpt"
-    return c[name][sel] if name in c else None
+def _widths(c: dict[str, np.ndarray], prefix: str, sel: np.ndarray) -> dict[str, Any]:
+    """The per-muon width arguments of :func:`summarise` that ``c`` holds for ``prefix``, at ``sel``."""
+    def get(name: str) -> np.ndarray | None:
+        return c[f"{prefix}_{name}"][sel] if f"{prefix}_{name}" in c else None
+
+    h68, h95 = get("halfwidth68_qpt"), get("halfwidth95_qpt")
+    return {"sigma_qpt": get("sigma_qpt"), "sigma_qpt_raw": get("sigma_qpt_raw"),
+            "halfwidths_qpt": (h68, h95) if h68 is not None and h95 is not None else None}
 
 
 def evaluate_method(columns: dict[str, np.ndarray], prefix: str,
@@ -297,9 +316,9 @@ def evaluate_method(columns: dict[str, np.ndarray], prefix: str,
     true_pt = columns["true_pt"]
     windows = {name: (true_pt >= lo) & (true_pt < hi) for name, (lo, hi) in WINDOWS.items()}
     out: dict[str, Any] = {"overall": summarise(*_args(columns, prefix, everything), errors=True,
-                                                sigma_qpt=_sigma(columns, prefix, everything)),
+                                                **_widths(columns, prefix, everything)),
                            "windows": {name: summarise(*_args(columns, prefix, sel), errors=True,
-                                                       sigma_qpt=_sigma(columns, prefix, sel))
+                                                       **_widths(columns, prefix, sel))
                                        for name, sel in windows.items()},
                            "pt_bins": binned(columns, prefix, edges), "regions": {}}
     abs_eta = np.abs(columns["true_eta"])
@@ -308,6 +327,6 @@ def evaluate_method(columns: dict[str, np.ndarray], prefix: str,
         sub = {k: v[sel] for k, v in columns.items()}
         every = np.ones(int(sel.sum()), dtype=bool)
         out["regions"][name] = {"overall": summarise(*_args(sub, prefix, every), errors=True,
-                                                     sigma_qpt=_sigma(sub, prefix, every)),
+                                                     **_widths(sub, prefix, every)),
                                 "pt_bins": binned(sub, prefix, edges)}
     return out

@@ -3,8 +3,9 @@
 Drawn where a method carries per-muon widths (the network with an uncertainty head, the classical fit):
 pull = (q/pT_pred − q/pT_true)/σ(q/pT). Four panels: the pull core width (iterated ±2σ Gaussian-core
 fit, bootstrap errors) per true-pT bin with the 0.9–1.1 band; the same per |η| region; the coverage of
-the ±1σ and ±1.96σ intervals per pT bin beside the nominal 68.27 % and 95 %; the pull distribution of
-all muons over a unit Gaussian. Same rules as :mod:`.plots`: markers with error bars, no joining lines,
+the 68 % and 95 % intervals per pT bin beside the nominal 68.27 % and 95 % (the calibrated intervals of
+``calibration.json`` where applied, else ±1σ and ±1.96σ); the pull distribution of all muons over a
+unit Gaussian. Same rules as :mod:`.plots`: markers with error bars, no joining lines,
 bins under ``MIN_MUONS`` left out, legends outside the axes.
 """
 
@@ -42,7 +43,7 @@ def plot_pulls(columns: dict[str, np.ndarray], metrics: dict[str, Any], path: Pa
             ax_c.errorbar(x, _masked(100 * _get(bins, "pull", key), keep),
                           yerr=_masked(100 * _get(bins, "pull", key + "_err"), keep), marker=marker, color=color,
                           mfc=color if fill == "full" else "none", ls="none", capsize=2,
-                          label=f"{label}: ±{'1' if key == 'cover68' else '1.96'}σ")
+                          label=f"{label}: {'68' if key == 'cover68' else '95'} % interval")
         regions = m.get("regions", {})
         for i, r in enumerate(regions.values()):
             p = r["overall"].get("pull", {})
