@@ -99,11 +99,10 @@ def _calibrate_after_training(run_dir: str, data_dir: str) -> None:
 
     if os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("RANK", "0") != "0":
         return
+    from ..errors import ConfigError, DatasetError
     from .calibrate import CALIBRATION, load_calibration
     from .config import load_config
     from .evaluate import calibrate_run, find_checkpoint
-
-    from ..errors import ConfigError, DatasetError
 
     saved = Path(run_dir) / "config.yaml"
     if not saved.is_file():
