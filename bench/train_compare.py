@@ -15,9 +15,12 @@ the process), so what is measured is what a user runs. Reported per head: mean �
 deviation over seeds of the core σ(pT)/pT, the pT scale (median pT_pred/pT_true) and the charge
 mis-ID per true-pT bin and in 10–100 GeV, beside the classical χ² fit of the same test muons;
 training wall time and events/s; for heads with a per-muon σ (and the fit) the pull core width and
-the ±1σ / ±1.96σ coverage per bin. ``--train-pt-max`` trains on a second sample generated to a higher
-pT (another seed) and evaluates on the first, so no evaluated bin sits at the generation edge. Output: markdown on stdout and in ``OUT/compare_heads.md``,
-``OUT/results.json``, ``OUT/compare_heads.png``.
+the 68 % / 95 % interval coverage per bin and per |η| region (the intervals of the run's
+``calibration.json``, fitted by ``train`` on the validation split of the data it trained on, or by
+``calibrate`` here for a run without one). ``--train-pt-max`` trains on a second sample generated to
+a higher pT (another seed) and evaluates on the first, so no evaluated bin sits at the generation
+edge. ``--keep`` reuses the runs of an earlier invocation in the same folder. Output: markdown on
+stdout and in ``OUT/compare_heads.md``, ``OUT/results.json``, ``OUT/compare_heads.png``.
 """
 
 from __future__ import annotations
@@ -130,8 +133,9 @@ def summary_tables(results: dict[str, list[dict]], fit: dict | None) -> str:
                   ("charge mis-ID [%]", ("charge_misid", "rate"), 100, 2)]
     if any("pull" in r["metrics"]["methods"]["model"]["overall"] for runs in results.values() for r in runs):
         quantities += [("pull core width, q/pT", ("pull", "core_width"), 1, 2),
-                       ("±1σ coverage [%] (nominal 68.3)", ("pull", "cover68"), 100, 1),
-                       ("±1.96σ coverage [%] (nominal 95)", ("pull", "cover95"), 100, 1)]
+                       ("68 % interval coverage [%] (nominal 68.3)", ("pull", "cover68"), 100, 1),
+                       ("95 % interval coverage [%] (nominal 95)", ("pull", "cover95"), 100, 1),
+                       ("pull core width, the head's own σ before calibration", ("pull_raw", "core_width"), 1, 2)]
     for title, key, scale, digits in quantities:
         lines += ["", f"**{title}** per true-pT bin, mean ± std over seeds", "",
                   "| true pT [GeV] | muons | " + " | ".join(results) + (" | classical fit |" if fit else " |"),
@@ -155,7 +159,32 @@ def summary_tables(results: dict[str, list[dict]], fit: dict | None) -> str:
                     x = x.get(k) if isinstance(x, dict) else None
                 row += f" | {stat([x], scale, digits)}"
             lines.append(row + " |")
+    lines += region_table(results, fit)
     return "\n".join(lines)
+
+
+def region_table(results: dict[str, list[dict]], fit: dict | None) -> list[str]:
+    """Markdown: pull core width and 68 % / 95 % coverage per |η| region, for heads with pulls."""
+    heads = {h: rs for h, rs in results.items() if "pull" in rs[0]["metrics"]["methods"]["model"]["overall"]}
+    if not heads:
+        return []
+    regions = list(next(iter(heads.values()))[0]["metrics"]["methods"]["model"]["regions"])
+    lines = ["", "**pulls per |η| region** (all pT), mean ± std over seeds: core width / 68 % / 95 % coverage [%]", "",
+             "| region | " + " | ".join(heads) + (" | classical fit |" if fit else " |"),
+             "|---" * (len(heads) + 1 + bool(fit)) + "|"]
+    for region in regions:
+        cells = []
+        for runs in heads.values():
+            got = [r["metrics"]["methods"]["model"]["regions"][region]["overall"].get("pull", {}) for r in runs]
+            cells.append(" / ".join([stat([g.get("core_width") for g in got], 1, 2),
+                                     stat([g.get("cover68") for g in got], 100, 1),
+                                     stat([g.get("cover95") for g in got], 100, 1)]))
+        if fit:
+            g = fit["regions"][region]["overall"].get("pull", {})
+            cells.append(" / ".join([stat([g.get("core_width")], 1, 2), stat([g.get("cover68")], 100, 1),
+                                     stat([g.get("cover95")], 100, 1)]))
+        lines.append(f"| {region} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def plot(results: dict[str, list[dict]], fit: dict | None, path: Path) -> None:
@@ -275,6 +304,14 @@ def main() -> None:
         if d.name not in walls:  # kept: its wall time is the one recorded when it was trained
             walls[d.name] = json.loads((d / "wall.json").read_text())["wall_s"]
         (d / "wall.json").write_text(json.dumps({"wall_s": walls[d.name]}))
+    # Runs with an uncertainty head: train calibrates on its validation split; a run trained by a version
+    # without calibration gets it here, from the same split of the same data.
+    calibrate_jobs = [(d.name, [cli, "calibrate", str(d / "run"), "--data", str(train_data), "--device", args.device],
+                       d / "calibrate.log") for _, _, _, d in runs
+                      if "uncertainty: none" not in (d / "run" / "config.yaml").read_text()
+                      and "uncertainty:" in (d / "run" / "config.yaml").read_text()
+                      and not (d / "run" / "calibration.json").exists()]
+    launch(calibrate_jobs, args.parallel, env)
     eval_jobs = [(d.name, [cli, "evaluate", str(d / "run"), "--data", str(data), "--device", args.device],
                   d / "evaluate.log") for _, _, _, d in runs]
     launch(eval_jobs, args.parallel, env)
