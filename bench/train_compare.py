@@ -17,7 +17,8 @@ mis-ID per true-pT bin and in 10–100 GeV, beside the classical χ² fit of the
 training wall time and events/s; for heads with a per-muon σ (and the fit) the pull core width and
 the 68 % / 95 % interval coverage per bin and per |η| region (the intervals of the run's
 ``calibration.json``, fitted by ``train`` on the validation split of the data it trained on, or by
-``calibrate`` here for a run without one). ``--train-pt-max`` trains on a second sample generated to
+``calibrate`` here for a run without one; ``--calibration-data`` calibrates on a sample of its own
+instead). ``--train-pt-max`` trains on a second sample generated to
 a higher pT (another seed) and evaluates on the first, so no evaluated bin sits at the generation
 edge. ``--keep`` reuses the runs of an earlier invocation in the same folder. Output: markdown on
 stdout and in ``OUT/compare_heads.md``, ``OUT/results.json``, ``OUT/compare_heads.png``.
@@ -248,6 +249,11 @@ def main() -> None:
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--out", type=Path, default=Path("/tmp/muon-pipeline-bench/train_compare"))
     ap.add_argument("--docs", type=Path, help="also copy the plot here (e.g. docs/img/)")
+    ap.add_argument("--calibration-data", type=Path,
+                    help="calibrate every run with an uncertainty head on this dataset (a sample of its own, "
+                         "neither trained nor evaluated on) instead of the validation split train used")
+    ap.add_argument("--calibration-split", default="all", choices=["all", "train", "val", "test"],
+                    help="the split of --calibration-data (default all)")
     ap.add_argument("--keep", action="store_true",
                     help="reuse runs of an earlier invocation that finished training (same folder): only "
                          "calibrate and evaluate them again")
@@ -306,11 +312,13 @@ def main() -> None:
         (d / "wall.json").write_text(json.dumps({"wall_s": walls[d.name]}))
     # Runs with an uncertainty head: train calibrates on its validation split; a run trained by a version
     # without calibration gets it here, from the same split of the same data.
-    calibrate_jobs = [(d.name, [cli, "calibrate", str(d / "run"), "--data", str(train_data), "--device", args.device],
+    # --calibration-data: every such run is calibrated on that sample instead.
+    calibration = ["--data", str(args.calibration_data), "--split", args.calibration_split] if args.calibration_data \
+        else ["--data", str(train_data), "--split", "val"]
+    calibrate_jobs = [(d.name, [cli, "calibrate", str(d / "run"), *calibration, "--device", args.device],
                        d / "calibrate.log") for _, _, _, d in runs
-                      if "uncertainty: none" not in (d / "run" / "config.yaml").read_text()
-                      and "uncertainty:" in (d / "run" / "config.yaml").read_text()
-                      and not (d / "run" / "calibration.json").exists()]
+                      if yaml.safe_load((d / "run" / "config.yaml").read_text()).get("uncertainty", "none") != "none"
+                      and (args.calibration_data or not (d / "run" / "calibration.json").exists())]
     launch(calibrate_jobs, args.parallel, env)
     eval_jobs = [(d.name, [cli, "evaluate", str(d / "run"), "--data", str(data), "--device", args.device],
                   d / "evaluate.log") for _, _, _, d in runs]
@@ -326,7 +334,10 @@ def main() -> None:
             "seed": seed, "head": head, "metrics": metrics, "wall_s": walls[d.name], "train_s": summary["seconds"],
             "steps": summary["steps"], "events_per_s": summary["events_seen"] / summary["seconds"]})
     steps = ", ".join(f"{h} {head_steps(args, h)}" for h in results)
-    md = (f"{args.events} simulated events ({how}), steps x batch {args.batch_size} per run: {steps}; "
+    sample = how if args.data else f"{args.events} simulated events ({how})"
+    sample += (f"; σ calibrated on the {args.calibration_split} split of {args.calibration_data}" if args.calibration_data
+               else "; σ calibrated on the validation split of the training data")
+    md = (f"{sample}, steps x batch {args.batch_size} per run: {steps}; "
           f"{args.parallel} runs in parallel, {args.threads} torch thread(s) each, device {args.device}\n\n"
           + summary_tables(results, fit))
     print(md)

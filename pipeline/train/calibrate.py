@@ -109,6 +109,15 @@ def apply_calibration(columns: dict[str, np.ndarray], doc: dict[str, Any]) -> No
     columns["pred_halfwidth95_qpt"] = got["halfwidth95_qpt"].astype(np.float32)
 
 
+def trained_on(run_dir: str | Path, data_dir: str | Path) -> bool:
+    """Whether ``data_dir`` is the dataset the run trained on (its ``run.json``; False when unknown)."""
+    try:
+        path = json.loads((Path(run_dir) / "run.json").read_text())["dataset"]["path"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return Path(path).resolve() == Path(data_dir).resolve()
+
+
 def summary_line(doc: dict[str, Any]) -> str:
     """One line on a calibration: cells, the range of the σ scale and of z68 / z95."""
     cells = doc["cells"]

@@ -15,10 +15,12 @@ predicted η, range of the predicted pT) on muons the network did not train on (
    calibration ones the coverage is at least ``p`` (and below ``p + 1/(n+1)``), in every cell. With
    Gaussian pulls ``z68 = 1`` and ``z95 = 1.96``; heavier tails give larger ``z``.
 
-Cells: the |η| regions of :data:`.metrics.REGIONS`; within each, the true-pT bins of
-:data:`.metrics.PT_BINS` applied to the *predicted* pT, merged from low pT upwards until each holds at
-least ``min_cell`` muons (a short last cell joins the one before; a region with fewer muons than
-``min_cell`` is one cell fitted on every muon). The first cell starts at 0 and the last ends at +∞,
+Cells: each |η| region of :data:`.metrics.REGIONS` (of the predicted η) is cut like a k-d tree, in
+the predicted |η| and log pT: a cell of at least ``2·min_cell`` muons is split at the median of the
+coordinate whose two halves' pull core widths differ more, as long as both halves keep ``min_cell``
+muons; so cells follow the calibration sample's density (finer where it has more muons) and cut where
+the width changes (pT in the barrel, |η| across the transition region). A region with fewer than
+``min_cell`` muons is one cell fitted on every muon. The cells of a region tile it from pT 0 to +∞,
 so every muon with a finite prediction has a cell.
 """
 
@@ -30,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from .metrics import ONE_SIGMA, PT_BINS, REGIONS, gaussian_core
+from .metrics import ONE_SIGMA, REGIONS, gaussian_core
 
 #: Fewest calibration muons per cell: the core width to ~4 % (the ±2σ core fit of n pulls scatters by
 #: ≈ 1.2/√n), the 95 % coverage to ~0.7 point.
@@ -41,7 +43,8 @@ LEVELS = {"z68": ONE_SIGMA, "z95": 0.95}
 
 @dataclass(frozen=True)
 class Cell:
-    """One calibration cell: predicted |η| in [eta_lo, eta_hi), predicted pT in [pt_lo, pt_hi) GeV.
+    """One calibration cell (a leaf of the k-d tree): predicted |η| in [eta_lo, eta_hi), predicted pT
+    in [pt_lo, pt_hi) GeV.
 
     ``scale``: k, σ_cal = k·σ; ``z68``, ``z95``: interval half-widths in units of σ_cal; ``n``: the
     calibration muons it was fitted on."""
@@ -67,30 +70,38 @@ def conformal_quantile(scores: np.ndarray, p: float) -> float:
 
 def _fit_cell(pull: np.ndarray) -> tuple[float, float, float]:
     """(k, z68, z95) of one cell's raw pulls [n]."""
-    _, k = gaussian_core(pull)
-    if not (math.isfinite(k) and k > 0):
-        k = 1.0  # too few muons for a core fit (below metrics.MIN_FIT): the width is left as it is
+    k = _core_width(pull)  # 1 where too few muons for a core fit (below metrics.MIN_FIT)
     scaled = np.abs(pull) / k
     return k, conformal_quantile(scaled, LEVELS["z68"]), conformal_quantile(scaled, LEVELS["z95"])
 
 
-def _pt_ranges(pt: np.ndarray, min_cell: int) -> list[tuple[float, float]]:
-    """Ranges of predicted pT [GeV]: PT_BINS merged upwards to ≥ ``min_cell`` muons, from 0 to +∞."""
-    inner = list(PT_BINS[1:-1])  # the outer edges become 0 and +∞
-    edges = [0.0, *inner, math.inf]
-    counts = np.histogram(pt, bins=edges)[0]
-    ranges: list[list[float]] = []
-    held = 0
-    for lo, hi, n in zip(edges[:-1], edges[1:], counts, strict=True):
-        if ranges and held < min_cell:
-            ranges[-1][1], held = hi, held + int(n)  # the open cell is still short: extend it
-        else:
-            ranges.append([lo, hi])
-            held = int(n)
-    if len(ranges) > 1 and held < min_cell:  # a short last cell joins the one before
-        last = ranges.pop()
-        ranges[-1][1] = last[1]
-    return [(a, b) for a, b in ranges]
+def _core_width(pull: np.ndarray) -> float:
+    k = gaussian_core(pull)[1]
+    return k if math.isfinite(k) and k > 0 else 1.0
+
+
+def _split(pull: np.ndarray, coords: tuple[np.ndarray, np.ndarray], sel: np.ndarray,
+           box: list[float], min_cell: int) -> list[tuple[list[float], np.ndarray]]:
+    """Leaves (box [eta_lo, eta_hi, pt_lo, pt_hi], mask) of the k-d tree below ``box`` (muons ``sel``)."""
+    if sel.sum() < 2 * min_cell:
+        return [(box, sel)]
+    best: tuple[float, int, float] | None = None
+    for dim, x in enumerate(coords):  # 0: |η|, 1: pT
+        cut = float(np.median(x[sel]))
+        low, high = sel & (x < cut), sel & (x >= cut)
+        if low.sum() < min_cell or high.sum() < min_cell:
+            continue  # ties at the median: no cut in this coordinate
+        gain = abs(math.log(_core_width(pull[low]) / _core_width(pull[high])))
+        if best is None or gain > best[0]:
+            best = (gain, dim, cut)
+    if best is None:
+        return [(box, sel)]
+    _, dim, cut = best
+    x = coords[dim]
+    lo_box, hi_box = list(box), list(box)
+    lo_box[2 * dim + 1], hi_box[2 * dim] = cut, cut
+    return (_split(pull, coords, sel & (x < cut), lo_box, min_cell)
+            + _split(pull, coords, sel & (x >= cut), hi_box, min_cell))
 
 
 def fit_cells(pull: np.ndarray, pred_abs_eta: np.ndarray, pred_pt: np.ndarray,
@@ -108,9 +119,8 @@ def fit_cells(pull: np.ndarray, pred_abs_eta: np.ndarray, pred_pt: np.ndarray,
         if in_region.sum() < min_cell:  # too few for its own cells: one cell fitted on every muon
             cells.append(Cell(region, elo, ehi, 0.0, math.inf, int(ok.sum()), *_fit_cell(pull[ok])))
             continue
-        for plo, phi in _pt_ranges(pt[in_region], min_cell):
-            sel = in_region & (pt >= plo) & (pt < phi)
-            cells.append(Cell(region, elo, ehi, plo, phi, int(sel.sum()), *_fit_cell(pull[sel])))
+        for (e0, e1, p0, p1), sel in _split(pull, (eta, pt), in_region, [elo, ehi, 0.0, math.inf], min_cell):
+            cells.append(Cell(region, e0, e1, p0, p1, int(sel.sum()), *_fit_cell(pull[sel])))
     return cells
 
 

@@ -159,9 +159,12 @@ def calibrate(run_dir: str, data_dir: str, split: str, min_cell: int | None, dev
     device = normalise(device)
     check_before_import(device)
     extras.train()
-    from .calibrate import CALIBRATION, summary_line
+    from .calibrate import CALIBRATION, summary_line, trained_on
     from .evaluate import calibrate_run
 
+    if split in ("train", "all") and trained_on(run_dir, data_dir):
+        click.echo(f"calibrate: warning: the {split} split of {data_dir} holds the muons {run_dir} trained on; "
+                   "widths calibrated on them come out too narrow for new muons (use --split val)", err=True)
     doc = calibrate_run(run_dir, data_dir, split=split, device=device, min_cell=min_cell)
     click.echo(f"calibrate: wrote {run_dir}/{CALIBRATION}: {summary_line(doc)}")
 
