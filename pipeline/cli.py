@@ -403,3 +403,7 @@ def run() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+if __name__ == "__main__":  # python -m pipeline.cli, as python -m pipeline
+    main()

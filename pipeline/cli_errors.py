@@ -55,8 +55,10 @@ def run_command(invoke: Callable[[click.Context], Any], ctx: click.Context) -> A
 def _stopped(ctx: click.Context, signum: int) -> None:
     """One line and exit 128 + ``signum`` for a command stopped by a signal."""
     name = ctx.invoked_subcommand or ctx.info_name or "muon-pipeline"
+    again = ("run the same train command with --resume to resume" if name == "train"
+             else "run the same command again to resume")
     click.secho(f"{name}: stopped by {signal.Signals(signum).name}; finished work is kept and nothing partial is "
-                "visible; run the same command again to resume", fg="yellow", err=True)
+                f"visible; {again}", fg="yellow", err=True)
     sys.exit(128 + signum)
 
 

@@ -216,14 +216,14 @@ def test_evaluate_applies_the_calibration_cell_by_cell(trained):
 
     run, data = trained
     res = _run("calibrate", run, "--data", data, "--split", "all", "--min-cell", "20")
-    assert "calibrate: wrote" in res.output
+    assert "calibrate: replaced" in res.output  # train wrote one
     assert "trained on" in res.output and "too narrow" in res.output  # all: the training muons are in it
     doc = json.loads((run / "calibration.json").read_text())
     cells = cells_from_dicts(doc["cells"])
     out = _run("evaluate", run, "--data", data, "--split", "all", "--no-plots").output
     assert "σ calibration: applied" in out and "in-sample" in out
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
-    assert metrics["calibration"]["status"] == "applied" and metrics["calibration"]["sample_id"] == metrics["sample_id"]
+    assert metrics["calibration"]["status"] == "applied" and metrics["calibration"]["in_sample"] is True
     c = {k: np.asarray(v, np.float64) for k, v in pq.read_table(run / "eval" / "predictions.parquet").to_pydict().items()}
     pred_qpt = np.where(c["pred_q"] < 0, -1.0, 1.0) / c["pred_pt"]
     true_qpt = c["true_q"] / c["true_pt"]
@@ -240,26 +240,44 @@ def test_evaluate_applies_the_calibration_cell_by_cell(trained):
         np.testing.assert_allclose(c["pred_halfwidth95_qpt"][sel], cell.z95 * c["pred_sigma_qpt"][sel], rtol=2e-6)
     assert seen >= 2
     np.testing.assert_allclose(c["pred_sigma_pt"], c["pred_sigma_qpt"] * c["pred_pt"] ** 2, rtol=1e-5)
+    for level in ("68", "95"):  # pT intervals: the q/pT interval's ends inverted, open above where it holds 0
+        inv, h = 1.0 / c["pred_pt"], c[f"pred_halfwidth{level}_qpt"]
+        np.testing.assert_allclose(c[f"pred_pt_lo{level}"], 1.0 / (inv + h), rtol=1e-5)
+        closed = h < inv * (1 - 1e-5)
+        np.testing.assert_allclose(c[f"pred_pt_hi{level}"][closed], 1.0 / (inv - h)[closed], rtol=1e-3)
+        assert np.all(np.isinf(c[f"pred_pt_hi{level}"][h > inv * (1 + 1e-5)]))
+        assert np.all(c[f"pred_pt_lo{level}"] <= c["pred_pt"]) and np.all(c[f"pred_pt_hi{level}"] >= c["pred_pt"])
     pull = metrics["methods"]["model"]["overall"]
     assert pull["pull"]["cover95"] >= 0.95 - 3 / pull["pull"]["n"] and "pull_raw" in pull
 
 
-@pytest.mark.parametrize("damage", ["other checkpoint", "not json", "no cells"])
+DAMAGES = {
+    "other checkpoint": lambda d: d.update(checkpoint_sha256="0" * 64),
+    "no cells key": lambda d: d.pop("cells"),
+    "empty cells": lambda d: d.update(cells=[]),
+    "NaN scale": lambda d: d["cells"][0].update(scale=float("nan")),
+    "negative scale": lambda d: d["cells"][0].update(scale=-2.0),
+    "z95 below z68": lambda d: d["cells"][0].update(z95=0.5 * d["cells"][0]["z68"]),
+    "infinite z95": lambda d: d["cells"][0].update(z95="inf"),
+    "a region without cells": lambda d: d.update(cells=[c for c in d["cells"] if c["region"] != "endcap"]),
+    "cells that leave a gap": lambda d: [c.update(pt_lo=1e5) for c in d["cells"] if c["region"] == "barrel"],
+}
+
+
+@pytest.mark.parametrize("damage", ["not json", *DAMAGES])
 def test_a_stale_or_broken_calibration_is_refused_in_one_line(trained, damage):
     run, data = trained
     path = run / "calibration.json"
     doc = json.loads(path.read_text())
-    if damage == "other checkpoint":
-        doc["checkpoint_sha256"] = "0" * 64
-        path.write_text(json.dumps(doc))
-    elif damage == "not json":
+    if damage == "not json":
         path.write_text("{")
     else:
-        del doc["cells"]
+        DAMAGES[damage](doc)
         path.write_text(json.dumps(doc))
     res = _run("evaluate", run, "--data", data, "--no-plots", ok=False)
-    lines = [line for line in res.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and str(path) in lines[0] and "muon-pipeline calibrate" in lines[0], res.output
+    errors = [line for line in res.output.splitlines() if line.startswith("Error")]  # beside progress lines
+    assert len(errors) == 1 and str(path) in errors[0] and "muon-pipeline calibrate" in errors[0], res.output
+    assert "Traceback" not in res.output
     assert not (run / "eval").exists()
 
 
@@ -273,3 +291,26 @@ def test_calibrate_refuses_a_run_without_widths(dataset, tmp_path):
     res = _run("calibrate", run, "--data", dataset, ok=False)
     assert "no uncertainty head" in res.output and len(res.output.strip().splitlines()) == 1
     assert not (run / "calibration.json").exists()
+    (run / "calibration.json").write_text("{")  # a stray file: a run without widths has nothing to apply
+    _run("evaluate", run, "--data", dataset, "--no-plots")
+
+
+def test_too_few_muons_are_refused_and_a_killed_writers_temporary_is_removed(tmp_path):
+    from pipeline.errors import DatasetError
+    from pipeline.train.calibrate import MIN_MUONS, write_calibration
+
+    rng = np.random.default_rng(8)
+    n = MIN_MUONS - 1
+    pt = rng.uniform(5, 100, n)
+    cols = {"true_pt": pt, "pred_pt": pt * (1 + 0.02 * rng.standard_normal(n)), "true_q": np.ones(n),
+            "pred_q": np.ones(n), "pred_eta": rng.uniform(-2.5, 2.5, n), "pred_sigma_qpt": 0.02 / pt}
+    ckpt = tmp_path / "best.ckpt"
+    ckpt.write_bytes(b"weights")
+    with pytest.raises(DatasetError, match="fewer than"):
+        write_calibration(tmp_path, cols, ckpt, {"data": "d", "split": "val"})
+    more = {k: np.concatenate([v, v]) for k, v in cols.items()}
+    stale = tmp_path / ".tmp-calibration.json.12345.deadbeef"
+    stale.write_text("{")
+    doc = write_calibration(tmp_path, more, ckpt, {"data": "d", "split": "val"})
+    assert not stale.exists() and json.loads((tmp_path / "calibration.json").read_text())["n_muons"] == doc["n_muons"]
+    assert all(math.isfinite(float(c["z95"])) for c in doc["cells"])

@@ -92,42 +92,31 @@ def train(config_path: str | None, data_dir: str, run_dir: str, max_epochs: int 
 
 def _calibrate_after_training(run_dir: str, data_dir: str) -> None:
     """A finished run with an uncertainty head: calibrate its σ on the validation split of the data it
-    trained on (rank 0 only under DDP; a run whose calibration is up to date keeps it). A run without a
-    validation split says how to calibrate on other data."""
+    trained on (rank 0 only under DDP; a run whose calibration is up to date keeps it)."""
     import os
     from pathlib import Path
 
     if os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("RANK", "0") != "0":
         return
     from ..errors import ConfigError, DatasetError
-    from .calibrate import CALIBRATION, load_calibration
-    from .config import load_config
+    from .calibrate import CALIBRATION, load_calibration, run_uncertainty, summary_line
     from .evaluate import calibrate_run, find_checkpoint
 
-    saved = Path(run_dir) / "config.yaml"
-    if not saved.is_file():
-        return  # nothing trained here (a stub trainer in a test)
-    cfg = load_config(str(saved))
-    if cfg.task != "regression" or cfg.uncertainty == "none":
-        return
-    checkpoint = find_checkpoint(Path(run_dir))
+    if not (Path(run_dir) / "config.yaml").is_file() or run_uncertainty(run_dir) == "none":
+        return  # nothing trained here (a stub trainer in a test), or no widths to calibrate
     try:
-        if load_calibration(run_dir, checkpoint) is not None:
+        if load_calibration(run_dir, find_checkpoint(Path(run_dir))) is not None:
             return  # made for this checkpoint already (a resume of a finished run)
     except ConfigError:
         pass  # stale or unreadable: made again below
-    if cfg.data.val_fraction <= 0:
-        click.echo(f"train: no validation split (data.val_fraction 0): the widths are not calibrated; run "
-                   f"muon-pipeline calibrate {run_dir} --data DATA", err=True)
-        return
-    click.echo(f"train: calibrating the per-muon σ on the validation split of {data_dir}", err=True)
+    click.echo(f"train: calibrating the per-muon σ on the validation split of {data_dir} (if stopped, "
+               f"`train --resume` makes it)", err=True)
     try:
         doc = calibrate_run(run_dir, data_dir, split="val")
     except DatasetError as err:
-        click.echo(f"train: the widths are not calibrated ({err})", err=True)
+        click.echo(f"train: the widths are not calibrated ({err}); muon-pipeline calibrate {run_dir} --data DATA "
+                   "calibrates them on other data", err=True)
         return
-    from .calibrate import summary_line
-
     click.echo(f"train: wrote {run_dir}/{CALIBRATION}: {summary_line(doc)}", err=True)
 
 
@@ -136,9 +125,10 @@ def _calibrate_after_training(run_dir: str, data_dir: str) -> None:
 @click.option("--data", "data_dir", required=True, type=click.Path(exists=True, file_okay=False),
               help="Dataset whose muons calibrate the widths (not the ones you will evaluate on).")
 @click.option("--split", type=click.Choice(["val", "test", "train", "all"]), default="val", show_default=True,
-              help="Which hash split of --data to calibrate on.")
+              help="Which hash split of --data to calibrate on (all: a sample of its own, not trained on).")
 @click.option("--min-cell", type=click.IntRange(min=20), default=None,
-              help="Fewest muons per calibration cell [default: 1000].")
+              help="Fewest muons per calibration cell [default: 1000]; an |eta| region with fewer is one cell "
+                   "fitted on every muon.")
 @click.option("--device", type=_DEVICE_CHOICE, default="auto", show_default=True, help=DEVICE_HELP)
 def calibrate(run_dir: str, data_dir: str, split: str, min_cell: int | None, device: str) -> None:
     """Calibrate a run's per-muon σ(q/pT) and its 68 % / 95 % intervals on held-out muons.
@@ -150,11 +140,13 @@ def calibrate(run_dir: str, data_dir: str, split: str, min_cell: int | None, dev
     """
     from pathlib import Path
 
+    from .calibrate import check_calibratable
     from .data.info import require_manifest
     from .device import check_before_import, normalise
     from .evaluate import find_checkpoint
 
     find_checkpoint(Path(run_dir))
+    check_calibratable(run_dir)
     require_manifest(data_dir, "--data ")
     device = normalise(device)
     check_before_import(device)
@@ -165,8 +157,9 @@ def calibrate(run_dir: str, data_dir: str, split: str, min_cell: int | None, dev
     if split in ("train", "all") and trained_on(run_dir, data_dir):
         click.echo(f"calibrate: warning: the {split} split of {data_dir} holds the muons {run_dir} trained on; "
                    "widths calibrated on them come out too narrow for new muons (use --split val)", err=True)
+    replaced = (Path(run_dir) / CALIBRATION).exists()
     doc = calibrate_run(run_dir, data_dir, split=split, device=device, min_cell=min_cell)
-    click.echo(f"calibrate: wrote {run_dir}/{CALIBRATION}: {summary_line(doc)}")
+    click.echo(f"calibrate: {'replaced' if replaced else 'wrote'} {run_dir}/{CALIBRATION}: {summary_line(doc)}")
 
 
 @click.command("evaluate")
@@ -208,7 +201,7 @@ def evaluate(run_dir: str, data_dir: str, output: str | None, split: str, device
     click.echo(table([(metrics["label"], metrics)]))
     calibration = metrics.get("calibration", {})
     if calibration.get("status") == "applied":
-        same = " (the muons evaluated: in-sample)" if calibration.get("sample_id") == metrics.get("sample_id") else ""
+        same = " (the muons evaluated: in-sample)" if calibration.get("in_sample") else ""
         click.echo(f"σ calibration: applied, fitted on {calibration['n_muons']} muons of the {calibration['split']} "
                    f"split of {calibration['data']}{same}")
     elif calibration.get("status") == "absent":

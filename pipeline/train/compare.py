@@ -149,18 +149,18 @@ def table(entries: list[tuple[str, dict[str, Any]]]) -> str:
 
 def _pull_rows(row: Any, ref_bins: list[dict[str, Any]], columns: list[tuple[str, dict[str, Any]]],
                regions: dict[str, Any]) -> None:
-    """The pull rows: overall width and coverage, then the width and 68 % coverage per pT bin and region."""
-    width, cover68 = PULL_QUANTITIES[0], PULL_QUANTITIES[1]
+    """The pull rows: overall width and coverage, then the width and 68 % / 95 % coverage per pT bin and region."""
+    width, cover68, cover95 = PULL_QUANTITIES[0], PULL_QUANTITIES[1], PULL_QUANTITIES[2]
     for quantity in PULL_QUANTITIES:
         row(quantity[0], quantity, lambda meth: meth.get("overall"))
     for i, b in enumerate(ref_bins):
         if not any(_dig(meth["pt_bins"][i], "pull", "n") for _, meth in columns if i < len(meth["pt_bins"])):
             continue
-        for quantity in (width, cover68):
+        for quantity in (width, cover68, cover95):
             row(f"{quantity[0]}, {_range(b['lo'], b['hi'])}", quantity,
                 lambda meth, i=i: meth["pt_bins"][i] if i < len(meth["pt_bins"]) else None)
     for region in regions:
-        for quantity in (width, cover68):
+        for quantity in (width, cover68, cover95):
             row(f"{quantity[0]}, {region}", quantity, lambda meth, r=region: _dig(meth, "regions", r, "overall"))
 
 

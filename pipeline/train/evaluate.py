@@ -106,9 +106,10 @@ def calibrate_run(run_dir: str | Path, data_dir: str | Path, split: str = "val",
                   min_cell: int | None = None) -> dict[str, Any]:
     """Predict ``split`` of ``data_dir`` with the run's checkpoint and write ``RUN/calibration.json``
     from it (:func:`.calibrate.write_calibration`); return what was written."""
-    from .calibrate import write_calibration
+    from .calibrate import check_calibratable, write_calibration
     from .calibration import MIN_CELL
 
+    check_calibratable(run_dir)  # before the prediction: a run without widths, a read-only folder
     columns, meta = predict(run_dir, data_dir, split=split, device=device)
     info = meta.pop("info")
     source = {"data": str(Path(data_dir).resolve()), **sample_identity(info.manifest, columns), "split": split}
@@ -199,9 +200,10 @@ def _evaluate(run_dir: str | Path, data_dir: str | Path, output: str | Path | No
     out_dir = Path(output) if output is not None else run_dir / "eval"
     t0 = time.perf_counter()
     checkpoint = find_checkpoint(run_dir)
-    from .calibrate import apply_calibration, load_calibration
+    from .calibrate import apply_calibration, load_calibration, run_uncertainty
 
-    calibration = load_calibration(run_dir, checkpoint)  # a stale or broken one: refused before any work
+    # a stale or broken calibration is refused before any work; a run without widths has none to apply
+    calibration = load_calibration(run_dir, checkpoint) if run_uncertainty(run_dir) != "none" else None
     say(f"predicting the {split} split of {data_dir} with {checkpoint}")
     columns, meta = predict(run_dir, data_dir, split=split, device=device)
     info = meta.pop("info")
@@ -218,7 +220,9 @@ def _evaluate(run_dir: str | Path, data_dir: str | Path, output: str | Path | No
                                "label": run_dir.name, **meta, "n_muons": int(len(columns["true_pt"])),
                                **sample_identity(info.manifest, columns),
                                "pt_bins": list(PT_BINS), "regions": {k: list(v) for k, v in REGIONS.items()},
-                               "baseline_status": baseline, "calibration": calibrated,
+                               "baseline_status": baseline,
+                               "calibration": calibrated | ({"in_sample": calibrated.get("sample_id") == sample_identity(
+                                   info.manifest, columns)["sample_id"]} if calibrated["status"] == "applied" else {}),
                                "methods": {"model": evaluate_method(columns, "pred")}}
     if baseline == "ok":
         fitted = np.isfinite(columns["fit_pt"])
@@ -251,7 +255,7 @@ def calibration_note(columns: dict[str, np.ndarray], doc: dict[str, Any] | None,
         return {"status": "absent", "why": f"no {run_dir}/calibration.json: the widths are the head's own "
                 f"(make one with `muon-pipeline calibrate {run_dir} --data DATA`)"}
     return {"status": "applied", **{k: doc.get(k) for k in ("data", "dataset_id", "sample_id", "split", "n_muons")},
-            "cells": len(doc["cells"])}
+            "cells": len(doc["cells"])}  # "in_sample" is added once the evaluated muons are known
 
 
 def sample_identity(manifest: dict[str, Any], columns: dict[str, np.ndarray]) -> dict[str, str]:
