@@ -52,3 +52,19 @@ def test_a_command_without_a_signal_ends_as_before():
                          capture_output=True, text=True, timeout=60,
                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert res.returncode == 0 and res.stdout.strip() == "finished", res.stderr
+
+
+@pytest.mark.parametrize(("command", "advice"), [("train", "with --resume"), ("convert", "the same command again")])
+def test_a_stop_names_how_to_resume(capsys, command, advice):
+    """A stopped ``train`` (in training or in the calibration that ends it) resumes with ``--resume``:
+    the same command without it is refused because the run exists; other commands resume by re-running."""
+    import signal
+
+    import click
+
+    from pipeline.cli_errors import _stopped
+
+    ctx = click.Context(click.Command(command), info_name=command)
+    with pytest.raises(SystemExit) as stop:
+        _stopped(ctx, signal.SIGTERM)
+    assert stop.value.code == 128 + signal.SIGTERM and advice in capsys.readouterr().err
