@@ -43,6 +43,16 @@ def converted_sample(tmp_path_factory, sample_root) -> Path:
     return out
 
 
+@pytest.fixture
+def dataset(request):
+    """data_samples/sample.root converted; the converted random dump where the sample is absent (the
+    training tests' dataset)."""
+    try:
+        return request.getfixturevalue("converted_sample")
+    except pytest.skip.Exception:
+        return request.getfixturevalue("converted_random")
+
+
 @pytest.fixture(scope="session")
 def converted_random(tmp_path_factory, random_dump) -> Path:
     """The random dump converted in 3 units (shards) with the defaults; read-only for tests."""

@@ -25,14 +25,6 @@ trainer: {max_epochs: 2, lr: 3.0e-3, warmup_steps: 2, patience: 3}
 """
 
 
-@pytest.fixture
-def dataset(request):
-    """data_samples/sample.root converted; the converted random dump where the sample is absent."""
-    try:
-        return request.getfixturevalue("converted_sample")
-    except pytest.skip.Exception:
-        return request.getfixturevalue("converted_random")
-
 
 def invoke(*args: str) -> str:
     res = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)

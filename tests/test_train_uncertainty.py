@@ -178,13 +178,6 @@ trainer: {max_epochs: 1, max_steps: 6, lr: 3.0e-3, warmup_steps: 2, patience: 3}
 """
 
 
-@pytest.fixture
-def dataset(request):
-    try:
-        return request.getfixturevalue("converted_sample")
-    except pytest.skip.Exception:
-        return request.getfixturevalue("converted_random")
-
 
 def _invoke(*args):
     from click.testing import CliRunner
