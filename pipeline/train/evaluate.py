@@ -207,7 +207,8 @@ def _evaluate(run_dir: str | Path, data_dir: str | Path, output: str | Path | No
     say(f"predicting the {split} split of {data_dir} with {checkpoint}")
     columns, meta = predict(run_dir, data_dir, split=split, device=device)
     info = meta.pop("info")
-    calibrated = calibration_note(columns, calibration, run_dir)
+    identity = sample_identity(info.manifest, columns)
+    calibrated = calibration_note(columns, calibration, run_dir, identity["sample_id"])
     if calibration is not None and "pred_sigma_qpt" in columns:
         apply_calibration(columns, calibration)
     say(f"{len(columns['true_pt'])} muons predicted in {time.perf_counter() - t0:.0f} s; classical fit (baseline)")
@@ -218,11 +219,9 @@ def _evaluate(run_dir: str | Path, data_dir: str | Path, output: str | Path | No
 
     metrics: dict[str, Any] = {"run": str(run_dir.resolve()), "data": str(Path(data_dir).resolve()),
                                "label": run_dir.name, **meta, "n_muons": int(len(columns["true_pt"])),
-                               **sample_identity(info.manifest, columns),
+                               **identity,
                                "pt_bins": list(PT_BINS), "regions": {k: list(v) for k, v in REGIONS.items()},
-                               "baseline_status": baseline,
-                               "calibration": calibrated | ({"in_sample": calibrated.get("sample_id") == sample_identity(
-                                   info.manifest, columns)["sample_id"]} if calibrated["status"] == "applied" else {}),
+                               "baseline_status": baseline, "calibration": calibrated,
                                "methods": {"model": evaluate_method(columns, "pred")}}
     if baseline == "ok":
         fitted = np.isfinite(columns["fit_pt"])
@@ -246,16 +245,18 @@ def _evaluate(run_dir: str | Path, data_dir: str | Path, output: str | Path | No
     return {**metrics, "output": str(out_dir), "written": written}
 
 
-def calibration_note(columns: dict[str, np.ndarray], doc: dict[str, Any] | None, run_dir: Path) -> dict[str, Any]:
+def calibration_note(columns: dict[str, np.ndarray], doc: dict[str, Any] | None, run_dir: Path,
+                     sample_id: str) -> dict[str, Any]:
     """What ``metrics.json`` says of the σ calibration: ``status`` (``applied``, ``none`` for a run
-    without widths, ``absent``) and, when applied, where it was fitted (data, split, muons, cells)."""
+    without widths, ``absent``) and, when applied, where it was fitted (data, split, muons, cells) and
+    ``in_sample``: whether it was fitted on the muons evaluated (``sample_id``)."""
     if "pred_sigma_qpt" not in columns:
         return {"status": "none"}
     if doc is None:
         return {"status": "absent", "why": f"no {run_dir}/calibration.json: the widths are the head's own "
                 f"(make one with `muon-pipeline calibrate {run_dir} --data DATA`)"}
     return {"status": "applied", **{k: doc.get(k) for k in ("data", "dataset_id", "sample_id", "split", "n_muons")},
-            "cells": len(doc["cells"])}  # "in_sample" is added once the evaluated muons are known
+            "cells": len(doc["cells"]), "in_sample": doc.get("sample_id") == sample_id}
 
 
 def sample_identity(manifest: dict[str, Any], columns: dict[str, np.ndarray]) -> dict[str, str]:
